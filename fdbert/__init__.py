@@ -1,0 +1,30 @@
+"""fdbert: fast, verifiable transformer inference on CPUs.
+
+    >>> import fdbert
+    >>> model = fdbert.from_pretrained("path/to/hf-model-dir")
+    >>> emb = model.encode(["a sentence", "another one"])          # [2, D]
+    >>> with fdbert.set_backend("reference"):                       # the NumPy oracle
+    ...     h = model(input_ids, attention_mask)                     # [B, T, D]
+"""
+
+from __future__ import annotations
+
+from . import ops
+from ._version import __version__
+from .backend import (available_backends, get_backend, register_backend, set_backend,
+                      set_default_backend, unregister_backend)
+from .config import EncoderConfig
+from .errors import (BackendError, CorruptModelError, DTypeError, FdbertError, ModelNotFoundError,
+                     ShapeError, TokenIdError, UnsupportedModelError, WeightShapeError)
+from .model import Encoder, from_pretrained
+from .runtime import cpu_features, get_num_threads, set_num_threads, show_config
+from .compress import prune, quantize  # INT8 + block sparsity (docs/int8.md)
+from .serialization import load
+
+__all__ = [
+    "__version__", "ops", "from_pretrained", "Encoder", "EncoderConfig", "prune", "quantize", "load",
+    "set_backend", "set_default_backend", "get_backend", "available_backends", "register_backend", "unregister_backend",
+    "cpu_features", "get_num_threads", "set_num_threads", "show_config",
+    "FdbertError", "BackendError", "CorruptModelError", "DTypeError", "ModelNotFoundError",
+    "ShapeError", "TokenIdError", "UnsupportedModelError", "WeightShapeError",
+]

@@ -1,0 +1,173 @@
+"""The model object users hold: weights + config + tokenizer, and the encoder's forward pass.
+
+    x = Embeddings(ids, positions)             [n, D]   packed real tokens only
+    x = EncoderLayer_l(x, cu_seqlens), l=1..L  [n, D]
+    heads: mean pooling / [CLS] classifier / per-token QA logits
+
+Inputs arrive padded ([B, T] + attention_mask, either padding side) or as text; internally every batch
+is packed (:mod:`fdbert.packing`), so padding costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import ops
+from .config import EncoderConfig
+from .errors import FdbertError, ShapeError, TokenIdError
+from .loading import build_weights, model_dir, read_config, read_tensors
+from .packing import PackedBatch, pack, unpack
+from .reference import heads
+from .reference.embeddings import embeddings
+from .tokenizer import Tokenizer
+from .weights import EncoderWeights
+
+
+@dataclass(frozen=True)
+class PoolingConfig:
+    mode: str = "mean"         # "mean" (over real tokens) or "cls"
+    normalize: bool = False    # L2-normalise sentence embeddings
+
+    @classmethod
+    def from_dir(cls, path: Path) -> "PoolingConfig":
+        """sentence-transformers' modules.json + Pooling config, if present; else mean, unnormalised."""
+        modules_f = path / "modules.json"
+        if not modules_f.is_file():
+            return cls()
+        modules = json.loads(modules_f.read_text())
+        normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+        mode = "mean"
+        for m in modules:
+            if m.get("type", "").endswith("Pooling"):
+                pf = path / m.get("path", "") / "config.json"
+                if pf.is_file():
+                    pc = json.loads(pf.read_text())
+                    if pc.get("pooling_mode_cls_token"):
+                        mode = "cls"
+                    elif not pc.get("pooling_mode_mean_tokens", True):
+                        raise FdbertError(f"{pf}: only mean and cls pooling are supported")
+        return cls(mode, normalize)
+
+
+class Encoder:
+    """A DistilBERT/BERT encoder. Build with :func:`fdbert.from_pretrained`."""
+
+    def __init__(self, config: EncoderConfig, weights: EncoderWeights, tokenizer: Tokenizer | None = None,
+                 pooling: PoolingConfig = PoolingConfig(), name: str = ""):
+        self.config, self.weights, self.tokenizer, self.pooling, self.name = \
+            config, weights, tokenizer, pooling, name
+        self.compression = {}  # what fdbert.prune / fdbert.quantize did (saved with the model)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"<fdbert.Encoder {self.name or c.model_type}: {c.n_layers} layers, D={c.d_model}, "
+                f"H={c.n_heads}, F={c.d_ffn}, V={c.vocab_size}>")
+
+    def save(self, path):
+        """Write the model (float, pruned or INT8) to directory ``path``; read it with :func:`fdbert.load`."""
+        from .serialization import save
+        return save(self, path)
+
+    # ---- the forward pass on a packed batch --------------------------------------------------
+    def forward_packed(self, batch: PackedBatch) -> np.ndarray:  # -> [n, D]
+        """Last hidden state of every real token of a packed batch."""
+        self._check_tokens(batch)
+        c, w = self.config, self.weights
+        x = embeddings(batch.input_ids, batch.positions, batch.token_type_ids, w.embeddings,
+                       c.layer_norm_eps)
+        for layer in w.layers:
+            x = ops.encoder_layer(x, batch.cu_seqlens, layer, c)
+        return x
+
+    def _check_tokens(self, batch: PackedBatch) -> None:
+        c = self.config
+        ids = batch.input_ids
+        if len(ids) and (ids.min() < 0 or ids.max() >= c.vocab_size):
+            bad = ids[(ids < 0) | (ids >= c.vocab_size)][0]
+            raise TokenIdError(f"token id {bad} is out of range: expected 0 <= id < vocab_size "
+                               f"{c.vocab_size}")
+        if len(batch.lengths) and batch.lengths.max() > c.max_positions:
+            raise ShapeError(f"a sequence has {batch.lengths.max()} tokens, more than the model's "
+                             f"max_position_embeddings {c.max_positions}")
+        tt = batch.token_type_ids
+        n_types = max(c.type_vocab_size, 1)
+        if len(tt) and (tt.min() < 0 or tt.max() >= n_types):
+            raise TokenIdError(f"token_type_ids must lie in [0, {n_types}), found {tt.max()}")
+
+    # ---- padded in, padded out ---------------------------------------------------------------
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
+        """last_hidden_state f32 [B, T, D] for padded input_ids [B, T]; padding positions are 0."""
+        batch = pack(input_ids, attention_mask, token_type_ids)
+        return unpack(self.forward_packed(batch), batch)
+
+    def question_answering(self, input_ids, attention_mask=None, token_type_ids=None):
+        """(start_logits, end_logits), each f32 [B, T]; padding positions are -inf."""
+        qa = self._head("qa_outputs")
+        batch = pack(input_ids, attention_mask, token_type_ids)
+        start, end = heads.question_answering(self.forward_packed(batch), qa)
+        return unpack(start, batch, -np.inf), unpack(end, batch, -np.inf)
+
+    def classify(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
+        """Sequence-classification logits f32 [B, C] from the [CLS] token."""
+        batch = pack(input_ids, attention_mask, token_type_ids)
+        cls = heads.first_token(self.forward_packed(batch), batch.cu_seqlens)
+        if self.config.model_type == "distilbert":
+            return heads.distilbert_classifier(cls, self._head("pre_classifier"), self._head("classifier"))
+        return heads.bert_classifier(cls, self._head("pooler"), self._head("classifier"))
+
+    def _head(self, name):
+        head = getattr(self.weights.heads, name)
+        if head is None:
+            raise FdbertError(f"this checkpoint has no {name} head (load a *ForQuestionAnswering / "
+                              "*ForSequenceClassification checkpoint)")
+        return head
+
+    # ---- text in -------------------------------------------------------------------------------
+    def tokenize(self, texts) -> PackedBatch:
+        if self.tokenizer is None:
+            raise FdbertError("this model has no tokenizer (no tokenizer.json in its directory); "
+                              "call it with token ids instead")
+        return self.tokenizer(texts)
+
+    def embed_packed(self, batch: PackedBatch, normalize: bool | None = None) -> np.ndarray:  # -> [B, D]
+        """Sentence embeddings of a packed batch with the model's pooling."""
+        h = self.forward_packed(batch)
+        pooled = (heads.first_token(h, batch.cu_seqlens) if self.pooling.mode == "cls"
+                  else heads.mean_pool(h, batch.cu_seqlens))
+        normalize = self.pooling.normalize if normalize is None else normalize
+        return heads.l2_normalize(pooled) if normalize else pooled
+
+    def encode(self, texts, batch_size: int = 32, normalize: bool | None = None,
+               progress: bool = False) -> np.ndarray:
+        """Sentence embeddings f32 [N, D] of N texts (pooling and normalisation as the model's
+        sentence-transformers config says unless ``normalize`` is given)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.zeros((len(texts), self.config.d_model), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        if progress:
+            from .progress import progress_bar
+            starts = progress_bar(starts, total=len(starts), desc="encode")
+        for s in starts:
+            out[s:s + batch_size] = self.embed_packed(self.tokenize(texts[s:s + batch_size]), normalize)
+        return out
+
+
+def from_pretrained(path) -> Encoder:
+    """Load a local Hugging Face directory (config.json + model.safetensors or pytorch_model.bin
+    [+ tokenizer.json]) of model type ``distilbert`` or ``bert``. Never downloads anything."""
+    p = model_dir(path)
+    config = EncoderConfig.from_hf(read_config(p))
+    tensors = read_tensors(p)
+    weights, unused = build_weights(tensors, config, where=str(p))
+    model = Encoder(config, weights, Tokenizer.from_dir(p, config.max_positions), PoolingConfig.from_dir(p),
+                    name=p.name)
+    model.unused_tensors = unused
+    return model

@@ -1,0 +1,69 @@
+"""The encoder block with INT8 linear layers (Fast DistilBERT, Shen et al. 2022, sec. 3.2, Fig. 3).
+
+The four GEMMs run as u8 x s8 -> int32 (:mod:`fdbert.reference.qlinear`); everything between them
+stays float32, as in the float block (:mod:`fdbert.reference.encoder`):
+
+    xq = quantize(x)                                  one u8 copy of x feeds Q, K and V
+    q, k, v = qlinear(xq, W_q), qlinear(xq, W_k), qlinear(xq, W_v)         f32
+    a = attention(q, k, v)                            f32 (softmax needs the dynamic range)
+    x = LN(qlinear(quantize(a), W_o, residual=x))     bias + residual fused in the epilogue; LN f32
+    hq = qlinear(quantize(x), W_1, gelu, out=u8)      GELU + requantize fused: FFN1 emits u8
+    x = LN(qlinear(hq, W_2, residual=x))
+
+Outlier channels: a QuantizedLinear may keep a few input channels in float32 (``outliers``; their s8
+codes are 0). Their part, x[:, outliers] @ outlier_weight.T, is added in float32 right after the
+layer's qlinear (before GELU for FFN1, which then cannot fuse GELU + requantize: it runs
+qlinear -> + outlier part -> GELU -> quantize). Q, K and V share their input, so their input
+(scale, zero point) must be equal.
+"""
+
+import numpy as np
+
+from .. import ops
+
+
+def _outlier_part(x, lin):  # f32 [n, K] -> f32 [n, N] or None
+    """x[:, outliers] @ outlier_weight.T: the float32 share of the outlier input channels."""
+    if not len(lin.outliers):
+        return None
+    return ops.linear(np.ascontiguousarray(x[:, lin.outliers]), lin.outlier_weight)
+
+
+def _plus(y, part):
+    return y if part is None else y + part
+
+
+def encoder_layer_int8(x, cu_seqlens, layer, config):  # [n, D] -> [n, D]
+    """x = LN(x + Attention_int8(x)); x = LN(x + FFN_int8(x)); layer's Linears are QuantizedLinear."""
+    n, D = x.shape
+    H, Dh, eps = config.n_heads, config.head_dim, config.layer_norm_eps
+    qkv_in = layer.q_lin
+    for other in (layer.k_lin, layer.v_lin):
+        if (other.x_scale, other.x_zero_point) != (qkv_in.x_scale, qkv_in.x_zero_point):
+            raise ValueError("q_lin, k_lin and v_lin share their input: their x_scale and "
+                             "x_zero_point must be equal")
+    xq = ops.quantize_u8(x, qkv_in.x_scale, qkv_in.x_zero_point)                 # u8 [n, D]
+    q, k, v = (_plus(ops.qlinear(xq, lin), _outlier_part(x, lin)).reshape(n, H, Dh)  # [n, D] -> [n, H, Dh]
+               for lin in (layer.q_lin, layer.k_lin, layer.v_lin))
+    a = ops.attention(q, k, v, cu_seqlens, cu_seqlens).reshape(n, D)            # [n, H, Dh] -> [n, D]
+    aq = ops.quantize_u8(a, layer.out_lin.x_scale, layer.out_lin.x_zero_point)
+    y = _plus(ops.qlinear(aq, layer.out_lin, residual=x), _outlier_part(a, layer.out_lin))
+    x = ops.layer_norm(y, layer.sa_layer_norm.weight, layer.sa_layer_norm.bias, eps)
+
+    lin1, lin2 = layer.lin1, layer.lin2
+    xq = ops.quantize_u8(x, lin1.x_scale, lin1.x_zero_point)
+    if not len(lin1.outliers) and not len(lin2.outliers):
+        hq = ops.qlinear(xq, lin1, gelu=True, out_scale=lin2.x_scale,
+                         out_zero_point=lin2.x_zero_point)                      # u8 [n, F], fused
+        y = ops.qlinear(hq, lin2, residual=x)
+    else:
+        h = ops.gelu(_plus(ops.qlinear(xq, lin1), _outlier_part(x, lin1)))      # f32 [n, F]
+        hq = ops.quantize_u8(h, lin2.x_scale, lin2.x_zero_point)
+        y = _plus(ops.qlinear(hq, lin2, residual=x), _outlier_part(h, lin2))
+    return ops.layer_norm(y, layer.output_layer_norm.weight, layer.output_layer_norm.bias, eps)
+
+
+def is_quantized(layer) -> bool:
+    """True when the layer's Linears are QuantizedLinear (all six are, or none)."""
+    from .qlinear import QuantizedLinear
+    return isinstance(layer.q_lin, QuantizedLinear)

@@ -1,0 +1,67 @@
+"""Containers for a model's parameters, named like the DistilBERT checkpoint's modules.
+
+Plain dataclasses of NumPy arrays: the maths in :mod:`fdbert.reference` unpacks them. A backend that
+wants another memory layout (a native kernel's packed weights) caches it in ``packed``, keyed by the
+backend's name, the first time it sees the layer, so weights are never repacked per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(eq=False)
+class Linear:
+    weight: np.ndarray                  # f32 [N, K]  (out, in), as torch.nn.Linear stores it
+    bias: np.ndarray | None             # f32 [N]
+    packed: dict = field(default_factory=dict, repr=False)  # backend name -> its layout of weight
+
+    @property
+    def shape(self):  # (N, K)
+        return self.weight.shape
+
+
+@dataclass(eq=False)
+class LayerNorm:
+    weight: np.ndarray                  # f32 [D], gamma
+    bias: np.ndarray                    # f32 [D], beta
+
+
+@dataclass(eq=False)
+class EncoderLayerWeights:
+    q_lin: Linear                       # [D, D]
+    k_lin: Linear                       # [D, D]
+    v_lin: Linear                       # [D, D]
+    out_lin: Linear                     # [D, D]   attention output projection
+    sa_layer_norm: LayerNorm            # [D]      after attention + residual
+    lin1: Linear                        # [F, D]   FFN up
+    lin2: Linear                        # [D, F]   FFN down
+    output_layer_norm: LayerNorm        # [D]      after FFN + residual
+
+    LINEARS = ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2")
+
+
+@dataclass(eq=False)
+class EmbeddingWeights:
+    word_embeddings: np.ndarray         # f32 [V, D]
+    position_embeddings: np.ndarray     # f32 [P, D]
+    token_type_embeddings: np.ndarray | None  # f32 [S, D] (BERT segments) or None (DistilBERT)
+    layer_norm: LayerNorm               # [D]
+
+
+@dataclass(eq=False)
+class HeadWeights:
+    """Task heads found in the checkpoint; each is None when absent."""
+    pooler: Linear | None = None        # [D, D]  BERT: tanh(W h_[CLS] + b)
+    pre_classifier: Linear | None = None  # [D, D] DistilBERT classification: relu(W h_[CLS] + b)
+    classifier: Linear | None = None    # [C, D]  sequence classification logits
+    qa_outputs: Linear | None = None    # [2, D]  start / end logits per token
+
+
+@dataclass(eq=False)
+class EncoderWeights:
+    embeddings: EmbeddingWeights
+    layers: list[EncoderLayerWeights]
+    heads: HeadWeights = field(default_factory=HeadWeights)

@@ -1,0 +1,169 @@
+"""fdbert_native thread control: set_num_threads is honoured exactly, idle workers sleep.
+
+The oracle for the thread count is OpenMP itself: _cpu.omp_team_size() opens a region the way every
+kernel does (num_threads(fdbert_native.get_num_threads())) and reports omp_get_num_threads().
+"""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import fdbert_native
+
+needs_openmp = pytest.mark.skipif(
+    not fdbert_native.openmp_enabled(),
+    reason=f"needs fdbert_native built with OpenMP ({fdbert_native.UNAVAILABLE_REASON or 'built without'})")
+PACKAGE_ROOT = Path(fdbert_native.__file__).resolve().parent
+
+
+def run_python(code, **env_overrides):
+    """Run `code` in a fresh interpreter with FDBERT_*/OMP_* cleared, then `env_overrides` applied."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FDBERT_", "OMP_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT.parent), env.get("PYTHONPATH", "")])
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def restore_num_threads():
+    previous = fdbert_native.get_num_threads()
+    yield
+    fdbert_native.set_num_threads(previous)
+
+
+@needs_openmp
+@pytest.mark.parametrize("n", [1, 2, 3, 5])  # more threads than this machine's 2 cores is legal
+def test_set_num_threads_is_honoured_exactly(n):
+    fdbert_native.set_num_threads(n)
+    assert fdbert_native.get_num_threads() == n
+    assert fdbert_native._cpu.omp_team_size() == n
+
+
+@needs_openmp
+def test_set_num_threads_returns_the_previous_count():
+    fdbert_native.set_num_threads(3)
+    assert fdbert_native.set_num_threads(1) == 3
+    assert fdbert_native.get_num_threads() == 1
+
+
+def team_size_in_another_thread():
+    sizes = []
+    worker = threading.Thread(target=lambda: sizes.append(fdbert_native._cpu.omp_team_size()))
+    worker.start()
+    worker.join()
+    return sizes[0]
+
+
+@needs_openmp
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_count_reaches_kernels_run_from_other_python_threads(n):
+    # omp_set_num_threads alone would only change the calling thread's default
+    fdbert_native.set_num_threads(n)
+    assert team_size_in_another_thread() == n
+
+
+@needs_openmp
+def test_a_count_set_in_another_python_thread_reaches_this_one():
+    worker = threading.Thread(target=fdbert_native.set_num_threads, args=(3,))
+    worker.start()
+    worker.join()
+    assert fdbert_native.get_num_threads() == 3
+    assert fdbert_native._cpu.omp_team_size() == 3
+
+
+@pytest.mark.parametrize("n", [0, -1, -(2**40)])
+def test_counts_below_one_are_rejected(n):
+    before = fdbert_native.get_num_threads()
+    with pytest.raises(ValueError, match=f"n must be >= 1, got {n}"):
+        fdbert_native.set_num_threads(n)
+    assert fdbert_native.get_num_threads() == before
+
+
+@pytest.mark.parametrize("n", [2.0, "2", None, True])
+def test_non_integer_counts_are_rejected(n):
+    with pytest.raises(TypeError):
+        fdbert_native.set_num_threads(n)
+
+
+@needs_openmp
+def test_default_count_follows_omp_num_threads():
+    result = run_python("""
+        import fdbert_native as f
+        print(f.get_num_threads(), f._cpu.omp_team_size())
+    """, OMP_NUM_THREADS="3")
+    assert result.stdout.split() == ["3", "3"], result.stderr
+
+
+@needs_openmp
+def test_counts_above_omp_thread_limit_are_rejected():
+    result = run_python("""
+        import fdbert_native as f
+        f.set_num_threads(2)
+        try:
+            f.set_num_threads(3)
+        except ValueError as exc:
+            print("ValueError", "OMP_THREAD_LIMIT" in str(exc), f.get_num_threads())
+    """, OMP_THREAD_LIMIT="2")
+    assert result.stdout.split() == ["ValueError", "True", "2"], result.stderr
+
+
+def test_without_the_extension_there_is_one_thread():
+    result = run_python("""
+        import fdbert_native as f
+        print(f.get_num_threads(), f.set_num_threads(4), f.get_num_threads(), f.openmp_enabled())
+        try:
+            f.set_num_threads(0)
+        except ValueError:
+            print("rejected")
+    """, FDBERT_PURE_PYTHON="1")
+    assert result.stdout.split() == ["1", "1", "1", "False", "rejected"], result.stderr
+
+
+# --- OMP_WAIT_POLICY ---
+
+SHOW_POLICY = """
+    import os, fdbert_native
+    print("after import:", repr(os.environ.get("OMP_WAIT_POLICY")))
+"""
+
+
+@needs_openmp
+@pytest.mark.parametrize("user_value, runtime_value", [
+    (None, "PASSIVE"),     # our default
+    ("", "PASSIVE"),       # empty is unset (libgomp would reject it)
+    ("ACTIVE", "ACTIVE"),  # the user's choice stands
+])
+def test_openmp_runtime_reads_passive_unless_the_user_chose(user_value, runtime_value):
+    env = {"OMP_DISPLAY_ENV": "TRUE"}  # libgomp prints its settings to stderr when it loads
+    if user_value is not None:
+        env["OMP_WAIT_POLICY"] = user_value
+    result = run_python(SHOW_POLICY, **env)
+    assert f"OMP_WAIT_POLICY = '{runtime_value}'" in result.stderr, result.stderr
+    # the process environment is put back: child processes and later libraries see the user's
+    assert result.stdout.strip() == f"after import: {user_value!r}"
+
+
+IDLE_CPU = """
+    import time, fdbert_native as f
+    f.set_num_threads(2)
+    for _ in range(200):
+        f._cpu.omp_team_size()
+    start = time.process_time()
+    time.sleep(0.5)
+    print(time.process_time() - start)
+"""
+
+
+@needs_openmp
+def test_idle_workers_sleep_instead_of_spinning():
+    passive = float(run_python(IDLE_CPU).stdout)
+    # the control shows the measurement can see spinning: a busy-waiting worker burns CPU time
+    # while the main thread sleeps
+    active = float(run_python(IDLE_CPU, OMP_WAIT_POLICY="ACTIVE").stdout)
+    assert passive < 0.05, f"{passive:.3f} s of CPU in 0.5 s of idling"
+    assert active > 0.1, f"control: spinning workers used only {active:.3f} s of CPU"

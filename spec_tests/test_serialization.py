@@ -1,0 +1,166 @@
+"""model.save(path) / fdbert.load(path): bit-identical round trips; damaged files refused clearly."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fdbert
+from fdbert.errors import CorruptModelError, ModelNotFoundError
+from fdbert.serialization import FORMAT_VERSION, META_FILE, TENSOR_FILE, TOKENIZER_FILE
+from int8_models import sentences, tiny_text_model
+
+KINDS = ("float", "pruned", "int8", "int8-sparse")
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return sentences(24, seed=2)
+
+
+@pytest.fixture(scope="module")
+def models(texts):
+    base = tiny_text_model(seed=7, outlier_channel=2)
+    pruned = fdbert.prune(base, 0.7, (1, 4))
+    return {"float": base, "pruned": pruned,
+            "int8": fdbert.quantize(base, texts, progress=False, measure_error=False),
+            "int8-sparse": fdbert.quantize(pruned, texts, method="percentile", progress=False,
+                                           measure_error=False)}
+
+
+@pytest.fixture
+def saved(models, tmp_path):
+    d = tmp_path / "int8-sparse"
+    models["int8-sparse"].save(d)
+    return d
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_round_trip_is_bit_identical(models, texts, tmp_path, kind):
+    m = models[kind]
+    m.save(tmp_path / kind)
+    r = fdbert.load(tmp_path / kind)
+    assert r.config == m.config and r.pooling == m.pooling and r.name == m.name
+    assert r.compression == json.loads(json.dumps(m.compression))
+    batch = m.tokenize(texts)
+    assert np.array_equal(r.tokenize(texts).input_ids, batch.input_ids)
+    for backend in ("reference", "auto"):
+        with fdbert.set_backend(backend):
+            assert np.array_equal(r.forward_packed(batch), m.forward_packed(batch))
+    for old, new in zip(m.weights.layers, r.weights.layers):
+        for name in old.LINEARS:
+            a, b = getattr(old, name), getattr(new, name)
+            assert type(a) is type(b)
+            if kind.startswith("int8"):
+                assert np.array_equal(a.dense_codes(), b.dense_codes())
+                for f in ("w_scale", "bias", "comp", "mult", "outliers", "outlier_weight"):
+                    assert np.array_equal(getattr(a, f), getattr(b, f)), f
+                assert (a.x_scale, a.x_zero_point) == (b.x_scale, b.x_zero_point)
+                assert type(a.x_scale) is type(b.x_scale)
+            else:
+                assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+
+
+def test_files_and_metadata(saved):
+    assert sorted(p.name for p in saved.iterdir()) == sorted([META_FILE, TENSOR_FILE, TOKENIZER_FILE])
+    meta = json.loads((saved / META_FILE).read_text())
+    assert meta["format"] == "fdbert" and meta["format_version"] == FORMAT_VERSION
+    assert meta["linears"]["layers.0.lin1."]["kind"] == "int8_bsr"
+    assert meta["linears"]["layers.0.lin1."]["blocksize"] == [1, 4]
+
+
+def test_loads_without_torch(saved):
+    code = ("import sys; sys.modules['torch'] = None; import fdbert; "
+            f"m = fdbert.load({str(saved)!r}); print(type(m.weights.layers[0].q_lin).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "QuantizedLinear"
+
+
+def test_refuses_a_flipped_byte(saved):
+    f = saved / TENSOR_FILE
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    f.write_bytes(bytes(data))
+    with pytest.raises(CorruptModelError, match="SHA-256"):
+        fdbert.load(saved)
+
+
+def test_refuses_a_truncated_file(saved):
+    f = saved / TENSOR_FILE
+    f.write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(CorruptModelError, match="truncated"):
+        fdbert.load(saved)
+
+
+def _rewrite_meta(d, **changes):
+    meta = json.loads((d / META_FILE).read_text())
+    meta.update(changes)
+    (d / META_FILE).write_text(json.dumps(meta))
+    return meta
+
+
+def test_refuses_a_truncated_file_even_with_a_matching_checksum(saved):
+    """A checksum written after the damage (say, by a buggy tool) still cannot pass safetensors."""
+    import hashlib
+    f = saved / TENSOR_FILE
+    f.write_bytes(f.read_bytes()[:1000])
+    meta = json.loads((saved / META_FILE).read_text())
+    _rewrite_meta(saved, files={**meta["files"], TENSOR_FILE: hashlib.sha256(f.read_bytes()).hexdigest()})
+    with pytest.raises(CorruptModelError, match="cannot read safetensors"):
+        fdbert.load(saved)
+
+
+def test_refuses_a_missing_tensor(saved):
+    import hashlib
+
+    from safetensors.numpy import load_file, save_file
+    f = saved / TENSOR_FILE
+    tensors = load_file(str(f))
+    del tensors["layers.1.lin2.w_scale"]
+    save_file(tensors, str(f))
+    meta = json.loads((saved / META_FILE).read_text())
+    _rewrite_meta(saved, files={**meta["files"], TENSOR_FILE: hashlib.sha256(f.read_bytes()).hexdigest()})
+    with pytest.raises(CorruptModelError, match="layers.1.lin2.w_scale.*missing"):
+        fdbert.load(saved)
+
+
+def test_refuses_another_version(saved):
+    _rewrite_meta(saved, format_version=FORMAT_VERSION + 1)
+    with pytest.raises(CorruptModelError, match=f"format version {FORMAT_VERSION + 1}.*version {FORMAT_VERSION}"):
+        fdbert.load(saved)
+
+
+def test_refuses_another_format(saved):
+    _rewrite_meta(saved, format="onnx")
+    with pytest.raises(CorruptModelError, match="'onnx'"):
+        fdbert.load(saved)
+
+
+def test_refuses_garbled_metadata(saved):
+    (saved / META_FILE).write_text('{"format": "fdbert", "format_ver')
+    with pytest.raises(CorruptModelError, match="not valid JSON"):
+        fdbert.load(saved)
+
+
+def test_refuses_a_changed_tokenizer(saved):
+    f = saved / TOKENIZER_FILE
+    f.write_text(f.read_text().replace("garden", "gardon"))
+    with pytest.raises(CorruptModelError, match=TOKENIZER_FILE):
+        fdbert.load(saved)
+
+
+def test_missing_files(saved, tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist|not a directory"):
+        fdbert.load(tmp_path / "nowhere")
+    (saved / TOKENIZER_FILE).unlink()
+    with pytest.raises(ModelNotFoundError, match="tokenizer.json is missing"):
+        fdbert.load(saved)
+    (saved / META_FILE).unlink()
+    with pytest.raises(ModelNotFoundError, match="no fdbert.json"):
+        fdbert.load(saved)
+
+
+def test_errors_are_fdbert_errors():
+    assert issubclass(CorruptModelError, fdbert.FdbertError)
