@@ -48,7 +48,7 @@ __all__ = [
     "AVAILABLE", "UNAVAILABLE_REASON", "FEATURE_NAMES",
     "cpu_features", "cpu_features_detected", "set_disabled_features", "disabled_features",
     "disabled_cpu_features", "request_amx_permission",
-    "get_num_threads", "set_num_threads", "openmp_enabled",
+    "get_num_threads", "set_num_threads", "openmp_enabled", "op_paths",
 ]
 
 # Bit order of the C enum fdb_feature (csrc/cpu_features.h); checked against the build at import.
@@ -226,3 +226,11 @@ def set_num_threads(n):
         raise ValueError(f"set_num_threads: n={n} exceeds the OpenMP thread limit {limit} "
                          f"(OMP_THREAD_LIMIT)")
     return _cpu.set_num_threads(n)
+
+
+def op_paths():
+    """Map each op the native backend implements to the ISA path it runs now (see fdbert_native.ops)."""
+    if not AVAILABLE:
+        return {}
+    from .ops import op_paths as _op_paths
+    return _op_paths()

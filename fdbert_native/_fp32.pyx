@@ -1,0 +1,243 @@
+# distutils: sources = fdbert_native/csrc/fp32_ops.c fdbert_native/csrc/attention.c
+# distutils: depends = fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/attention.h fdbert_native/csrc/fp32_vecmath.h
+# distutils: libraries = m
+"""Float32 kernels: layer norm, softmax, GELU, attention, and the INT8 quantize / dequantize.
+
+Thin wrappers over csrc/fp32_ops.{c,h} and csrc/attention.{c,h}. Each checks dtype, shape and
+C-contiguity at the edge (TypeError / ValueError naming what was expected and found), then calls the
+C kernel without the GIL, writing into ``out``. The backend namespace with the fdbert.ops signatures
+is fdbert_native/ops.py; these are the layer it and the tests call.
+
+``isa`` is "auto" (the best path the CPU features allow now, after
+fdbert_native.set_disabled_features) or one of ISAS, so tests can force each path; forcing a path the
+CPU cannot run raises ValueError. ``num_threads`` <= 0 means fdbert_native.get_num_threads().
+"""
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
+
+from fdbert_native._cpu cimport (FDB_AVX512BW, FDB_AVX512DQ, FDB_AVX512F, FDB_AVX512VL, cpu_mask,
+                                 num_threads)
+
+cnp.import_array()
+
+cdef extern from "fp32_ops.h" nogil:
+    int FP_ISA_GENERIC, FP_ISA_AVX512
+    void fp_layer_norm(const float *x, int64_t n, int64_t D, const float *w, const float *b,
+                       float eps, float *y, int isa, int nthreads)
+    void fp_softmax(const float *x, int64_t rows, int64_t L, float *y, int isa, int nthreads)
+    void fp_gelu(const float *x, int64_t n, float *y, int isa, int nthreads)
+    void fp_erf(const float *x, int64_t n, float *y, int isa, int nthreads)
+    void fp_exp(const float *x, int64_t n, float *y, int isa, int nthreads)
+    void fp_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
+                        int nthreads)
+    void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float *x, int isa,
+                          int nthreads)
+
+cdef extern from "attention.h" nogil:
+    int FP_OK, FP_ENOMEM, FP_ENOKEYS
+    int fp_attention(const float *q, const float *k, const float *v, const int32_t *cu_q,
+                     const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
+                     float *out, int isa, int nthreads)
+
+#: ISA paths, lowest to highest (the FP_ISA_* order in fp32_ops.h).
+ISAS = ("generic", "avx512")
+
+cdef uint64_t _AVX512_MASK = ((<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB_AVX512BW)
+                              | (<uint64_t>1 << FDB_AVX512VL) | (<uint64_t>1 << FDB_AVX512DQ))
+
+
+def isa_supported(name):
+    """True if path `name` may run now (CPU, OS state and fdbert_native's disabled features)."""
+    if name == "generic":
+        return True
+    if name == "avx512":
+        return (cpu_mask() & _AVX512_MASK) == _AVX512_MASK
+    raise ValueError(f"isa must be one of {ISAS}, got {name!r}")
+
+
+def supported_isas():
+    """The paths that may run now, lowest to highest."""
+    return tuple(name for name in ISAS if isa_supported(name))
+
+
+def best_isa():
+    """What isa="auto" runs now."""
+    return "avx512" if isa_supported("avx512") else "generic"
+
+
+cdef int _isa(name) except -1:
+    if name == "auto":
+        name = best_isa()
+    if name not in ISAS:
+        raise ValueError(f"isa must be 'auto' or one of {ISAS}, got {name!r}")
+    if not isa_supported(name):
+        raise ValueError(f"isa {name!r} cannot run on this CPU now (available: {supported_isas()})")
+    return FP_ISA_AVX512 if name == "avx512" else FP_ISA_GENERIC
+
+
+cdef int _threads(n):
+    return n if n > 0 else num_threads()
+
+
+def _check(a, name, dtype, shape):
+    """Raise unless `a` is a C-contiguous ndarray of `dtype` and `shape` (None = any extent)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if a.ndim != len(shape) or any(s is not None and s != e for s, e in zip(shape, a.shape)):
+        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
+
+
+cdef inline void *_ptr(a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# ------------------------------------------------------------------------------ row ops
+
+def layer_norm(x, weight, bias, eps, out, isa="auto", num_threads=0):
+    """out = (x - mean) / sqrt(var + eps) * weight + bias per row: x, out f32 [n, D]; weight, bias f32 [D]."""
+    _check(x, "x", np.float32, (None, None))
+    cdef int64_t n = x.shape[0], D = x.shape[1]
+    _check(weight, "weight", np.float32, (D,))
+    _check(bias, "bias", np.float32, (D,))
+    _check(out, "out", np.float32, (n, D))
+    cdef int i = _isa(isa), nt = _threads(num_threads)
+    cdef float e = eps
+    cdef const float *px = <const float *>_ptr(x)
+    cdef const float *pw = <const float *>_ptr(weight)
+    cdef const float *pb = <const float *>_ptr(bias)
+    cdef float *po = <float *>_ptr(out)
+    with nogil:
+        fp_layer_norm(px, n, D, pw, pb, e, po, i, nt)
+    return out
+
+
+def softmax(x, out, isa="auto", num_threads=0):
+    """out = exp(x - max) / sum exp(x - max) per row: x, out f32 [rows, L], L >= 1."""
+    _check(x, "x", np.float32, (None, None))
+    cdef int64_t rows = x.shape[0], L = x.shape[1]
+    if L < 1 and rows > 0:
+        raise ValueError("softmax: rows must have L >= 1 entries")
+    _check(out, "out", np.float32, (rows, L))
+    cdef int i = _isa(isa), nt = _threads(num_threads)
+    cdef const float *px = <const float *>_ptr(x)
+    cdef float *po = <float *>_ptr(out)
+    with nogil:
+        fp_softmax(px, rows, L, po, i, nt)
+    return out
+
+
+# ------------------------------------------------------------------------------ pointwise ops
+
+ctypedef void (*_unary_fn)(const float *, int64_t, float *, int, int) noexcept nogil
+
+
+cdef _unary(_unary_fn fn, x, out, isa, num_threads):
+    _check(x, "x", np.float32, (None,))
+    cdef int64_t n = x.shape[0]
+    _check(out, "out", np.float32, (n,))
+    cdef int i = _isa(isa), nt = _threads(num_threads)
+    cdef const float *px = <const float *>_ptr(x)
+    cdef float *po = <float *>_ptr(out)
+    with nogil:
+        fn(px, n, po, i, nt)
+    return out
+
+
+def gelu(x, out, isa="auto", num_threads=0):
+    """out = (0.5 x) (1 + erf(x / sqrt 2)): x, out f32 [n]."""
+    return _unary(fp_gelu, x, out, isa, num_threads)
+
+
+def erf(x, out, isa="auto", num_threads=0):
+    """out = erf(x): x, out f32 [n] (the erf inside gelu; a test hook)."""
+    return _unary(fp_erf, x, out, isa, num_threads)
+
+
+def exp(x, out, isa="auto", num_threads=0):
+    """out = exp(x): x, out f32 [n] (the exp inside softmax; a test hook)."""
+    return _unary(fp_exp, x, out, isa, num_threads)
+
+
+def quantize_u8(x, scale, zero_point, out, isa="auto", num_threads=0):
+    """out = u8(clip(rint(x / scale) + zero_point, 0, 255)) in float32: x f32 [n], out u8 [n].
+
+    scale: a float32 value > 0 (the caller rounds it with np.float32 first); zero_point in [0, 255].
+    """
+    _check(x, "x", np.float32, (None,))
+    cdef int64_t n = x.shape[0]
+    _check(out, "out", np.uint8, (n,))
+    cdef float s = scale, z = zero_point
+    if not (s > 0 and s < float("inf")):
+        raise ValueError(f"scale must be a finite float32 > 0, got {scale!r}")
+    if not (0 <= zero_point <= 255 and z == int(zero_point)):
+        raise ValueError(f"zero_point must be an integer in [0, 255], got {zero_point!r}")
+    cdef int i = _isa(isa), nt = _threads(num_threads)
+    cdef const float *px = <const float *>_ptr(x)
+    cdef uint8_t *po = <uint8_t *>_ptr(out)
+    with nogil:
+        fp_quantize_u8(px, n, s, z, po, i, nt)
+    return out
+
+
+def dequantize_u8(q, scale, zero_point, out, isa="auto", num_threads=0):
+    """out = (float32(q) - zero_point) * scale: q u8 [n], out f32 [n]."""
+    _check(q, "q", np.uint8, (None,))
+    cdef int64_t n = q.shape[0]
+    _check(out, "out", np.float32, (n,))
+    cdef float s = scale, z = zero_point
+    if not (0 <= zero_point <= 255 and z == int(zero_point)):
+        raise ValueError(f"zero_point must be an integer in [0, 255], got {zero_point!r}")
+    cdef int i = _isa(isa), nt = _threads(num_threads)
+    cdef const uint8_t *pq = <const uint8_t *>_ptr(q)
+    cdef float *po = <float *>_ptr(out)
+    with nogil:
+        fp_dequantize_u8(pq, n, s, z, po, i, nt)
+    return out
+
+
+# ------------------------------------------------------------------------------ attention
+
+def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None, isa="auto",
+              num_threads=0):
+    """out[rows of b, h] = softmax(q_bh k_bh^T * scale [causal, aligned at the end]) v_bh.
+
+    q, out f32 [nq, H, Dh]; k, v f32 [nk, H, Dh]; cu_seqlens_q, cu_seqlens_k int32 [B + 1] with
+    0 <= cu[b] <= cu[b+1] <= n. ``out`` must be zero-filled by the caller: rows outside every
+    sequence are left untouched. scale None means 1/sqrt(Dh), rounded to float32.
+    """
+    _check(q, "q", np.float32, (None, None, None))
+    cdef int64_t nq = q.shape[0], H = q.shape[1], Dh = q.shape[2]
+    _check(k, "k", np.float32, (None, H, Dh))
+    cdef int64_t nk = k.shape[0]
+    _check(v, "v", np.float32, (nk, H, Dh))
+    _check(cu_seqlens_q, "cu_seqlens_q", np.int32, (None,))
+    cdef int64_t B = cu_seqlens_q.shape[0] - 1
+    if B < 0:
+        raise ValueError("cu_seqlens_q must have B + 1 >= 1 entries")
+    _check(cu_seqlens_k, "cu_seqlens_k", np.int32, (B + 1,))
+    _check(out, "out", np.float32, (nq, H, Dh))
+    for name, cu, n in (("cu_seqlens_q", cu_seqlens_q, nq), ("cu_seqlens_k", cu_seqlens_k, nk)):
+        if B > 0 and (cu[0] < 0 or cu[B] > n or np.any(np.diff(cu) < 0)):
+            raise ValueError(f"{name} must be non-decreasing within [0, {n}], got {cu}")
+    cdef float sc = (1.0 / np.sqrt(Dh)) if scale is None else scale
+    cdef int i = _isa(isa), nt = _threads(num_threads), c = bool(causal), rc
+    cdef const float *pq = <const float *>_ptr(q)
+    cdef const float *pk = <const float *>_ptr(k)
+    cdef const float *pv = <const float *>_ptr(v)
+    cdef const int32_t *pcq = <const int32_t *>_ptr(cu_seqlens_q)
+    cdef const int32_t *pck = <const int32_t *>_ptr(cu_seqlens_k)
+    cdef float *po = <float *>_ptr(out)
+    with nogil:
+        rc = fp_attention(pq, pk, pv, pcq, pck, B, H, Dh, c, sc, po, i, nt)
+    if rc == FP_ENOKEYS:
+        raise ValueError("attention: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
+    if rc == FP_ENOMEM:
+        raise MemoryError("attention: out of memory for the per-thread scratch buffers")
+    return out

@@ -1,0 +1,35 @@
+/* attention.h -- scaled dot-product attention over a packed batch of variable-length sequences.
+ *
+ *   out[q0 + i, h, :] = sum_j p[i, j] v[k0 + j, h, :],  p[i, :] = softmax_j(scale * q[q0 + i, h, :] . k[k0 + j, h, :])
+ *
+ * for every sequence b (rows q0 = cu_q[b] .. cu_q[b+1] of q and out, k0 = cu_k[b] .. cu_k[b+1] of k and v)
+ * and head h. With `causal`, query i of a sequence with Lq queries and Lk keys sees keys
+ * j <= i + Lk - Lq only (the mask is aligned at the end: a KV-cache decoder step has Lq = 1).
+ * The twin of fdbert/reference/attention.py (EET, Li et al. 2021, sec. 3: no padding is computed).
+ *
+ * q, out f32 [nq, H, Dh]; k, v f32 [nk, H, Dh]; cu_q, cu_k int32 [B + 1], C-contiguous. The caller
+ * validates 0 <= cu[b] <= cu[b+1] <= n and zero-fills `out` (rows outside every sequence stay 0).
+ *
+ * Work: one (sequence, head) pair per OpenMP work item, schedule(static); a pair's arithmetic does
+ * not depend on the thread that runs it, so results do not depend on the thread count.
+ * FP_ISA_AVX512: K^T of the pair is packed into 16-key column blocks; scores of 8 queries x 32 keys
+ * accumulate in 16 zmm registers; each score row is softmaxed in place (fp_softmax_row_avx512) and
+ * multiplied by V 8 rows x 32 head channels at a time (16 accumulators again: enough independent
+ * FMA chains to hide the FMA latency). K, V and Q rows of one head are H*Dh floats apart, so they are
+ * prefetched while K^T is packed. Memory: one [8, Lk] score block and the packed
+ * K^T [Lk, Dh] per thread. FP_ISA_GENERIC: one query at a time, plain loops.
+ */
+#ifndef FDBERT_ATTENTION_H
+#define FDBERT_ATTENTION_H
+
+#include <stdint.h>
+
+enum { FP_OK = 0, FP_ENOMEM = -2, FP_ENOKEYS = -4 };
+
+/* Returns FP_OK, FP_ENOMEM, or FP_ENOKEYS when a query would see no key (Lk = 0 < Lq, or causal
+ * with Lk < Lq): its softmax is undefined, and nothing has been written. */
+int fp_attention(const float *q__nhd, const float *k__nhd, const float *v__nhd, const int32_t *cu_q,
+                 const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
+                 float *out__nhd, int isa, int nthreads);
+
+#endif /* FDBERT_ATTENTION_H */

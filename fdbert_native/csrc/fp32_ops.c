@@ -1,0 +1,347 @@
+/* fp32_ops.c -- float32 layer norm, softmax, GELU, and the INT8 quantize / dequantize (see fp32_ops.h).
+ *
+ * Layout of this file: for each op, the generic kernel (the readable one, and the definition of the
+ * arithmetic), then its AVX-512 twin, then the public entry point that splits rows over threads and
+ * picks the path. Each op's cost is one or three streaming passes over a row that stays in L1.
+ */
+#include "fp32_ops.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#if defined(__x86_64__)
+#define FP_X86 1
+#include "fp32_vecmath.h"
+#else
+#define FP_X86 0
+#endif
+
+#define LANES 16                     /* floats per 512-bit register; the generic code mirrors them */
+#define POINTWISE_BLOCK 4096         /* elements per parallel work item of the pointwise ops */
+#define PARALLEL_MIN 32768           /* fewer elements than this: one thread (a region costs ~us) */
+
+static const float INV_SQRT2 = 0.70710678118654752f; /* float32(1 / sqrt 2), as the reference */
+
+static int threads_for(int64_t work, int nthreads)
+{
+    return (nthreads < 1 || work < PARALLEL_MIN) ? 1 : nthreads;
+}
+
+/* ---- the 16-lane sum, in the generic code: acc[l] holds x[j] for j = l mod 16 ----------------- */
+static float fold16(float acc[LANES])
+{
+    for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
+    for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
+    for (int l = 0; l < 2; l++) acc[l] += acc[l + 2];
+    return acc[0] + acc[1];
+}
+
+#if FP_X86
+/* The same fold on a register: 8+8, 4+4, 2+2, 1+1 (lane l with lane l + half). */
+FDB_AVX512_TARGET static inline float fold16_avx512(__m512 v)
+{
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+FDB_AVX512_TARGET static inline __mmask16 tail_mask(int64_t remaining)
+{
+    return remaining >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << remaining) - 1u);
+}
+#endif
+
+/* ================================================================ layer_norm */
+
+/* y = (x - mean) * rstd * w + b, mean = sum x / D, var = sum (x - mean)^2 / D, rstd = 1 / sqrt(var + eps).
+ * The reference divides by sqrt(var + eps); multiplying by its reciprocal costs one more rounding
+ * (<= 1 ulp) and saves D divisions per row. */
+static void layer_norm_row_generic(const float *x, int64_t D, const float *w, const float *b,
+                                   float eps, float *y)
+{
+    float acc[LANES] = {0};
+    for (int64_t j = 0; j < D; j++) acc[j % LANES] += x[j];
+    float mean = fold16(acc) / (float)D;
+    float acc2[LANES] = {0};
+    for (int64_t j = 0; j < D; j++) {
+        float d = x[j] - mean;
+        acc2[j % LANES] += d * d;
+    }
+    float var = fold16(acc2) / (float)D;
+    float rstd = 1.0f / sqrtf(var + eps);
+    for (int64_t j = 0; j < D; j++) y[j] = (x[j] - mean) * rstd * w[j] + b[j];
+}
+
+#if FP_X86
+FDB_AVX512_TARGET static void layer_norm_row_avx512(const float *x, int64_t D, const float *w,
+                                                    const float *b, float eps, float *y)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < D; j += LANES)
+        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(tail_mask(D - j), x + j));
+    float mean = fold16_avx512(acc) / (float)D;
+    __m512 vmean = _mm512_set1_ps(mean);
+    __m512 acc2 = _mm512_setzero_ps();
+    for (int64_t j = 0; j < D; j += LANES) {
+        __mmask16 m = tail_mask(D - j);
+        __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + j), vmean);
+        acc2 = _mm512_add_ps(acc2, _mm512_mul_ps(d, d));
+    }
+    float var = fold16_avx512(acc2) / (float)D;
+    __m512 rstd = _mm512_set1_ps(1.0f / sqrtf(var + eps));
+    for (int64_t j = 0; j < D; j += LANES) {
+        __mmask16 m = tail_mask(D - j);
+        __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vmean);
+        __m512 t = _mm512_mul_ps(_mm512_mul_ps(d, rstd), _mm512_maskz_loadu_ps(m, w + j));
+        _mm512_mask_storeu_ps(y + j, m, _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, b + j)));
+    }
+}
+#endif
+
+void fp_layer_norm(const float *x, int64_t n, int64_t D, const float *w, const float *b, float eps,
+                   float *y, int isa, int nthreads)
+{
+    int nt = threads_for(n * D, nthreads);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < n; r++) {
+#if FP_X86
+        if (isa == FP_ISA_AVX512) {
+            layer_norm_row_avx512(x + r * D, D, w, b, eps, y + r * D);
+            continue;
+        }
+#endif
+        layer_norm_row_generic(x + r * D, D, w, b, eps, y + r * D);
+    }
+}
+
+/* ================================================================ softmax */
+
+/* s <- exp(s - max s) / sum exp(s - max s), in place. Entries of -inf give 0 (a masked score). */
+void fp_softmax_row_generic(float *s, int64_t L)
+{
+    float m = s[0];
+    for (int64_t j = 1; j < L; j++) m = s[j] > m ? s[j] : m;
+    float acc[LANES] = {0};
+    for (int64_t j = 0; j < L; j++) {
+        s[j] = expf(s[j] - m);
+        acc[j % LANES] += s[j];
+    }
+    float inv = 1.0f / fold16(acc);
+    for (int64_t j = 0; j < L; j++) s[j] *= inv;
+}
+
+#if FP_X86
+FDB_AVX512_TARGET void fp_softmax_row_avx512(float *s, int64_t L)
+{
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < L; j += LANES)
+        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(vmax, tail_mask(L - j), s + j));
+    __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < L; j += LANES) {
+        __mmask16 k = tail_mask(L - j);
+        __m512 e = _mm512_maskz_mov_ps(k, fdb_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), m)));
+        _mm512_mask_storeu_ps(s + j, k, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / fold16_avx512(acc));
+    for (int64_t j = 0; j < L; j += LANES) {
+        __mmask16 k = tail_mask(L - j);
+        _mm512_mask_storeu_ps(s + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), inv));
+    }
+}
+#else
+void fp_softmax_row_avx512(float *s, int64_t L) { fp_softmax_row_generic(s, L); }
+#endif
+
+void fp_softmax(const float *x, int64_t rows, int64_t L, float *y, int isa, int nthreads)
+{
+    int nt = threads_for(rows * L, nthreads);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < rows; r++) {
+        float *yr = y + r * L;
+        if (yr != x + r * L)
+            for (int64_t j = 0; j < L; j++) yr[j] = x[r * L + j];
+        if (isa == FP_ISA_AVX512)
+            fp_softmax_row_avx512(yr, L);
+        else
+            fp_softmax_row_generic(yr, L);
+    }
+}
+
+/* ================================================================ pointwise ops */
+
+/* Each pointwise op is a generic span kernel and an AVX-512 span kernel over x[0:n] -> y[0:n]. */
+typedef void (*span_fn)(const void *x, int64_t n, void *y, const float *params);
+
+static void run_pointwise(span_fn generic, span_fn avx512, size_t in_size, size_t out_size,
+                          const void *x, int64_t n, void *y, const float *params, int isa,
+                          int nthreads)
+{
+    span_fn fn = (isa == FP_ISA_AVX512 && FP_X86) ? avx512 : generic;
+    int64_t nblocks = (n + POINTWISE_BLOCK - 1) / POINTWISE_BLOCK;
+    int nt = threads_for(n, nthreads);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t blk = 0; blk < nblocks; blk++) {
+        int64_t j0 = blk * POINTWISE_BLOCK;
+        int64_t len = n - j0 < POINTWISE_BLOCK ? n - j0 : POINTWISE_BLOCK;
+        fn((const char *)x + j0 * in_size, len, (char *)y + j0 * out_size, params);
+    }
+}
+
+/* ---- gelu: y = (0.5 x) (1 + erf(x * float32(1/sqrt 2))), the reference's order of operations */
+static void gelu_generic(const void *xv, int64_t n, void *yv, const float *params)
+{
+    (void)params;
+    const float *x = xv;
+    float *y = yv;
+    for (int64_t j = 0; j < n; j++) y[j] = (0.5f * x[j]) * (1.0f + erff(x[j] * INV_SQRT2));
+}
+
+static void erf_generic(const void *xv, int64_t n, void *yv, const float *params)
+{
+    (void)params;
+    const float *x = xv;
+    float *y = yv;
+    for (int64_t j = 0; j < n; j++) y[j] = erff(x[j]);
+}
+
+static void exp_generic(const void *xv, int64_t n, void *yv, const float *params)
+{
+    (void)params;
+    const float *x = xv;
+    float *y = yv;
+    for (int64_t j = 0; j < n; j++) y[j] = expf(x[j]);
+}
+
+#if FP_X86
+FDB_AVX512_TARGET static void gelu_avx512(const void *xv, int64_t n, void *yv, const float *params)
+{
+    (void)params;
+    const float *x = xv;
+    float *y = yv;
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    const __m512 inv_sqrt2 = _mm512_set1_ps(INV_SQRT2);
+    for (int64_t j = 0; j < n; j += LANES) {
+        __mmask16 k = tail_mask(n - j);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + j);
+        __m512 e = fdb_erf16(_mm512_mul_ps(v, inv_sqrt2));
+        _mm512_mask_storeu_ps(y + j, k, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, e)));
+    }
+}
+
+FDB_AVX512_TARGET static void erf_avx512(const void *xv, int64_t n, void *yv, const float *params)
+{
+    (void)params;
+    const float *x = xv;
+    float *y = yv;
+    for (int64_t j = 0; j < n; j += LANES) {
+        __mmask16 k = tail_mask(n - j);
+        _mm512_mask_storeu_ps(y + j, k, fdb_erf16(_mm512_maskz_loadu_ps(k, x + j)));
+    }
+}
+
+FDB_AVX512_TARGET static void exp_avx512(const void *xv, int64_t n, void *yv, const float *params)
+{
+    (void)params;
+    const float *x = xv;
+    float *y = yv;
+    for (int64_t j = 0; j < n; j += LANES) {
+        __mmask16 k = tail_mask(n - j);
+        _mm512_mask_storeu_ps(y + j, k, fdb_exp16(_mm512_maskz_loadu_ps(k, x + j)));
+    }
+}
+#else
+#define gelu_avx512 gelu_generic
+#define erf_avx512 erf_generic
+#define exp_avx512 exp_generic
+#endif
+
+void fp_gelu(const float *x, int64_t n, float *y, int isa, int nthreads)
+{
+    run_pointwise(gelu_generic, gelu_avx512, 4, 4, x, n, y, NULL, isa, nthreads);
+}
+
+void fp_erf(const float *x, int64_t n, float *y, int isa, int nthreads)
+{
+    run_pointwise(erf_generic, erf_avx512, 4, 4, x, n, y, NULL, isa, nthreads);
+}
+
+void fp_exp(const float *x, int64_t n, float *y, int isa, int nthreads)
+{
+    run_pointwise(exp_generic, exp_avx512, 4, 4, x, n, y, NULL, isa, nthreads);
+}
+
+/* ---- quantize_u8: q = u8(clip(rint(x / scale) + zp, 0, 255)), every step one float32 operation.
+ * x / scale is a true division (x * (1/scale) rounds differently); rint is round-half-even under the
+ * default MXCSR / fenv mode (nearbyintf, vrndscaleps imm 0), never roundf's half-away; the clip
+ * happens in float before the conversion (cvtps2dq maps values beyond int32 to INT32_MIN).
+ * params = {scale, zp}. */
+static void quantize_generic(const void *xv, int64_t n, void *qv, const float *params)
+{
+    const float *x = xv;
+    uint8_t *q = qv;
+    const float scale = params[0], zp = params[1];
+    for (int64_t j = 0; j < n; j++) {
+        float r = nearbyintf(x[j] / scale) + zp;
+        r = r < 0.0f ? 0.0f : r;
+        r = r > 255.0f ? 255.0f : r;
+        q[j] = (uint8_t)r;
+    }
+}
+
+static void dequantize_generic(const void *qv, int64_t n, void *xv, const float *params)
+{
+    const uint8_t *q = qv;
+    float *x = xv;
+    const float scale = params[0], zp = params[1];
+    for (int64_t j = 0; j < n; j++) x[j] = ((float)q[j] - zp) * scale;
+}
+
+#if FP_X86
+FDB_AVX512_TARGET static void quantize_avx512(const void *xv, int64_t n, void *qv, const float *params)
+{
+    const float *x = xv;
+    uint8_t *q = qv;
+    const __m512 scale = _mm512_set1_ps(params[0]), zp = _mm512_set1_ps(params[1]);
+    const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+    for (int64_t j = 0; j < n; j += LANES) {
+        __mmask16 k = tail_mask(n - j);
+        __m512 r = _mm512_div_ps(_mm512_maskz_loadu_ps(k, x + j), scale);
+        r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), lo), hi);
+        _mm512_mask_cvtepi32_storeu_epi8(q + j, k, _mm512_cvtps_epi32(r));  /* exact: r integral */
+    }
+}
+
+FDB_AVX512_TARGET static void dequantize_avx512(const void *qv, int64_t n, void *xv, const float *params)
+{
+    const uint8_t *q = qv;
+    float *x = xv;
+    const __m512 scale = _mm512_set1_ps(params[0]), zp = _mm512_set1_ps(params[1]);
+    for (int64_t j = 0; j < n; j += LANES) {
+        __mmask16 k = tail_mask(n - j);
+        __m512i qi = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, q + j));
+        __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(qi), zp), scale);
+        _mm512_mask_storeu_ps(x + j, k, v);
+    }
+}
+#else
+#define quantize_avx512 quantize_generic
+#define dequantize_avx512 dequantize_generic
+#endif
+
+void fp_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
+                    int nthreads)
+{
+    const float params[2] = {scale, zp};
+    run_pointwise(quantize_generic, quantize_avx512, 4, 1, x, n, q, params, isa, nthreads);
+}
+
+void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float *x, int isa,
+                      int nthreads)
+{
+    const float params[2] = {scale, zp};
+    run_pointwise(dequantize_generic, dequantize_avx512, 1, 4, q, n, x, params, isa, nthreads);
+}

@@ -1,0 +1,52 @@
+/* fp32_ops.h -- float32 row and pointwise kernels of the native backend (the twins of
+ * fdbert/reference/layernorm.py, activations.py and the INT8 quantize / dequantize of fdbert/int8.py).
+ *
+ *   layer_norm   y[r, :] = (x[r, :] - mean) * (1 / sqrt(var + eps)) * w + b   biased var, two passes
+ *   softmax      y[r, :] = e / sum(e), e = exp(x[r, :] - max x[r, :])          over the last axis
+ *   gelu         y = (0.5 x) (1 + erf(x / sqrt 2))                             exact (erf) GELU
+ *   quantize_u8  q = u8(clip(rint(x / scale) + zp, 0, 255))                    float32, half-even
+ *   dequantize   x = (float(q) - zp) * scale                                   float32
+ *
+ * Every kernel has two ISA paths: FP_ISA_GENERIC (plain C; libm expf / erff / nearbyintf) and
+ * FP_ISA_AVX512 (avx512f/bw/vl/dq intrinsics; tails by masked loads and stores, so an element's
+ * arithmetic never depends on its position in the row). The generic path mirrors the 16-lane
+ * arithmetic -- sums accumulate in 16 lanes, folded 8+8, 4+4, 2+2, 1+1 -- so the paths agree
+ * bit for bit except where the AVX-512 path uses its own exp / erf (fp32_vecmath.h, <= 1 ulp).
+ * Quantize / dequantize are bit-identical to the reference on every path (the INT8 contract).
+ *
+ * Rows are split across `nthreads` OpenMP threads (schedule(static)); each row is computed by one
+ * thread in a fixed order, so results do not depend on the thread count. nthreads <= 0 means 1.
+ * Arrays are C-contiguous; the caller (fdbert_native/_fp32.pyx) checks shapes and dtypes.
+ */
+#ifndef FDBERT_FP32_OPS_H
+#define FDBERT_FP32_OPS_H
+
+#include <stdint.h>
+
+/* ISA paths, lowest to highest. */
+enum { FP_ISA_GENERIC = 0, FP_ISA_AVX512 = 1, FP_ISA_COUNT = 2 };
+
+/* x, y f32 [n, D]; w, b f32 [D]. y may alias x. */
+void fp_layer_norm(const float *x__nd, int64_t n, int64_t D, const float *w__d, const float *b__d,
+                   float eps, float *y__nd, int isa, int nthreads);
+
+/* x, y f32 [rows, L], L >= 1. y may alias x. */
+void fp_softmax(const float *x__rl, int64_t rows, int64_t L, float *y__rl, int isa, int nthreads);
+
+/* One row in place: s[0:L] <- softmax(s[0:L]), L >= 1 (attention.c calls these). */
+void fp_softmax_row_generic(float *s, int64_t L);
+void fp_softmax_row_avx512(float *s, int64_t L);
+
+/* Pointwise, x and y f32 [n] (y may alias x). fp_erf / fp_exp are test and benchmark hooks. */
+void fp_gelu(const float *x, int64_t n, float *y, int isa, int nthreads);
+void fp_erf(const float *x, int64_t n, float *y, int isa, int nthreads);
+void fp_exp(const float *x, int64_t n, float *y, int isa, int nthreads);
+
+/* q u8 [n] <- x f32 [n]; scale > 0 finite, zp an integer in [0, 255] given as a float. */
+void fp_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
+                    int nthreads);
+/* x f32 [n] <- q u8 [n]. */
+void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float *x, int isa,
+                      int nthreads);
+
+#endif /* FDBERT_FP32_OPS_H */

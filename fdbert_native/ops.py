@@ -1,0 +1,147 @@
+"""The native backend: functions named and called exactly like those of :mod:`fdbert.ops`.
+
+:func:`fdbert.backend.call` tries these first when the backend is ``"native"``. Each one takes what
+its kernel can take and declines everything else by raising :class:`fdbert.backend.Declined` with the
+reason -- wrong dtype, a non-contiguous array, a shape the kernel does not handle -- so the reference
+runs instead (or, with ``set_backend("native", only=True)``, the call fails naming the reason). No
+input is ever converted silently: a float64 array or a strided view costs a copy the caller should
+see. Invalid arguments the reference rejects too (a zero scale) raise the reference's own error.
+
+Ops absent here (``embedding``, ``linear``, ``encoder_layer``, ``qlinear*``) fall through to the
+reference: NumPy's BLAS already serves the float32 GEMMs.
+
+The kernels are fdbert_native._fp32 (csrc/fp32_ops.c, csrc/attention.c); each runs its AVX-512 path
+when the CPU features allow it now (see :func:`op_paths`; ``fdbert_native.disabled_cpu_features``
+forces the generic C path) on ``fdbert_native.get_num_threads()`` threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fdbert import int8
+from fdbert.backend import Declined
+
+try:
+    from fdbert_native import _fp32
+except ImportError as _e:  # _cpu built but _fp32 not (yet): every float32 op declines
+    _fp32 = None
+    _FP32_MISSING = f"fdbert_native._fp32 did not import ({_e})"
+
+__all__ = ["layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8", "op_paths"]
+
+#: The ops this module implements, each with one kernel family in fdbert_native._fp32.
+FP32_OPS = ("layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8")
+
+
+def op_paths() -> dict[str, str]:
+    """Map each op implemented here to the ISA path it runs now: "avx512", "generic" or "reference"."""
+    path = _fp32.best_isa() if _fp32 is not None else "reference"
+    return {op: path for op in FP32_OPS}
+
+
+def _take(a, name, dtype, *, min_ndim=0):  # -> a, unchanged
+    """Return `a` if the kernels can read it as is, else raise Declined saying why."""
+    if _fp32 is None:
+        raise Declined(_FP32_MISSING)
+    if not isinstance(a, np.ndarray):
+        raise Declined(f"{name} is a {type(a).__name__}, not a numpy.ndarray")
+    if a.dtype != dtype:
+        raise Declined(f"{name} has dtype {a.dtype}; the kernel takes {np.dtype(dtype)}")
+    if a.ndim < min_ndim:
+        raise Declined(f"{name} has {a.ndim} dimensions; the kernel needs at least {min_ndim}")
+    if not a.flags.c_contiguous:
+        raise Declined(f"{name} is not C-contiguous")
+    return a
+
+
+# ---- row ops: [..., D] viewed as [rows, D] ---------------------------------------------------------
+def layer_norm(x, weight, bias, eps):  # [..., D], [D], [D] -> [..., D]
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last axis (biased variance)."""
+    _take(x, "layer_norm: x", np.float32, min_ndim=1)
+    D = x.shape[-1]
+    _take(weight, "layer_norm: weight", np.float32)
+    _take(bias, "layer_norm: bias", np.float32)
+    if weight.shape != (D,) or bias.shape != (D,):
+        raise Declined(f"layer_norm: weight {weight.shape} and bias {bias.shape} must both be ({D},)")
+    if D == 0:
+        raise Declined("layer_norm: D = 0 (the mean of nothing)")
+    out = np.empty_like(x)
+    if x.size:
+        _fp32.layer_norm(x.reshape(-1, D), weight, bias, float(eps), out.reshape(-1, D))
+    return out
+
+
+def softmax(x):  # [..., L] -> [..., L]
+    """y = exp(x - max x) / sum exp(x - max x) over the last axis."""
+    _take(x, "softmax: x", np.float32, min_ndim=1)
+    L = x.shape[-1]
+    if L == 0:
+        raise Declined("softmax: L = 0 (the max of nothing)")
+    out = np.empty_like(x)
+    if x.size:
+        _fp32.softmax(x.reshape(-1, L), out.reshape(-1, L))
+    return out
+
+
+# ---- pointwise ops: any shape, viewed as [n] -------------------------------------------------------
+def gelu(x):  # [...] -> [...]
+    """y = x/2 * (1 + erf(x / sqrt 2)), the exact GELU."""
+    _take(x, "gelu: x", np.float32)
+    out = np.empty_like(x)
+    _fp32.gelu(x.reshape(-1), out.reshape(-1))
+    return out
+
+
+def quantize_u8(x, scale, zero_point):  # f32 [...] -> u8 [...]
+    """q = clip(rint(x / scale) + zero_point, 0, 255) in float32, half-even: bit-identical to fdbert.int8."""
+    _take(x, "quantize_u8: x", np.float32)
+    int8._check_qparams("quantize_u8", scale, zero_point)  # the reference's ValueError, not a decline
+    out = np.empty(x.shape, np.uint8)
+    _fp32.quantize_u8(x.reshape(-1), np.float32(scale), int(zero_point), out.reshape(-1))
+    return out
+
+
+def dequantize_u8(q, scale, zero_point):  # u8 [...] -> f32 [...]
+    """x = (q - zero_point) * scale in float32: bit-identical to fdbert.int8."""
+    _take(q, "dequantize_u8: q", np.uint8)
+    int8._check_qparams("dequantize_u8", scale, zero_point)
+    out = np.empty(q.shape, np.float32)
+    _fp32.dequantize_u8(q.reshape(-1), np.float32(scale), int(zero_point), out.reshape(-1))
+    return out
+
+
+# ---- attention ----------------------------------------------------------------------------------------
+def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
+    """softmax(q k^T * scale [+ causal mask aligned at the end]) v within each packed sequence.
+
+    q f32 [nq, H, Dh]; k, v f32 [nk, H, Dh]; cu_seqlens_q, cu_seqlens_k int32 [B+1] -> f32 [nq, H, Dh].
+    Declines when a query would see no key (Lk = 0 < Lq, or causal with Lk < Lq): the reference then
+    defines what happens.
+    """
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        _take(a, f"attention: {name}", np.float32)
+        if a.ndim != 3:
+            raise Declined(f"attention: {name} must be [n, H, Dh], got shape {a.shape}")
+    nq, H, Dh = q.shape
+    if k.shape[1:] != (H, Dh) or v.shape != k.shape:
+        raise Declined(f"attention: k {k.shape} and v {v.shape} must both be [nk, {H}, {Dh}]")
+    if Dh == 0:
+        raise Declined("attention: Dh = 0")
+    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        _take(cu, f"attention: {name}", np.int32)
+        if cu.ndim != 1 or cu.shape[0] < 1:
+            raise Declined(f"attention: {name} must be [B+1], got shape {cu.shape}")
+    if cu_seqlens_k.shape != cu_seqlens_q.shape:
+        raise Declined(f"attention: cu_seqlens_q {cu_seqlens_q.shape} and cu_seqlens_k "
+                       f"{cu_seqlens_k.shape} differ in B")
+    for name, cu, n in (("cu_seqlens_q", cu_seqlens_q, nq), ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
+        if cu.shape[0] > 1 and (cu[0] < 0 or cu[-1] > n or np.any(np.diff(cu) < 0)):
+            raise Declined(f"attention: {name} is not non-decreasing within [0, {n}]")
+    Lq, Lk = np.diff(cu_seqlens_q), np.diff(cu_seqlens_k)
+    if np.any((Lq > 0) & ((Lk == 0) | (bool(causal) & (Lk < Lq)))):
+        raise Declined("attention: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
+    out = np.zeros_like(q)  # rows outside every sequence stay 0, as in the reference
+    _fp32.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=bool(causal),
+                    scale=None if scale is None else float(np.float32(scale)))
+    return out
