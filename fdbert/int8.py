@@ -221,4 +221,3 @@ __all__ = ["U8_MIN", "U8_MAX", "S8_MIN", "S8_MAX", "S16_MIN", "S16_MAX", "S32_MI
            "quantize_u8", "dequantize_u8", "weight_scales", "quantize_weight_s8", "dequantize_weight_s8",
            "check_weight_codes", "check_qparams", "dot_u8s8", "matmul_u8s8_s32"]
 
-_check_qparams = check_qparams  # old name, used by fdbert_native/ops.py

@@ -7,10 +7,13 @@ runs instead (or, with ``set_backend("native", only=True)``, the call fails nami
 input is ever converted silently: a float64 array or a strided view costs a copy the caller should
 see. Invalid arguments the reference rejects too (a zero scale) raise the reference's own error.
 
-Ops absent here (``embedding``, ``linear``, ``encoder_layer``, ``qlinear*``) fall through to the
-reference: NumPy's BLAS already serves the float32 GEMMs.
+Ops absent here (``embedding``, ``linear``, ``encoder_layer``) fall through to the reference: NumPy's
+BLAS already serves the float32 GEMMs, and the reference encoder block composes these ops, so a
+quantized model runs its INT8 GEMMs (``qlinear``) here. A QuantizedLinear's weight is packed for the
+kernels once, the first time it is seen, and cached in ``qweight.packed["native"]``.
 
-The kernels are fdbert_native._fp32 (csrc/fp32_ops.c, csrc/attention.c); each runs its AVX-512 path
+The kernels are fdbert_native._fp32 (csrc/fp32_ops.c, csrc/attention.c) and fdbert_native._qgemm
+(csrc/qgemm.c, csrc/qspmm.c); each runs its AVX-512 path
 when the CPU features allow it now (see :func:`op_paths`; ``fdbert_native.disabled_cpu_features``
 forces the generic C path) on ``fdbert_native.get_num_threads()`` threads.
 """
@@ -27,17 +30,28 @@ try:
 except ImportError as _e:  # _cpu built but _fp32 not (yet): every float32 op declines
     _fp32 = None
     _FP32_MISSING = f"fdbert_native._fp32 did not import ({_e})"
+try:
+    from fdbert_native import _qgemm
+except ImportError as _e:  # every INT8 GEMM declines
+    _qgemm = None
+    _QGEMM_MISSING = f"fdbert_native._qgemm did not import ({_e})"
 
-__all__ = ["layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8", "op_paths"]
+__all__ = ["layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8", "qlinear",
+           "qlinear_s32", "op_paths"]
 
 #: The ops this module implements, each with one kernel family in fdbert_native._fp32.
 FP32_OPS = ("layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8")
+#: The INT8 GEMMs, in fdbert_native._qgemm.
+INT8_OPS = ("qlinear", "qlinear_s32")
 
 
 def op_paths() -> dict[str, str]:
     """Map each op implemented here to the ISA path it runs now: "avx512", "generic" or "reference"."""
     path = _fp32.best_isa() if _fp32 is not None else "reference"
-    return {op: path for op in FP32_OPS}
+    paths = {op: path for op in FP32_OPS}
+    qpath = _qgemm.best_isa() if _qgemm is not None else "reference"
+    paths.update({op: qpath for op in INT8_OPS})
+    return paths
 
 
 def _take(a, name, dtype, *, min_ndim=0):  # -> a, unchanged
@@ -96,7 +110,7 @@ def gelu(x):  # [...] -> [...]
 def quantize_u8(x, scale, zero_point):  # f32 [...] -> u8 [...]
     """q = clip(rint(x / scale) + zero_point, 0, 255) in float32, half-even: bit-identical to fdbert.int8."""
     _take(x, "quantize_u8: x", np.float32)
-    int8._check_qparams("quantize_u8", scale, zero_point)  # the reference's ValueError, not a decline
+    int8.check_qparams("quantize_u8", scale, zero_point)  # the reference's ValueError, not a decline
     out = np.empty(x.shape, np.uint8)
     _fp32.quantize_u8(x.reshape(-1), np.float32(scale), int(zero_point), out.reshape(-1))
     return out
@@ -105,7 +119,7 @@ def quantize_u8(x, scale, zero_point):  # f32 [...] -> u8 [...]
 def dequantize_u8(q, scale, zero_point):  # u8 [...] -> f32 [...]
     """x = (q - zero_point) * scale in float32: bit-identical to fdbert.int8."""
     _take(q, "dequantize_u8: q", np.uint8)
-    int8._check_qparams("dequantize_u8", scale, zero_point)
+    int8.check_qparams("dequantize_u8", scale, zero_point)
     out = np.empty(q.shape, np.float32)
     _fp32.dequantize_u8(q.reshape(-1), np.float32(scale), int(zero_point), out.reshape(-1))
     return out
@@ -145,3 +159,63 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
     _fp32.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=bool(causal),
                     scale=None if scale is None else float(np.float32(scale)))
     return out
+
+
+# ---- INT8 GEMMs ----------------------------------------------------------------------------------------
+def _packed(qweight):  # QuantizedLinear -> dense packed s8 array or _qgemm.PackedBSR
+    """The kernel layout of ``qweight``'s codes, built once and cached in ``qweight.packed["native"]``."""
+    if _qgemm is None:
+        raise Declined(_QGEMM_MISSING)
+    p = qweight.packed.get("native")
+    if p is not None:
+        return p
+    if qweight.sparse:
+        w = qweight.weight
+        if tuple(w.blocksize) != (1, 4):
+            raise Declined(f"qlinear: blocksize {tuple(w.blocksize)}; the native SpMM takes (1, 4)")
+        p = _qgemm.pack_bsr(w.data, w.indices, w.indptr, w.shape)
+    else:
+        _take(qweight.weight, "qlinear: weight", np.int8)
+        p, _ = _qgemm.pack_dense(qweight.weight)
+    qweight.packed["native"] = p
+    return p
+
+
+def _check_qlinear_input(x_u8, qweight):  # -> (M, N)
+    _take(x_u8, "qlinear: x", np.uint8)
+    N, K = qweight.shape
+    if x_u8.ndim != 2 or x_u8.shape[1] != K:
+        raise Declined(f"qlinear: x must be [M, {K}], got shape {x_u8.shape}")
+    return x_u8.shape[0], N
+
+
+def qlinear_s32(x_u8, qweight):  # u8 [M, K], QuantizedLinear [N, K] -> s32 [M, N]
+    """acc[m, n] = sum_k x[m, k] * wq[n, k], exact in int32 (bit-identical to the reference)."""
+    M, N = _check_qlinear_input(x_u8, qweight)
+    p = _packed(qweight)
+    out = np.empty((M, N), np.int32)
+    if qweight.sparse:
+        return _qgemm.qspmm_s32(x_u8, p, out)
+    return _qgemm.qgemm_s32(x_u8, p, out)
+
+
+def qlinear(x_u8, qweight, *, gelu=False, residual=None, out_scale=None,
+            out_zero_point=None):  # u8 [M, K] -> f32 | u8 [M, N]
+    """y = float32(acc - comp) * mult + bias; [GELU]; [+ residual]; [requantize to u8], fused."""
+    M, N = _check_qlinear_input(x_u8, qweight)
+    if residual is not None:
+        _take(residual, "qlinear: residual", np.float32)
+        if residual.shape != (M, N):
+            raise Declined(f"qlinear: residual must be [{M}, {N}], got shape {residual.shape}")
+    p = _packed(qweight)
+    epilogue = (qweight.comp, qweight.mult, qweight.bias)
+    if out_scale is None:
+        out = np.empty((M, N), np.float32)
+        fn = _qgemm.qspmm_f32 if qweight.sparse else _qgemm.qgemm_f32
+        return fn(x_u8, p, *epilogue, out, residual=residual, gelu=bool(gelu))
+    zp = 0 if out_zero_point is None else out_zero_point
+    int8.check_qparams("qlinear: output", out_scale, zp)
+    out = np.empty((M, N), np.uint8)
+    fn = _qgemm.qspmm_u8 if qweight.sparse else _qgemm.qgemm_u8
+    return fn(x_u8, p, *epilogue, float(np.float32(out_scale)), float(zp), out, residual=residual,
+              gelu=bool(gelu))

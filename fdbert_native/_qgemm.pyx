@@ -1,0 +1,319 @@
+# distutils: sources = fdbert_native/csrc/qgemm.c fdbert_native/csrc/qspmm.c
+# distutils: depends = fdbert_native/csrc/qgemm.h fdbert_native/csrc/qgemm_internal.h fdbert_native/csrc/qgemm_dense.inc fdbert_native/csrc/qspmm_tile.inc
+"""INT8 dense GEMM and 1x4 block-sparse SpMM with a fused epilogue (wraps csrc/qgemm.{c,h}).
+
+    acc[m, n] = sum_k int32(x[m, k]) * int32(w[n, k])        x u8 [M, K], w s8 [N, K]
+    y = float32(acc - comp[n]) * mult[n] + bias[n]; [GELU]; [+ residual]; f32 or requantized u8
+
+Thin wrappers: each checks dtype, shape and C-contiguity at the edge (errors name the expected
+and actual value), then calls the C kernel without the GIL. ``isa`` is "auto" (the best path the
+shared detector fdbert_native._cpu allows, so FDBERT_DISABLE_CPU_FEATURES reaches these kernels)
+or one of ISAS, so tests can force every path; ``num_threads`` <= 0 means the project-wide
+thread count (fdbert_native.set_num_threads).
+"""
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
+
+from fdbert_native._cpu cimport (cpu_mask, num_threads as _default_threads, FDB_AVX2,
+                                 FDB_AVX_VNNI, FDB_AVX512F, FDB_AVX512BW, FDB_AVX512VL,
+                                 FDB_AVX512VNNI)
+
+cnp.import_array()
+
+cdef extern from "qgemm.h" nogil:
+    ctypedef struct qg_epilogue:
+        int out_kind
+        const int32_t *comp
+        const float *mult
+        const float *bias
+        int gelu
+        const float *residual
+        float out_scale
+        float out_zp
+        void *out
+    int QG_OUT_S32, QG_OUT_F32, QG_OUT_U8, QG_OK, QG_EBADISA, QG_ENOMEM, QG_EBADINDEX
+    int64_t qg_packed_dense_size(int64_t N, int64_t K)
+    void qg_pack_dense(const int8_t *w, int64_t N, int64_t K, int8_t *packed, int32_t *colsum)
+    int qg_gemm(const uint8_t *x, int64_t M, int64_t K, const int8_t *packed, int64_t N,
+                const qg_epilogue *ep, int isa, int nthreads)
+    int qg_spmm(const uint8_t *x, int64_t M, int64_t K, const int32_t *blk, const int32_t *cptr,
+                int64_t N, const qg_epilogue *ep, int isa, int nthreads)
+    int qg_bsr_validate(const int32_t *indices, const int32_t *indptr, int64_t N, int64_t K,
+                        int64_t nnz)
+    int64_t qg_bsr_n_chunks(int64_t K)
+    int64_t qg_bsr_pack_cptr(const int32_t *indices, const int32_t *indptr, int64_t N, int64_t K,
+                             int32_t *cptr)
+    int qg_bsr_pack_blk(const int8_t *data, const int32_t *indices, const int32_t *indptr,
+                        int64_t N, int64_t K, const int32_t *cptr, int32_t *blk)
+    int QG_SP_KC, QG_SP_UNROLL
+    int32_t qg_vnni_peak_loop(int64_t iters)
+
+#: ISA paths, lowest to highest (the qg_isa enum order in qgemm.h).
+ISAS = ("generic", "avx2", "avx2_vnni", "avx512bw", "avx512vnni")
+
+# The CPU features (fdbert_native._cpu, csrc/cpu_features.h) each path's target attribute needs.
+cdef uint64_t _NEEDS[5]
+_NEEDS[0] = 0
+_NEEDS[1] = <uint64_t>1 << FDB_AVX2
+_NEEDS[2] = (<uint64_t>1 << FDB_AVX2) | (<uint64_t>1 << FDB_AVX_VNNI)
+_NEEDS[3] = (<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB_AVX512BW)
+_NEEDS[4] = ((<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB_AVX512BW) |
+             (<uint64_t>1 << FDB_AVX512VL) | (<uint64_t>1 << FDB_AVX512VNNI))
+
+
+cdef bint qg_isa_supported(int i) noexcept:
+    """Path i may run now: the shared detector's usable mask (cpuid + XCR0 - disabled features)."""
+    return 0 <= i < 5 and (cpu_mask() & _NEEDS[i]) == _NEEDS[i]
+
+
+def isa_supported(name):
+    """True if the ISA path `name` may run now (CPU, OS state, FDBERT_DISABLE_CPU_FEATURES)."""
+    return bool(qg_isa_supported(_isa_index(name, check=False)))
+
+
+def supported_isas():
+    """The ISA paths that may run now, lowest to highest."""
+    return tuple(name for i, name in enumerate(ISAS) if qg_isa_supported(i))
+
+
+def best_isa():
+    """The highest supported ISA path: what isa="auto" runs."""
+    isas = supported_isas()
+    return isas[len(isas) - 1]   # (no negative index: the module compiles with wraparound=False)
+
+
+def _isa_index(name, check=True):
+    if name == "auto":
+        name = best_isa()
+    if name not in ISAS:
+        raise ValueError(f"isa must be 'auto' or one of {ISAS}, got {name!r}")
+    i = ISAS.index(name)
+    if check and not qg_isa_supported(i):
+        raise ValueError(f"isa {name!r} is not supported here (usable: {supported_isas()})")
+    return i
+
+
+def _check(a, name, dtype, shape):
+    """Raise unless `a` is a C-contiguous ndarray of `dtype` and `shape` (None = any extent)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if a.ndim != len(shape) or any(s is not None and s != e for s, e in zip(shape, a.shape)):
+        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
+
+
+cdef inline void *_ptr(a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a) if a is not None else NULL
+
+
+def _raise(int rc, what):
+    if rc == QG_OK:
+        return
+    if rc == QG_ENOMEM:
+        raise MemoryError(f"{what}: out of memory")
+    if rc == QG_EBADINDEX:
+        raise ValueError(f"{what}: invalid BSR indices/indptr")
+    raise RuntimeError(f"{what}: error code {rc}")
+
+
+# ------------------------------------------------------------------------------ packing
+
+def pack_dense(w):
+    """W s8 [N, K] -> (packed s8 [ceil(N/16), ceil(K/4), 16, 4], colsum int32 [N]).
+
+    packed[b, g, c, i] = W[16b + c, 4g + i] (zero padded): one 64-byte row [b, g] is the weight
+    operand of one 512-bit vpdpbusd. colsum[n] = sum_k W[n, k]; the zero-point compensation of
+    the INT8 contract is comp = x_zp * colsum.
+    """
+    _check(w, "w", np.int8, (None, None))
+    cdef int64_t N = w.shape[0], K = w.shape[1]
+    packed = np.empty(((N + 15) // 16, (K + 3) // 4, 16, 4), dtype=np.int8)
+    colsum = np.empty(N, dtype=np.int32)
+    cdef const int8_t *pw = <const int8_t *>_ptr(w)
+    cdef int8_t *pp = <int8_t *>_ptr(packed)
+    cdef int32_t *pc = <int32_t *>_ptr(colsum)
+    with nogil:
+        qg_pack_dense(pw, N, K, pp, pc)
+    return packed, colsum
+
+
+cdef class PackedBSR:
+    """A 1x4 BSR weight W [N, K] packed for qspmm_* (see csrc/qgemm.h, "block stream").
+
+    blk int32 [nblk, 2] = (block column, the 4 weight bytes as one int32), grouped by (output
+    channel, K chunk of QG_SP_KC block columns), each run padded with zero blocks; cptr int32
+    [N*S + 1] the run boundaries; colsum int32 [N] = sum_k W[n, k]. Built only by pack_bsr,
+    which validates the indices, so the kernels need no per-call O(nnz) check; the arrays are
+    read-only.
+    """
+    cdef readonly object blk, cptr, colsum
+    cdef readonly int64_t N, K, nnz
+
+    def __repr__(self):
+        return f"PackedBSR(N={self.N}, K={self.K}, nnz={self.nnz}, blocksize=(1, 4))"
+
+
+def pack_bsr(data, indices, indptr, shape):
+    """Validate and pack a 1x4 BSR weight (SciPy vocabulary) -> PackedBSR.
+
+    data s8 [nnz, 1, 4] (or [nnz, 4]), indices int32 [nnz] (block columns), indptr int32 [N + 1],
+    shape = (N, K). Bytes of the last block column past K must be zero (SciPy pads with zeros).
+    """
+    N, K = (int(s) for s in shape)
+    data = np.ascontiguousarray(data)
+    if data.ndim == 3:
+        if data.shape[1:] != (1, 4):
+            raise ValueError(f"data must have blocksize (1, 4), got {data.shape[1:]}")
+        data = data.reshape(data.shape[0], 4)   # [nnz, 1, 4] -> [nnz, 4]
+    _check(data, "data", np.int8, (None, 4))
+    indices = np.ascontiguousarray(indices)
+    indptr = np.ascontiguousarray(indptr)
+    _check(indices, "indices", np.int32, (data.shape[0],))
+    _check(indptr, "indptr", np.int32, (N + 1,))
+    cdef int64_t nnz = data.shape[0]
+    cdef const int32_t *pi = <const int32_t *>_ptr(indices)
+    cdef const int32_t *pp = <const int32_t *>_ptr(indptr)
+    _raise(qg_bsr_validate(pi, pp, N, K, nnz), "pack_bsr")
+    if K % 4:
+        tail = data[indices == (K + 3) // 4 - 1][:, K % 4:]
+        if np.any(tail):
+            raise ValueError("data: bytes of the last block column past K must be zero")
+    cptr = np.empty(N * (qg_bsr_n_chunks(K) + 1) + 1, dtype=np.int32)
+    cdef int64_t nblk = qg_bsr_pack_cptr(pi, pp, N, K, <int32_t *>_ptr(cptr))
+    blk = np.zeros((nblk, 2), dtype=np.int32)
+    _raise(qg_bsr_pack_blk(<const int8_t *>_ptr(data), pi, pp, N, K, <const int32_t *>_ptr(cptr),
+                           <int32_t *>_ptr(blk)), "pack_bsr")
+    rows = np.repeat(np.arange(N), np.diff(indptr))
+    colsum = np.zeros(N, dtype=np.int64)
+    np.add.at(colsum, rows, data.sum(axis=1, dtype=np.int64))
+    cdef PackedBSR p = PackedBSR.__new__(PackedBSR)
+    for a in (blk, cptr):
+        a.flags.writeable = False
+    p.blk, p.cptr, p.colsum = blk, cptr, colsum.astype(np.int32)
+    p.N, p.K, p.nnz = N, K, nnz
+    return p
+
+
+# ------------------------------------------------------------------------------ kernels
+
+cdef qg_epilogue _epilogue(int kind, out, comp, mult, bias, residual, bint gelu,
+                           float out_scale, float out_zp, int64_t M, int64_t N) except *:
+    cdef qg_epilogue ep
+    ep.out_kind = kind
+    ep.out = _ptr(out)
+    ep.comp = NULL
+    ep.mult = NULL
+    ep.bias = NULL
+    ep.residual = NULL
+    ep.gelu = gelu
+    ep.out_scale = out_scale
+    ep.out_zp = out_zp
+    if kind != QG_OUT_S32:
+        _check(comp, "comp", np.int32, (N,))
+        _check(mult, "mult", np.float32, (N,))
+        ep.comp = <const int32_t *>_ptr(comp)
+        ep.mult = <const float *>_ptr(mult)
+        if bias is not None:
+            _check(bias, "bias", np.float32, (N,))
+            ep.bias = <const float *>_ptr(bias)
+        if residual is not None:
+            _check(residual, "residual", np.float32, (M, N))
+            ep.residual = <const float *>_ptr(residual)
+    if kind == QG_OUT_U8 and not out_scale > 0:
+        raise ValueError(f"out_scale must be > 0, got {out_scale}")
+    return ep
+
+
+def _gemm(int kind, x, packed, out, comp, mult, bias, residual, gelu, out_scale, out_zp, isa,
+          num_threads):
+    _check(x, "x", np.uint8, (None, None))
+    cdef int64_t M = x.shape[0], K = x.shape[1]
+    _check(out, "out", (np.int32, np.float32, np.uint8)[kind], (M, None))
+    cdef int64_t N = out.shape[1]
+    _check(packed, "packed", np.int8, ((N + 15) // 16, (K + 3) // 4, 16, 4))
+    cdef qg_epilogue ep = _epilogue(kind, out, comp, mult, bias, residual, gelu, out_scale,
+                                    out_zp, M, N)
+    cdef int i = _isa_index(isa), nt = num_threads if num_threads > 0 else _default_threads(), rc
+    cdef const uint8_t *px = <const uint8_t *>_ptr(x)
+    cdef const int8_t *pw = <const int8_t *>_ptr(packed)
+    with nogil:
+        rc = qg_gemm(px, M, K, pw, N, &ep, i, nt)
+    _raise(rc, "qgemm")
+    return out
+
+
+def qgemm_s32(x, packed, out, isa="auto", num_threads=0):
+    """out int32 [M, N] = x u8 [M, K] @ W.T, W from pack_dense (exact int32 sums)."""
+    return _gemm(QG_OUT_S32, x, packed, out, None, None, None, None, False, 1.0, 0.0, isa,
+                 num_threads)
+
+
+def qgemm_f32(x, packed, comp, mult, bias, out, residual=None, gelu=False, isa="auto",
+              num_threads=0):
+    """out f32 [M, N] = [gelu](float32(x @ W.T - comp) * mult + bias) [+ residual]."""
+    return _gemm(QG_OUT_F32, x, packed, out, comp, mult, bias, residual, gelu, 1.0, 0.0, isa,
+                 num_threads)
+
+
+def qgemm_u8(x, packed, comp, mult, bias, out_scale, out_zp, out, residual=None, gelu=False,
+             isa="auto", num_threads=0):
+    """out u8 [M, N] = clip(rint(y / out_scale) + out_zp, 0, 255), y as in qgemm_f32."""
+    return _gemm(QG_OUT_U8, x, packed, out, comp, mult, bias, residual, gelu, out_scale, out_zp,
+                 isa, num_threads)
+
+
+def _spmm(int kind, x, PackedBSR w, out, comp, mult, bias, residual, gelu, out_scale, out_zp,
+          isa, num_threads):
+    if w is None:
+        raise TypeError("w must be a PackedBSR from pack_bsr, got None")
+    _check(x, "x", np.uint8, (None, w.K))
+    cdef int64_t M = x.shape[0], K = w.K, N = w.N
+    _check(out, "out", (np.int32, np.float32, np.uint8)[kind], (M, N))
+    cdef qg_epilogue ep = _epilogue(kind, out, comp, mult, bias, residual, gelu, out_scale,
+                                    out_zp, M, N)
+    cdef int i = _isa_index(isa), nt = num_threads if num_threads > 0 else _default_threads(), rc
+    cdef const uint8_t *px = <const uint8_t *>_ptr(x)
+    cdef const int32_t *pb = <const int32_t *>_ptr(w.blk)
+    cdef const int32_t *pc = <const int32_t *>_ptr(w.cptr)
+    with nogil:
+        rc = qg_spmm(px, M, K, pb, pc, N, &ep, i, nt)
+    _raise(rc, "qspmm")
+    return out
+
+
+def qspmm_s32(x, w, out, isa="auto", num_threads=0):
+    """out int32 [M, N] = x u8 [M, K] @ W.T, W a PackedBSR from pack_bsr (exact int32 sums)."""
+    return _spmm(QG_OUT_S32, x, w, out, None, None, None, None, False, 1.0, 0.0, isa, num_threads)
+
+
+def qspmm_f32(x, w, comp, mult, bias, out, residual=None, gelu=False, isa="auto", num_threads=0):
+    """qgemm_f32 with a PackedBSR weight."""
+    return _spmm(QG_OUT_F32, x, w, out, comp, mult, bias, residual, gelu, 1.0, 0.0, isa,
+                 num_threads)
+
+
+def qspmm_u8(x, w, comp, mult, bias, out_scale, out_zp, out, residual=None, gelu=False,
+             isa="auto", num_threads=0):
+    """qgemm_u8 with a PackedBSR weight."""
+    return _spmm(QG_OUT_U8, x, w, out, comp, mult, bias, residual, gelu, out_scale, out_zp, isa,
+                 num_threads)
+
+
+def vnni_peak_gmacs(iters=20_000_000):
+    """Measured single-thread vpdpbusd zmm peak, GMAC/s: a register-only loop of 24 chains."""
+    import time
+    if not qg_isa_supported(4):
+        raise RuntimeError(f"avx512vnni is not usable here (supported: {supported_isas()})")
+    cdef int64_t n = iters
+    qg_vnni_peak_loop(n // 10)   # warm up the clock
+    t = time.perf_counter()
+    with nogil:
+        qg_vnni_peak_loop(n)
+    dt = time.perf_counter() - t
+    return n * 24 * 64 / dt / 1e9

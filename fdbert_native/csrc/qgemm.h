@@ -1,0 +1,112 @@
+/* qgemm.h -- INT8 dense GEMM and 1x4 block-sparse SpMM with a fused epilogue.
+ *
+ *   acc[m, n] = sum_k int32(x[m, k]) * int32(w[n, k])          x u8 [M, K], w s8 [N, K]
+ *   y[m, n]   = epilogue(acc[m, n])                              (see qg_epilogue below)
+ *
+ * This is the native twin of the INT8 contract in the fdbert reference (Fast DistilBERT,
+ * Shen et al. 2022, sec. 3): integer sums are exact in int32 for K < 66,000, so every ISA
+ * path and every thread count returns the same bits.
+ *
+ * Axes: M rows (tokens), K reduction (input channels), N output channels; W is torch-style
+ * [N, K]. Kernels never split K across threads.
+ *
+ * Files: qgemm.c (dense: packing, per-ISA kernels, epilogue), qspmm.c (1x4 BSR),
+ * qgemm_dense.inc / qspmm_tile.inc (one kernel body compiled once per ISA, like a template).
+ */
+#ifndef FDBERT_QGEMM_H
+#define FDBERT_QGEMM_H
+
+#include <stdint.h>
+
+/* ISA paths, lowest to highest; tests force each one. Every SIMD path returns the exact int32
+ * sums: the non-VNNI ones split u8 activations into 7-bit halves (see qgemm.c). The caller checks
+ * the CPU can run the path (Python: fdbert_native._cpu's usable-feature mask, in _qgemm.pyx). */
+typedef enum {
+    QG_ISA_GENERIC = 0,    /* plain C int32 loops; also the tail of every SIMD loop */
+    QG_ISA_AVX2 = 1,       /* 256-bit vpmaddubsw + vpmaddwd on 7-bit halves */
+    QG_ISA_AVX2_VNNI = 2,  /* 256-bit VEX vpdpbusd (AVX-VNNI) */
+    QG_ISA_AVX512BW = 3,   /* 512-bit vpmaddubsw + vpmaddwd on 7-bit halves */
+    QG_ISA_AVX512VNNI = 4, /* 512-bit EVEX vpdpbusd */
+    QG_ISA_COUNT = 5
+} qg_isa;
+
+/* Error codes (0 = ok). */
+enum { QG_OK = 0, QG_EBADISA = -1, QG_ENOMEM = -2, QG_EBADINDEX = -3 };
+
+/* Dense packed weights ("VNNI layout"): W s8 [N, K] ->
+ *   packed s8 [Nb = ceil(N/16)][Kg = ceil(K/4)][16][4],  packed[b][g][c][i] = W[16b + c, 4g + i]
+ * zero where 16b + c >= N or 4g + i >= K. One 64-byte row packed[b][g] is exactly the
+ * operand of one 512-bit vpdpbusd: 16 output channels x 4 consecutive k. */
+#define QG_NBLOCK 16
+#define QG_KGROUP 4
+
+int64_t qg_packed_dense_size(int64_t N, int64_t K); /* bytes */
+/* colsum[n] = sum_k W[n, k] (int32; the zero-point compensation is x_zp * colsum[n]). */
+void qg_pack_dense(const int8_t *w__nk, int64_t N, int64_t K, int8_t *packed, int32_t *colsum);
+
+/* Output kinds of the fused epilogue. */
+enum { QG_OUT_S32 = 0, QG_OUT_F32 = 1, QG_OUT_U8 = 2 };
+
+/* The epilogue, float32, in this order, no fused multiply-add (the INT8 contract):
+ *   y = float32(acc - comp[n]) * mult[n] + bias[n]         (bias may be NULL: no add; the
+ *                                                           subtraction wraps in int32, exact)
+ *   y = (0.5f * y) * (1.0f + erf(y * 0.70710677f))        if gelu (float32 erf, correctly
+ *                                                          rounded but for ~1e-9 ties; qgemm.c)
+ *   y = y + residual[m, n]                                 if residual (f32 [M, N], row-major)
+ *   out = y                                                if out_kind == QG_OUT_F32
+ *   out = u8(clip(rint(y / out_scale) + out_zp, 0, 255))  if out_kind == QG_OUT_U8
+ * With out_kind == QG_OUT_S32 the raw acc is written and every other field is ignored. */
+typedef struct {
+    int out_kind;
+    const int32_t *comp;     /* [N] (NULL = zeros) */
+    const float *mult;       /* [N] */
+    const float *bias;       /* [N] or NULL */
+    int gelu;
+    const float *residual;   /* [M, N] or NULL */
+    float out_scale, out_zp; /* QG_OUT_U8 only */
+    void *out;               /* [M, N]: int32, float32 or uint8 by out_kind */
+} qg_epilogue;
+
+/* Dense: x u8 [M, K] row-major, packed from qg_pack_dense(N, K). nthreads <= 0: OpenMP default.
+ * Returns QG_OK or an error code. Releases nothing: call without the GIL. */
+int qg_gemm(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed, int64_t N,
+            const qg_epilogue *ep, int isa, int nthreads);
+
+/* Block-sparse 1x4 (SciPy BSR vocabulary in): data s8 [nnz][4] (block b holds W[n, 4j..4j+3]
+ * for the row n with indptr[n] <= b < indptr[n+1] and j = indices[b]), indices int32 [nnz],
+ * indptr int32 [N + 1]. qg_bsr_validate checks indptr runs monotonically from 0 to nnz and every
+ * index is in [0, ceil(K/4)); pack only validated input.
+ *
+ * Packed ("block stream", built once at load time): blocks grouped by (channel n, K chunk kc of
+ * QG_SP_KC block columns), each run padded with zero blocks to a multiple of QG_SP_UNROLL:
+ *   blk  int32 [nblk][2]   (block column j, the 4 weight bytes as one little-endian int32)
+ *   cptr int32 [N*S + 1]   S = n_kc + 1, n_kc = ceil(ceil(K/4) / QG_SP_KC);
+ *                          run (n, kc) = blk[cptr[n*S + kc] : cptr[n*S + kc + 1]]
+ * Weight bytes past K in the last block column must be zero (SciPy pads with zeros); kernels
+ * read x through a zero-padded private copy, never out of bounds. */
+#define QG_SP_KC 128
+#define QG_SP_UNROLL 2
+
+int qg_bsr_validate(const int32_t *indices, const int32_t *indptr, int64_t N, int64_t K, int64_t nnz);
+int64_t qg_bsr_n_chunks(int64_t K);
+/* Fills cptr [N*S + 1]; returns nblk (the padded block count). */
+int64_t qg_bsr_pack_cptr(const int32_t *indices, const int32_t *indptr, int64_t N, int64_t K,
+                         int32_t *cptr);
+/* Fills blk [nblk][2] (zeroed by the caller: zeros are the padding). Returns QG_OK/QG_ENOMEM. */
+int qg_bsr_pack_blk(const int8_t *data, const int32_t *indices, const int32_t *indptr, int64_t N,
+                    int64_t K, const int32_t *cptr, int32_t *blk);
+
+/* Sparse: x u8 [M, K] times the packed weight -> epilogue. Same contract as qg_gemm. */
+int qg_spmm(const uint8_t *x__mk, int64_t M, int64_t K, const int32_t *blk, const int32_t *cptr,
+            int64_t N, const qg_epilogue *ep, int isa, int nthreads);
+
+/* The epilogue applied to one row segment acc[0:len] holding columns n0..n0+len of row m.
+ * Shared by the dense and sparse drivers; picks the AVX-512 body when isa >= AVX512BW. */
+void qg_epilogue_row(const int32_t *acc, int64_t m, int64_t n0, int64_t len, int64_t N,
+                     const qg_epilogue *ep, int isa);
+
+/* Peak probe for the benchmark: `iters` x 24 independent register-only vpdpbusd zmm.
+ * Returns a value depending on the result so the loop is not optimised away. */
+int32_t qg_vnni_peak_loop(int64_t iters);
+
+#endif

@@ -1,0 +1,382 @@
+/* qspmm.c -- INT8 x 1x4 block-sparse (BSR) SpMM with the fused epilogue of qgemm.c.
+ *
+ *   out[m, n] = epilogue( sum_{b: indptr[n] <= b < indptr[n+1]} sum_i data[b][i] * x[m, 4*indices[b] + i] )
+ *
+ * Design ("transposed" like Fast DistilBERT's VNNI kernel, sec. 3.2, but without building 4x4
+ * tiles): per call, x u8 [M, K] is repacked to xt u8 [Kg][Mp][4] (Kg = ceil(K/4), Mp = M rounded
+ * up to 16, zero padded). A nonzero 1x4 block (row n, block column j) is then ONE vpdpbusd lane
+ * pattern: broadcast its 4 weight bytes and multiply against xt[j][m0 : m0+16], 16 tokens x 4 k
+ * in one contiguous 64-byte load. Each output channel n walks only its own nonzero blocks, so
+ * the work is exactly nnz * M * 4 MACs whatever the sparsity pattern (no 4x4-tile fill-in), and
+ * the accumulators come out token-major per channel; a 16-channel x tile-tokens int32 buffer is
+ * transposed into output rows before the shared epilogue (qg_epilogue_row).
+ *
+ * Kernel versions (qspmm_tile.inc compiled per ISA):
+ *   generic     plain C over the BSR arrays and the original x (the oracle for the SIMD paths)
+ *   avx2        8 tokens per vector, 7-bit split + vpmaddubsw/vpmaddwd (exact, see qgemm.c)
+ *   avx2_vnni   8 tokens per vector, VEX vpdpbusd
+ *   avx512bw    16 tokens per vector, 7-bit split
+ *   avx512vnni  16 tokens per vector, vpdpbusd, 64 tokens x 2 accumulator sets per channel
+ *
+ * Threads: (64-token tile, 32-channel group) pairs, token-major static order; K never split.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <immintrin.h>
+
+#include "qgemm.h"
+#include "qgemm_internal.h"
+
+int qg_bsr_validate(const int32_t *indices, const int32_t *indptr, int64_t N, int64_t K,
+                    int64_t nnz)
+{
+    const int64_t Kg = (K + 3) / 4;
+    if (indptr[0] != 0 || indptr[N] != nnz) return QG_EBADINDEX;
+    for (int64_t n = 0; n < N; n++)
+        if (indptr[n + 1] < indptr[n]) return QG_EBADINDEX;
+    for (int64_t b = 0; b < nnz; b++)
+        if (indices[b] < 0 || indices[b] >= Kg) return QG_EBADINDEX;
+    return QG_OK;
+}
+
+/* ---------------------------------------------------------------- generic */
+
+int64_t qg_bsr_n_chunks(int64_t K)
+{
+    return ((K + 3) / 4 + QG_SP_KC - 1) / QG_SP_KC;
+}
+
+int64_t qg_bsr_pack_cptr(const int32_t *indices, const int32_t *indptr, int64_t N, int64_t K,
+                         int32_t *cptr)
+{
+    const int64_t S = qg_bsr_n_chunks(K) + 1;
+    memset(cptr, 0, (size_t)(N * S + 1) * sizeof(int32_t));
+    for (int64_t n = 0; n < N; n++)   /* count blocks per run into the slot after its start ... */
+        for (int32_t b = indptr[n]; b < indptr[n + 1]; b++) cptr[n * S + 1 + indices[b] / QG_SP_KC]++;
+    for (int64_t n = 0; n < N; n++) {  /* ... pad each count to QG_SP_UNROLL, prefix-sum */
+        if (n > 0) cptr[n * S] = cptr[n * S - 1];
+        for (int64_t kc = 0; kc + 1 < S; kc++) {
+            const int32_t c = cptr[n * S + kc + 1];
+            cptr[n * S + kc + 1] = cptr[n * S + kc] + (c + QG_SP_UNROLL - 1) / QG_SP_UNROLL * QG_SP_UNROLL;
+        }
+    }
+    return N > 0 ? cptr[N * S - 1] : 0;
+}
+
+int qg_bsr_pack_blk(const int8_t *data, const int32_t *indices, const int32_t *indptr, int64_t N,
+                    int64_t K, const int32_t *cptr, int32_t *blk)
+{
+    const int64_t S = qg_bsr_n_chunks(K) + 1;
+    int32_t *cur = malloc((size_t)(N * S + 1) * sizeof(int32_t));   /* next free slot per run */
+    if (!cur) return QG_ENOMEM;
+    memcpy(cur, cptr, (size_t)(N * S + 1) * sizeof(int32_t));
+    for (int64_t n = 0; n < N; n++)
+        for (int32_t b = indptr[n]; b < indptr[n + 1]; b++) {
+            int32_t *dst = blk + 2 * (int64_t)cur[n * S + indices[b] / QG_SP_KC]++;
+            dst[0] = indices[b];
+            dst[1] = qg_load_i32(data + 4 * (int64_t)b);
+        }
+    free(cur);
+    return QG_OK;
+}
+
+/* ---------------------------------------------------------------- generic */
+
+static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32_t *blk,
+                         const int32_t *cptr, int64_t N, const qg_epilogue *ep, int nthreads)
+{
+    const int64_t S = qg_bsr_n_chunks(K) + 1;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t m = 0; m < M; m++) {
+        int32_t acc[16];
+        for (int64_t n0 = 0; n0 < N; n0 += 16) {
+            const int64_t nch = N - n0 < 16 ? N - n0 : 16;
+            for (int64_t c = 0; c < nch; c++) {   /* all runs of channel n0 + c are contiguous */
+                int32_t s = 0;
+                for (int32_t b = cptr[(n0 + c) * S]; b < cptr[(n0 + c) * S + S - 1]; b++) {
+                    int8_t w[4];
+                    memcpy(w, &blk[2 * (int64_t)b + 1], 4);
+                    for (int64_t i = 0, k = 4 * (int64_t)blk[2 * (int64_t)b]; i < 4 && k < K; i++, k++)
+                        s += (int32_t)x__mk[m * K + k] * (int32_t)w[i];
+                }
+                acc[c] = s;
+            }
+            qg_epilogue_row(acc, m, n0, nch, N, ep, QG_ISA_GENERIC);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- SIMD tiles per ISA */
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
+#define SFX avx512vnni
+#define VEC __m512i
+#define LANES 16
+#define MV 4
+#define U QG_SP_UNROLL
+#define VZERO() _mm512_setzero_si512()
+#define VLOADU(p) _mm512_loadu_si512((const void *)(p))
+#define VSTOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
+#define VBCAST32(i) _mm512_set1_epi32(i)
+#define VADD(a, b) _mm512_add_epi32((a), (b))
+#define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
+#define DOT(acc, lo, hi, w) ((void)(hi), _mm512_dpbusd_epi32((acc), (lo), (w)))
+#include "qspmm_tile.inc"
+#undef SFX
+#undef VEC
+#undef LANES
+#undef MV
+#undef U
+#undef VZERO
+#undef VLOADU
+#undef VSTOREU
+#undef VBCAST32
+#undef VADD
+#undef XSPLIT
+#undef DOT
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw")
+#define SFX avx512bw
+#define VEC __m512i
+#define LANES 16
+#define MV 2
+#define U QG_SP_UNROLL
+#define VZERO() _mm512_setzero_si512()
+#define VLOADU(p) _mm512_loadu_si512((const void *)(p))
+#define VSTOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
+#define VBCAST32(i) _mm512_set1_epi32(i)
+#define VADD(a, b) _mm512_add_epi32((a), (b))
+#define XSPLIT(xv, lo, hi)                                                                  \
+    ((lo) = _mm512_and_si512((xv), _mm512_set1_epi8(0x7f)),                                \
+     (hi) = _mm512_and_si512(_mm512_srli_epi16((xv), 7), _mm512_set1_epi8(1)))
+#define DOT(acc, lo, hi, w)                                                                 \
+    _mm512_add_epi32((acc), _mm512_add_epi32(                                               \
+        _mm512_madd_epi16(_mm512_maddubs_epi16((lo), (w)), _mm512_set1_epi16(1)),           \
+        _mm512_madd_epi16(_mm512_maddubs_epi16((hi), (w)), _mm512_set1_epi16(128))))
+#include "qspmm_tile.inc"
+#undef SFX
+#undef VEC
+#undef LANES
+#undef MV
+#undef U
+#undef VZERO
+#undef VLOADU
+#undef VSTOREU
+#undef VBCAST32
+#undef VADD
+#undef XSPLIT
+#undef DOT
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,avxvnni")
+#define SFX avx2_vnni
+#define VEC __m256i
+#define LANES 8
+#define MV 4
+#define U QG_SP_UNROLL
+#define VZERO() _mm256_setzero_si256()
+#define VLOADU(p) _mm256_loadu_si256((const __m256i *)(p))
+#define VSTOREU(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
+#define VBCAST32(i) _mm256_set1_epi32(i)
+#define VADD(a, b) _mm256_add_epi32((a), (b))
+#define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
+#define DOT(acc, lo, hi, w) ((void)(hi), _mm256_dpbusd_avx_epi32((acc), (lo), (w)))
+#include "qspmm_tile.inc"
+#undef SFX
+#undef VEC
+#undef LANES
+#undef MV
+#undef U
+#undef VZERO
+#undef VLOADU
+#undef VSTOREU
+#undef VBCAST32
+#undef VADD
+#undef XSPLIT
+#undef DOT
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#define SFX avx2
+#define VEC __m256i
+#define LANES 8
+#define MV 2
+#define U QG_SP_UNROLL
+#define VZERO() _mm256_setzero_si256()
+#define VLOADU(p) _mm256_loadu_si256((const __m256i *)(p))
+#define VSTOREU(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
+#define VBCAST32(i) _mm256_set1_epi32(i)
+#define VADD(a, b) _mm256_add_epi32((a), (b))
+#define XSPLIT(xv, lo, hi)                                                                  \
+    ((lo) = _mm256_and_si256((xv), _mm256_set1_epi8(0x7f)),                                \
+     (hi) = _mm256_and_si256(_mm256_srli_epi16((xv), 7), _mm256_set1_epi8(1)))
+#define DOT(acc, lo, hi, w)                                                                 \
+    _mm256_add_epi32((acc), _mm256_add_epi32(                                               \
+        _mm256_madd_epi16(_mm256_maddubs_epi16((lo), (w)), _mm256_set1_epi16(1)),           \
+        _mm256_madd_epi16(_mm256_maddubs_epi16((hi), (w)), _mm256_set1_epi16(128))))
+#include "qspmm_tile.inc"
+#undef SFX
+#undef VEC
+#undef LANES
+#undef MV
+#undef U
+#undef VZERO
+#undef VLOADU
+#undef VSTOREU
+#undef VBCAST32
+#undef VADD
+#undef XSPLIT
+#undef DOT
+#pragma GCC pop_options
+
+static const qg_sparse_kernel *sparse_kernel_for(int isa)
+{
+    switch (isa) {
+    case QG_ISA_AVX2: return &spmm_kernel_avx2;
+    case QG_ISA_AVX2_VNNI: return &spmm_kernel_avx2_vnni;
+    case QG_ISA_AVX512BW: return &spmm_kernel_avx512bw;
+    case QG_ISA_AVX512VNNI: return &spmm_kernel_avx512vnni;
+    default: return NULL;
+    }
+}
+
+/* ---------------------------------------------------------------- T -> output rows */
+
+/* dst[j][i] = src[i][j] for a 16x16 block of 4-byte words; row strides in BYTES (so it also
+ * transposes u8 activations viewed as 4-byte groups, with any K). The generic twin: */
+static void transpose16_generic(const void *src, int64_t lds, void *dst, int64_t ldd)
+{
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++)
+            memcpy((char *)dst + j * ldd + 4 * i, (const char *)src + i * lds + 4 * j, 4);
+}
+
+/* The same in registers: 32-bit and 64-bit unpacks inside 128-bit lanes, then two rounds of
+ * 128-bit lane shuffles; 64 shuffles per 256 words. */
+__attribute__((target("avx512f")))
+static void transpose16_avx512(const void *src, int64_t lds, void *dst, int64_t ldd)
+{
+    __m512i r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const char *)src + i * lds);
+    for (int i = 0; i < 16; i += 2) {   /* t[i], t[i+1]: rows i, i+1 interleaved by 32 bits */
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {   /* r[i + e], lane L: column 4L + e of rows i..i+3 */
+        r[i + 0] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int e = 0; e < 4; e++) {       /* output row 4L + e = lane L of r[e], r[4+e], r[8+e], r[12+e] */
+        const __m512i x0 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0x44);
+        const __m512i x1 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0xEE);
+        const __m512i y0 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0x44);
+        const __m512i y1 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0xEE);
+        char *d = (char *)dst;
+        _mm512_storeu_si512(d + (0 + e) * ldd, _mm512_shuffle_i32x4(x0, y0, 0x88));
+        _mm512_storeu_si512(d + (4 + e) * ldd, _mm512_shuffle_i32x4(x0, y0, 0xDD));
+        _mm512_storeu_si512(d + (8 + e) * ldd, _mm512_shuffle_i32x4(x1, y1, 0x88));
+        _mm512_storeu_si512(d + (12 + e) * ldd, _mm512_shuffle_i32x4(x1, y1, 0xDD));
+    }
+}
+
+typedef void (*transpose_fn)(const void *, int64_t, void *, int64_t);
+
+/* xt [Kg][TM][4] = the TM-token tile of x starting at row m0 (rows < TM of them valid),
+ * zero past K and past M: 16x16 word transposes where whole, the generic byte loop for the rest. */
+static void repack_tile(const uint8_t *x__mk, int64_t K, int64_t m0, int64_t rows, int64_t TM,
+                        uint8_t *xt, transpose_fn transpose)
+{
+    const int64_t Kw = K / 4, Kg = (K + 3) / 4;   /* whole 4-byte groups, all groups */
+    if (rows < TM || (K & 3)) memset(xt, 0, (size_t)(Kg * TM * 4));
+    const int64_t r16 = rows / 16 * 16, g16 = Kw / 16 * 16;
+    for (int64_t r0 = 0; r0 < r16; r0 += 16)
+        for (int64_t g0 = 0; g0 < g16; g0 += 16)
+            transpose(x__mk + (m0 + r0) * K + 4 * g0, K, xt + (g0 * TM + r0) * 4, TM * 4);
+    for (int64_t t = 0; t < rows; t++) {
+        const uint8_t *src = x__mk + (m0 + t) * K;
+        for (int64_t g = t < r16 ? g16 : 0; g < Kw; g++) memcpy(xt + (g * TM + t) * 4, src + 4 * g, 4);
+        if (K & 3) memcpy(xt + (Kw * TM + t) * 4, src + 4 * Kw, (size_t)(K & 3));
+    }
+}
+
+/* ---------------------------------------------------------------- driver */
+
+enum { QG_SP_MAX_TOKENS = 64, QG_SP_GROUP = 32 };   /* tile tokens (max), channels per task */
+
+int qg_spmm(const uint8_t *x__mk, int64_t M, int64_t K, const int32_t *blk, const int32_t *cptr,
+            int64_t N, const qg_epilogue *ep, int isa, int nthreads)
+{
+    if (isa < 0 || isa >= QG_ISA_COUNT) return QG_EBADISA;
+    if (M <= 0 || N <= 0) return QG_OK;
+    if (nthreads <= 0) nthreads = qg_default_threads();
+    if (isa == QG_ISA_GENERIC) {
+        spmm_generic(x__mk, M, K, blk, cptr, N, ep, nthreads);
+        return QG_OK;
+    }
+    const qg_sparse_kernel *sk = sparse_kernel_for(isa);
+
+    /* xt[mt][g][t][i] = x[mt*TM + t, 4g + i]: per token tile of TM tokens, its K*TM bytes
+     * contiguous; zero past K and past M. The kernel walks it one K chunk (QG_SP_KC = 128 block
+     * columns: 32 KB at TM = 64) at a time, L1-resident with the 8 KB accumulator tile T of a
+     * 32-channel group (measured: 32-column chunks were ~30% slower -- more runs, each ending in
+     * a mispredicted loop exit; 128 vs 64 vs no chunking within noise at K = 768, better at 3072). */
+    const int64_t TM = sk->tokens, Kg = (K + 3) / 4, n_mt = (M + TM - 1) / TM;
+    const int64_t n_kc = qg_bsr_n_chunks(K), S = n_kc + 1;
+    uint8_t *xt = aligned_alloc(64, (size_t)((n_mt * Kg * TM * 4 + 64 + 63) / 64 * 64));
+    if (!xt) return QG_ENOMEM;
+
+    const transpose_fn transpose = isa >= QG_ISA_AVX512BW ? transpose16_avx512 : transpose16_generic;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t mt = 0; mt < n_mt; mt++)
+        repack_tile(x__mk, K, mt * TM, M - mt * TM < TM ? M - mt * TM : TM, TM,
+                    xt + mt * Kg * TM * 4, transpose);
+
+    const int64_t n_ng = (N + QG_SP_GROUP - 1) / QG_SP_GROUP;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t t = 0; t < n_mt * n_ng; t++) {
+        const int64_t mt = t / n_ng, m0 = mt * TM, g0 = (t % n_ng) * QG_SP_GROUP;
+        const int64_t rows = M - m0 < TM ? M - m0 : TM;
+        const int64_t gend = g0 + QG_SP_GROUP < N ? g0 + QG_SP_GROUP : N;
+        const uint8_t *xtile = xt + mt * Kg * TM * 4;
+        int32_t T[QG_SP_GROUP * QG_SP_MAX_TOKENS], R[16 * QG_SP_GROUP];   /* T [channel][token] */
+        if (n_kc == 0) memset(T, 0, sizeof(T));
+        for (int64_t kc = 0; kc < n_kc; kc++)      /* accumulate chunk by chunk ... */
+            for (int64_t n0 = g0; n0 < gend; n0 += 16)
+                sk->fn(xtile, blk, cptr + n0 * S + kc, S, (int)(gend - n0 < 16 ? gend - n0 : 16),
+                       kc > 0, T + (n0 - g0) * TM);
+        /* ... then T [channel][token] -> output rows, 16 tokens at a time: s32 16x16 blocks go
+         * straight to out; otherwise R [16 tokens][group] feeds one epilogue call per row. */
+        const int64_t gw = gend - g0;   /* channels in this group */
+        if (gw % 16) memset(T + gw * TM, 0, (size_t)((16 - gw % 16) * TM) * sizeof(int32_t));
+        for (int64_t v = 0; v < rows; v += 16) {
+            const int64_t rv = rows - v < 16 ? rows - v : 16;
+            for (int64_t c0 = 0; c0 < gw; c0 += 16) {
+                if (ep->out_kind == QG_OUT_S32 && rv == 16 && c0 + 16 <= gw)
+                    transpose(T + c0 * TM + v, TM * 4, (int32_t *)ep->out + (m0 + v) * N + g0 + c0, N * 4);
+                else
+                    transpose(T + c0 * TM + v, TM * 4, R + c0, QG_SP_GROUP * 4);
+            }
+            if (ep->out_kind == QG_OUT_S32) {
+                if (rv == 16 && gw % 16 == 0) continue;   /* all went straight to out */
+                const int64_t cs = rv == 16 ? gw / 16 * 16 : 0;   /* columns still in R */
+                for (int64_t r = 0; r < rv; r++)
+                    memcpy((int32_t *)ep->out + (m0 + v + r) * N + g0 + cs, R + r * QG_SP_GROUP + cs,
+                           (size_t)(gw - cs) * sizeof(int32_t));
+            } else {
+                for (int64_t r = 0; r < rv; r++)
+                    qg_epilogue_row(R + r * QG_SP_GROUP, m0 + v + r, g0, gw, N, ep, isa);
+            }
+        }
+    }
+    free(xt);
+    return QG_OK;
+}
