@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 N_CALIBRATION = 512   # first sentences of fdbert/data/calibration.txt
 N_EVAL = 200          # last sentences of the same file, never seen by calibration

@@ -10,10 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 
@@ -21,8 +17,8 @@ import numpy as np
 import pytest
 
 import fdbert
-from fdbert import backend, ops
-from fdbert import reference
+from fdbert import backend, ops, reference
+import subproc
 from strategies import SmallConfig, random_encoder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -265,12 +261,8 @@ def test_without_only_every_decline_is_listed_when_the_chain_fails(register):
 
 # ---- environment variables (read at import: subprocesses) ----------------------------------------
 def run_python(code, **env):
-    """Run `code` in a fresh interpreter with fdbert importable and `env` added; return its stdout."""
-    full = {k: v for k, v in os.environ.items() if k not in ("FDBERT_BACKEND", "FDBERT_PURE_PYTHON")}
-    full.update(env)
-    full["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), full.get("PYTHONPATH", "")])
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full, capture_output=True,
-                       text=True, timeout=120)
+    """Run `code` in a fresh interpreter with `env` added; assert it succeeded; return its stdout."""
+    r = subproc.run_python(code, **env)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
 

@@ -5,12 +5,10 @@ reading), the dependency table written out by hand in the package docstring, and
 computed here by recursion rather than by the C loop.
 """
 import json
-import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import fdbert_native
+from subproc import run_python
 from fdbert_native import FEATURE_NAMES
 
 needs_native = pytest.mark.skipif(not fdbert_native.AVAILABLE,
@@ -26,15 +25,6 @@ needs_native = pytest.mark.skipif(not fdbert_native.AVAILABLE,
 AMX = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
 AVX512 = frozenset(name for name in FEATURE_NAMES if name.startswith("avx512"))
 PACKAGE_ROOT = Path(fdbert_native.__file__).resolve().parent
-
-
-def run_python(code, **env_overrides):
-    """Run `code` in a fresh interpreter with FDBERT_*/OMP_* cleared, then `env_overrides` applied."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FDBERT_", "OMP_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT.parent), env.get("PYTHONPATH", "")])
-    env.update(env_overrides)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
-                          text=True, timeout=120)
 
 
 @pytest.fixture(autouse=True)

@@ -3,30 +3,18 @@
 The oracle for the thread count is OpenMP itself: _cpu.omp_team_size() opens a region the way every
 kernel does (num_threads(fdbert_native.get_num_threads())) and reports omp_get_num_threads().
 """
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 
 import pytest
 
 import fdbert_native
+from subproc import run_python
 
 needs_openmp = pytest.mark.skipif(
     not fdbert_native.openmp_enabled(),
     reason=f"needs fdbert_native built with OpenMP ({fdbert_native.UNAVAILABLE_REASON or 'built without'})")
 PACKAGE_ROOT = Path(fdbert_native.__file__).resolve().parent
-
-
-def run_python(code, **env_overrides):
-    """Run `code` in a fresh interpreter with FDBERT_*/OMP_* cleared, then `env_overrides` applied."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FDBERT_", "OMP_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT.parent), env.get("PYTHONPATH", "")])
-    env.update(env_overrides)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
-                          text=True, timeout=120)
 
 
 @pytest.fixture(autouse=True)
