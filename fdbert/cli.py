@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_info)
 
     s = sub.add_parser("encode", help="sentence embeddings of TEXTs and their cosine similarity matrix")
-    s.add_argument("model_dir", help="local Hugging Face model directory (distilbert or bert)")
+    s.add_argument("model_dir", help="local Hugging Face model directory (distilbert or bert), or one "
+                                     "saved by fdbert (e.g. by fdbert compress)")
     s.add_argument("texts", nargs="+", metavar="TEXT")
     s.add_argument("--backend", help="reference, native or auto")
     s.add_argument("--normalize", action="store_true", help="L2-normalise even if the model's config does not")

@@ -162,8 +162,12 @@ class Encoder:
 
 def from_pretrained(path) -> Encoder:
     """Load a local Hugging Face directory (config.json + model.safetensors or pytorch_model.bin
-    [+ tokenizer.json]) of model type ``distilbert`` or ``bert``. Never downloads anything."""
+    [+ tokenizer.json]) of model type ``distilbert`` or ``bert``, or a directory written by
+    ``model.save`` (fdbert's format, e.g. a compressed model). Never downloads anything."""
     p = model_dir(path)
+    from .serialization import META_FILE, load
+    if (p / META_FILE).is_file():
+        return load(p)
     config = EncoderConfig.from_hf(read_config(p))
     tensors = read_tensors(p)
     weights, unused = build_weights(tensors, config, where=str(p))

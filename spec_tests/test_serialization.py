@@ -164,3 +164,16 @@ def test_missing_files(saved, tmp_path):
 
 def test_errors_are_fdbert_errors():
     assert issubclass(CorruptModelError, fdbert.FdbertError)
+
+
+def test_from_pretrained_and_the_cli_open_a_saved_model(tmp_path, capsys):
+    """fdbert.from_pretrained (and so `fdbert encode`) takes a directory written by model.save."""
+    from fdbert.cli import main
+    model = tiny_text_model(seed=3)
+    q = fdbert.quantize(model, sentences(16), progress=False, measure_error=False)
+    q.save(tmp_path / "fast")
+    again = fdbert.from_pretrained(tmp_path / "fast")
+    texts = sentences(4, seed=9)
+    np.testing.assert_array_equal(again.encode(texts), q.encode(texts))
+    assert main(["encode", str(tmp_path / "fast"), *texts[:2]]) == 0
+    assert "embeddings: 2 x" in capsys.readouterr().out

@@ -45,7 +45,6 @@ def read_texts(path, limit=None) -> list:
 
 
 def main(args) -> int:
-    from .. import load
     from ..model import from_pretrained
     from .prune import prune
     from .quantize import quantize
@@ -58,7 +57,7 @@ def main(args) -> int:
         print(f"fdbert compress: {e}", file=sys.stderr)
         return 2
     src = Path(args.model_dir)
-    model = load(src) if (src / "fdbert.json").is_file() else from_pretrained(src)
+    model = from_pretrained(src)
     if args.sparsity > 0:
         model = prune(model, args.sparsity, args.block, args.scope)
         print(f"pruned {args.sparsity:.0%} of {args.block} blocks ({args.scope})", file=sys.stderr)
