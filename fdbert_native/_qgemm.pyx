@@ -40,6 +40,9 @@ cdef extern from "qgemm.h" nogil:
                 const qg_epilogue *ep, int isa, int nthreads)
     int qg_spmm(const uint8_t *x, int64_t M, int64_t K, const int32_t *blk, const int32_t *cptr,
                 int64_t N, const qg_epilogue *ep, int isa, int nthreads)
+    int qg_spmm_multi(const uint8_t *x, int64_t M, int64_t K, int nw, const int32_t *const *blks,
+                      const int32_t *const *cptrs, const int64_t *Ns, const qg_epilogue *eps,
+                      int isa, int nthreads)
     int qg_bsr_validate(const int32_t *indices, const int32_t *indptr, int64_t N, int64_t K,
                         int64_t nnz)
     int64_t qg_bsr_n_chunks(int64_t K)
@@ -303,6 +306,39 @@ def qspmm_u8(x, w, comp, mult, bias, out_scale, out_zp, out, residual=None, gelu
     """qgemm_u8 with a PackedBSR weight."""
     return _spmm(QG_OUT_U8, x, w, out, comp, mult, bias, residual, gelu, out_scale, out_zp, isa,
                  num_threads)
+
+
+def qspmm_f32_multi(x, ws, comps, mults, biases, outs, isa="auto", num_threads=0):
+    """outs[i] = qspmm_f32(x, ws[i], comps[i], mults[i], biases[i], outs[i]) for 1..8 weights that
+    read the same x (Q, K and V): one repack of x and one parallel region, the same bits."""
+    cdef int nw = len(ws), w
+    if not 1 <= nw <= 8 or not len(comps) == len(mults) == len(biases) == len(outs) == nw:
+        raise ValueError("qspmm_f32_multi: 1..8 weights, and one comp, mult, bias and out each")
+    _check(x, "x", np.uint8, (None, None))
+    cdef int64_t M = x.shape[0], K = x.shape[1]
+    cdef qg_epilogue eps[8]
+    cdef const int32_t *blks[8]
+    cdef const int32_t *cptrs[8]
+    cdef int64_t Ns[8]
+    cdef PackedBSR pw
+    for w in range(nw):
+        pw = ws[w]
+        if pw is None:
+            raise TypeError("ws must hold PackedBSRs from pack_bsr, got None")
+        if pw.K != K:
+            raise ValueError(f"ws[{w}] has K = {pw.K}, x has K = {K}")
+        _check(outs[w], f"outs[{w}]", np.float32, (M, pw.N))
+        eps[w] = _epilogue(QG_OUT_F32, outs[w], comps[w], mults[w], biases[w], None, False, 1.0, 0.0,
+                           M, pw.N)
+        blks[w] = <const int32_t *>_ptr(pw.blk)
+        cptrs[w] = <const int32_t *>_ptr(pw.cptr)
+        Ns[w] = pw.N
+    cdef int i = _isa_index(isa), nt = num_threads if num_threads > 0 else _default_threads(), rc
+    cdef const uint8_t *px = <const uint8_t *>_ptr(x)
+    with nogil:
+        rc = qg_spmm_multi(px, M, K, nw, blks, cptrs, Ns, eps, i, nt)
+    _raise(rc, "qspmm_f32_multi")
+    return outs
 
 
 def vnni_peak_gmacs(iters=20_000_000):

@@ -7,10 +7,11 @@ runs instead (or, with ``set_backend("native", only=True)``, the call fails nami
 input is ever converted silently: a float64 array or a strided view costs a copy the caller should
 see. Invalid arguments the reference rejects too (a zero scale) raise the reference's own error.
 
-Ops absent here (``embedding``, ``linear``, ``encoder_layer``) fall through to the reference: NumPy's
-BLAS already serves the float32 GEMMs, and the reference encoder block composes these ops, so a
-quantized model runs its INT8 GEMMs (``qlinear``) here. A QuantizedLinear's weight is packed for the
-kernels once, the first time it is seen, and cached in ``qweight.packed["native"]``.
+Ops absent here (``embedding``, ``linear``) fall through to the reference: NumPy's BLAS already
+serves the float32 GEMMs. ``encoder_layer`` runs a quantized block fused (:func:`encoder_layer`: the
+kernels of the reference INT8 block, in its order, without dispatch) and declines float blocks, which
+the reference then composes from these ops. A QuantizedLinear's weight is packed for the kernels
+once, the first time it is seen, and cached in ``qweight.packed["native"]``.
 
 The kernels are fdbert_native._fp32 (csrc/fp32_ops.c, csrc/attention.c) and fdbert_native._qgemm
 (csrc/qgemm.c, csrc/qspmm.c); each runs its AVX-512 path
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fdbert import int8
+from fdbert import int8, ops
 from fdbert.backend import Declined
 
 try:
@@ -37,7 +38,7 @@ except ImportError as _e:  # every INT8 GEMM declines
     _QGEMM_MISSING = f"fdbert_native._qgemm did not import ({_e})"
 
 __all__ = ["layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8", "qlinear",
-           "qlinear_s32", "op_paths"]
+           "qlinear_s32", "encoder_layer", "op_paths"]
 
 #: The ops this module implements, each with one kernel family in fdbert_native._fp32.
 FP32_OPS = ("layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8")
@@ -219,3 +220,125 @@ def qlinear(x_u8, qweight, *, gelu=False, residual=None, out_scale=None,
     fn = _qgemm.qspmm_u8 if qweight.sparse else _qgemm.qgemm_u8
     return fn(x_u8, p, *epilogue, float(np.float32(out_scale)), float(zp), out, residual=residual,
               gelu=bool(gelu))
+
+
+# ---- the fused INT8 encoder block ----------------------------------------------------------------------
+#: Pointwise / row ops on fewer elements than this run on one thread inside encoder_layer: at
+#: M = 128 tokens (98,304 elements) one thread takes ~20-30 us, and waking a sleeping OpenMP
+#: worker (OMP_WAIT_POLICY=PASSIVE, the fdbert default) costs as much again on a VM.
+SMALL_OP_ELEMENTS = 1 << 18
+
+_QLINEARS = ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2")
+
+
+def _int8_block_plan(layer, config):  # -> the six (layer, packed) pairs; raises Declined
+    """Check once per layer object that the fused block can run it; cache the packed weights."""
+    lins = [getattr(layer, name, None) for name in _QLINEARS]
+    key = (*map(id, lins), id(layer.sa_layer_norm), id(layer.output_layer_norm))
+    cached = getattr(layer, "_native_block", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    from fdbert.reference.qlinear import QuantizedLinear
+    if not all(isinstance(lin, QuantizedLinear) for lin in lins):
+        raise Declined("encoder_layer: a float layer (the reference block composes the native ops)")
+    q = lins[0]
+    if any((o.x_scale, o.x_zero_point) != (q.x_scale, q.x_zero_point) for o in lins[1:3]):
+        raise Declined("encoder_layer: q_lin, k_lin and v_lin have different input quantization")
+    D, F = config.d_model, config.d_ffn
+    shapes = [(D, D)] * 4 + [(F, D), (D, F)]
+    for name, lin, shape in zip(_QLINEARS, lins, shapes):
+        if lin.shape != shape:
+            raise Declined(f"encoder_layer: {name} has shape {lin.shape}, expected {shape}")
+    for ln in (layer.sa_layer_norm, layer.output_layer_norm):
+        for a in (ln.weight, ln.bias):
+            _take(a, "encoder_layer: LayerNorm parameter", np.float32)
+            if a.shape != (D,):
+                raise Declined(f"encoder_layer: LayerNorm parameter of shape {a.shape}, expected ({D},)")
+    plan = [(lin, _packed(lin)) for lin in lins]
+    layer._native_block = (key, plan)   # valid while the layer holds these same objects
+    return plan
+
+
+def _qlin(x_u8, lin, packed, nt, *, gelu=False, residual=None, out_qparams=None):
+    M, N = x_u8.shape[0], lin.shape[0]
+    ep = (lin.comp, lin.mult, lin.bias)
+    if out_qparams is None:
+        fn = _qgemm.qspmm_f32 if lin.sparse else _qgemm.qgemm_f32
+        return fn(x_u8, packed, *ep, np.empty((M, N), np.float32), residual=residual, gelu=gelu,
+                  num_threads=nt)
+    fn = _qgemm.qspmm_u8 if lin.sparse else _qgemm.qgemm_u8
+    return fn(x_u8, packed, *ep, *out_qparams, np.empty((M, N), np.uint8), residual=residual,
+              gelu=gelu, num_threads=nt)
+
+
+def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
+    """The INT8 encoder block of :func:`fdbert.reference.qencoder.encoder_layer_int8`, fused.
+
+    The same native kernels in the same order as the reference block composed from dispatched ops
+    (so the same bits), called directly: no dispatch, no per-op checks after the first call on a
+    layer (its plan is cached), small pointwise ops on one thread, and Q, K, V sparse in one SpMM
+    call. Float outlier channels are added exactly where the reference block adds them (the small
+    float product goes through ``fdbert.ops.linear``, as there). Declines float layers (the
+    reference block then composes the native ops), Q/K/V with different input quantization (the
+    reference raises its error) and shapes it does not expect.
+    """
+    if _qgemm is None:
+        raise Declined(_QGEMM_MISSING)
+    plan = _int8_block_plan(layer, config)
+    _take(x, "encoder_layer: x", np.float32)
+    n, D = x.shape if x.ndim == 2 else (None, None)
+    if D != config.d_model:
+        raise Declined(f"encoder_layer: x must be [n, {config.d_model}], got shape {x.shape}")
+    _take(cu_seqlens, "encoder_layer: cu_seqlens", np.int32)
+    if (cu_seqlens.ndim != 1 or cu_seqlens.shape[0] < 1 or
+            (cu_seqlens.shape[0] > 1 and (cu_seqlens[0] != 0 or cu_seqlens[-1] != n or
+                                          np.any(np.diff(cu_seqlens) < 0)))):
+        raise Declined("encoder_layer: cu_seqlens must run non-decreasing from 0 to n")
+    H, Dh, eps = config.n_heads, config.head_dim, float(config.layer_norm_eps)
+    if H * Dh != D or Dh == 0:
+        raise Declined(f"encoder_layer: H {H} x Dh {Dh} != D {D}")
+    (ql, pq), (kl, pk), (vl, pv), (ol, po), (l1, p1), (l2, p2) = plan
+    nt = 0                                               # kernels: the project-wide thread count
+    nts = 1 if n * max(D, 1) < SMALL_OP_ELEMENTS else 0  # small pointwise / row ops: one thread
+
+    def quantize(a, lin):
+        out = np.empty(a.shape, np.uint8)
+        _fp32.quantize_u8(a.reshape(-1), lin.x_scale, lin.x_zero_point, out.reshape(-1),
+                          num_threads=nts)
+        return out
+
+    def layer_norm(a, ln):
+        out = np.empty_like(a)
+        _fp32.layer_norm(a, ln.weight, ln.bias, eps, out, num_threads=nts)
+        return out
+
+    def plus_outliers(y, a, lin):   # y + a[:, outliers] @ outlier_weight.T, as the reference block
+        if not len(lin.outliers):
+            return y
+        return y + ops.linear(np.ascontiguousarray(a[:, lin.outliers]), lin.outlier_weight)
+
+    xq = quantize(x, ql)
+    if ql.sparse and kl.sparse and vl.sparse:   # one repack of xq, one parallel region
+        qkv = [np.empty((n, D), np.float32) for _ in range(3)]
+        _qgemm.qspmm_f32_multi(xq, (pq, pk, pv), (ql.comp, kl.comp, vl.comp),
+                               (ql.mult, kl.mult, vl.mult), (ql.bias, kl.bias, vl.bias), qkv,
+                               num_threads=nt)
+    else:
+        qkv = [_qlin(xq, lin, p, nt) for lin, p in ((ql, pq), (kl, pk), (vl, pv))]
+    q, k, v = (plus_outliers(y, x, lin).reshape(n, H, Dh) for y, lin in zip(qkv, (ql, kl, vl)))
+    a = np.zeros((n, H, Dh), np.float32)
+    _fp32.attention(q, k, v, cu_seqlens, cu_seqlens, a, num_threads=nt)
+    a = a.reshape(n, D)
+    y = plus_outliers(_qlin(quantize(a, ol), ol, po, nt, residual=x), a, ol)
+    x = layer_norm(y, layer.sa_layer_norm)
+    xq = quantize(x, l1)
+    if not len(l1.outliers) and not len(l2.outliers):   # GELU + requantize fused: FFN1 emits u8
+        hq = _qlin(xq, l1, p1, nt, gelu=True,
+                   out_qparams=(float(l2.x_scale), float(l2.x_zero_point)))
+        y = _qlin(hq, l2, p2, nt, residual=x)
+    else:                                               # the reference's unfused order
+        h = plus_outliers(_qlin(xq, l1, p1, nt), x, l1)
+        g = np.empty_like(h)
+        _fp32.gelu(h.reshape(-1), g.reshape(-1), num_threads=nt)
+        y = plus_outliers(_qlin(quantize(g, l2), l2, p2, nt, residual=x), g, l2)
+    return layer_norm(y, layer.output_layer_norm)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
+from ..packing import PackedBatch, pack_sequences
 from ._model import linear_names
 
 METHODS = ("minmax", "percentile")
@@ -56,25 +57,44 @@ class Recorder:
         return NotImplemented
 
 
+def _batch(model, samples):  # a slice of calibration samples -> PackedBatch
+    """Texts go through ``model.tokenize``; token-id lists are packed as they are (no tokenizer)."""
+    if all(isinstance(s, str) for s in samples):
+        return model.tokenize(samples)
+    if any(isinstance(s, (str, PackedBatch)) for s in samples):
+        raise TypeError("calibration samples must be all texts, all token-id lists, or PackedBatches")
+    return pack_sequences([[int(t) for t in s] for s in samples])
+
+
 def run_recorded(model, texts, observe, batch_size=32, progress=True, desc="calibrate"):
-    """Run the float model on ``texts`` (reference ops) calling ``observe(key, x, W, b)`` per Linear."""
+    """Run the float model on ``texts`` (reference ops) calling ``observe(key, x, W, b)`` per Linear.
+
+    ``texts`` holds calibration samples of one kind: strings (tokenized by the model, ``batch_size``
+    per forward pass), token-id lists (packed ``batch_size`` per pass, for models without a
+    tokenizer), or ready :class:`~fdbert.packing.PackedBatch` es (one pass each).
+    """
     rec = Recorder(model, observe)
-    backend.register_backend(_BACKEND, rec)
-    starts = range(0, len(texts), batch_size)
+    if texts and all(isinstance(t, PackedBatch) for t in texts):
+        batches = list(texts)
+    else:
+        batches = [_batch(model, texts[s:s + batch_size]) for s in range(0, len(texts), batch_size)]
     if progress:
         from ..progress import progress_bar
-        starts = progress_bar(starts, total=len(starts), desc=desc)
+        batches = progress_bar(batches, total=len(batches), desc=desc)
+    backend.register_backend(_BACKEND, rec)
     try:
         with backend.set_backend(_BACKEND):
-            for s in starts:
-                model.forward_packed(model.tokenize(texts[s:s + batch_size]))
+            for batch in batches:
+                model.forward_packed(batch)
     finally:
         backend.unregister_backend(_BACKEND)
 
 
 def calibrate(model, texts, method="minmax", percentile=99.99, outlier_threshold=None, batch_size=32,
               progress=True):
-    """(layer, name) -> :class:`Calibration` of the input of every encoder Linear."""
+    """(layer, name) -> :class:`Calibration` of the input of every encoder Linear.
+
+    ``texts``: strings, token-id lists or PackedBatches (see :func:`run_recorded`)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not 50.0 < float(percentile) <= 100.0:

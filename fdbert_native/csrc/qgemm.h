@@ -100,10 +100,20 @@ int qg_bsr_pack_blk(const int8_t *data, const int32_t *indices, const int32_t *i
 int qg_spmm(const uint8_t *x__mk, int64_t M, int64_t K, const int32_t *blk, const int32_t *cptr,
             int64_t N, const qg_epilogue *ep, int isa, int nthreads);
 
+/* nw (1..8) sparse weights reading the same x (e.g. Q, K and V): weight w is (blks[w], cptrs[w]),
+ * N = Ns[w], with its own epilogue eps[w]. One repack of x and one parallel region for all; each
+ * output equals what qg_spmm gives for that weight alone, bit for bit. */
+int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int32_t *const *blks,
+                  const int32_t *const *cptrs, const int64_t *Ns, const qg_epilogue *eps, int isa,
+                  int nthreads);
+
 /* The epilogue applied to one row segment acc[0:len] holding columns n0..n0+len of row m.
  * Shared by the dense and sparse drivers; picks the AVX-512 body when isa >= AVX512BW. */
 void qg_epilogue_row(const int32_t *acc, int64_t m, int64_t n0, int64_t len, int64_t N,
                      const qg_epilogue *ep, int isa);
+/* The same for `rows` rows: row r of acc (stride lda) holds columns n0..n0+len of row m0 + r. */
+void qg_epilogue_rows(const int32_t *acc, int64_t lda, int64_t m0, int64_t rows, int64_t n0,
+                      int64_t len, int64_t N, const qg_epilogue *ep, int isa);
 
 /* Peak probe for the benchmark: `iters` x 24 independent register-only vpdpbusd zmm.
  * Returns a value depending on the result so the loop is not optimised away. */

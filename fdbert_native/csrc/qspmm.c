@@ -312,14 +312,66 @@ static void repack_tile(const uint8_t *x__mk, int64_t K, int64_t m0, int64_t row
 
 enum { QG_SP_MAX_TOKENS = 64, QG_SP_GROUP = 32 };   /* tile tokens (max), channels per task */
 
+/* One task: token tile mt (its repacked xt tile) x the QG_SP_GROUP channels from g0, through the
+ * epilogue into out. */
+static void spmm_task(const qg_sparse_kernel *sk, const uint8_t *xt, int64_t mt, int64_t g0,
+                      int64_t M, int64_t Kg, int64_t TM, int64_t n_kc, const int32_t *blk,
+                      const int32_t *cptr, int64_t N, const qg_epilogue *ep, int isa,
+                      transpose_fn transpose)
+{
+    const int64_t S = n_kc + 1, m0 = mt * TM;
+    const int64_t rows = M - m0 < TM ? M - m0 : TM;
+    const int64_t gend = g0 + QG_SP_GROUP < N ? g0 + QG_SP_GROUP : N;
+    const uint8_t *xtile = xt + mt * Kg * TM * 4;
+    int32_t T[QG_SP_GROUP * QG_SP_MAX_TOKENS], R[16 * QG_SP_GROUP];   /* T [channel][token] */
+    if (n_kc == 0) memset(T, 0, sizeof(T));
+    for (int64_t kc = 0; kc < n_kc; kc++)      /* accumulate chunk by chunk ... */
+        for (int64_t n0 = g0; n0 < gend; n0 += 16)
+            sk->fn(xtile, blk, cptr + n0 * S + kc, S, (int)(gend - n0 < 16 ? gend - n0 : 16),
+                   kc > 0, T + (n0 - g0) * TM);
+    /* ... then T [channel][token] -> output rows, 16 tokens at a time: s32 16x16 blocks go
+     * straight to out; otherwise R [16 tokens][group] feeds one epilogue call per row. */
+    const int64_t gw = gend - g0;   /* channels in this group */
+    if (gw % 16) memset(T + gw * TM, 0, (size_t)((16 - gw % 16) * TM) * sizeof(int32_t));
+    for (int64_t v = 0; v < rows; v += 16) {
+        const int64_t rv = rows - v < 16 ? rows - v : 16;
+        for (int64_t c0 = 0; c0 < gw; c0 += 16) {
+            if (ep->out_kind == QG_OUT_S32 && rv == 16 && c0 + 16 <= gw)
+                transpose(T + c0 * TM + v, TM * 4, (int32_t *)ep->out + (m0 + v) * N + g0 + c0, N * 4);
+            else
+                transpose(T + c0 * TM + v, TM * 4, R + c0, QG_SP_GROUP * 4);
+        }
+        if (ep->out_kind == QG_OUT_S32) {
+            if (rv == 16 && gw % 16 == 0) continue;   /* all went straight to out */
+            const int64_t cs = rv == 16 ? gw / 16 * 16 : 0;   /* columns still in R */
+            for (int64_t r = 0; r < rv; r++)
+                memcpy((int32_t *)ep->out + (m0 + v + r) * N + g0 + cs, R + r * QG_SP_GROUP + cs,
+                       (size_t)(gw - cs) * sizeof(int32_t));
+        } else {
+            qg_epilogue_rows(R, QG_SP_GROUP, m0 + v, rv, g0, gw, N, ep, isa);
+        }
+    }
+}
+
 int qg_spmm(const uint8_t *x__mk, int64_t M, int64_t K, const int32_t *blk, const int32_t *cptr,
             int64_t N, const qg_epilogue *ep, int isa, int nthreads)
 {
+    return qg_spmm_multi(x__mk, M, K, 1, &blk, &cptr, &N, ep, isa, nthreads);
+}
+
+enum { QG_SP_MAX_WEIGHTS = 8 };
+
+int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int32_t *const *blks,
+                  const int32_t *const *cptrs, const int64_t *Ns, const qg_epilogue *eps, int isa,
+                  int nthreads)
+{
     if (isa < 0 || isa >= QG_ISA_COUNT) return QG_EBADISA;
-    if (M <= 0 || N <= 0) return QG_OK;
+    if (nw < 1 || nw > QG_SP_MAX_WEIGHTS) return QG_EBADINDEX;
+    if (M <= 0) return QG_OK;
     if (nthreads <= 0) nthreads = qg_default_threads();
     if (isa == QG_ISA_GENERIC) {
-        spmm_generic(x__mk, M, K, blk, cptr, N, ep, nthreads);
+        for (int w = 0; w < nw; w++)
+            if (Ns[w] > 0) spmm_generic(x__mk, M, K, blks[w], cptrs[w], Ns[w], &eps[w], nthreads);
         return QG_OK;
     }
     const qg_sparse_kernel *sk = sparse_kernel_for(isa);
@@ -328,55 +380,50 @@ int qg_spmm(const uint8_t *x__mk, int64_t M, int64_t K, const int32_t *blk, cons
      * contiguous; zero past K and past M. The kernel walks it one K chunk (QG_SP_KC = 128 block
      * columns: 32 KB at TM = 64) at a time, L1-resident with the 8 KB accumulator tile T of a
      * 32-channel group (measured: 32-column chunks were ~30% slower -- more runs, each ending in
-     * a mispredicted loop exit; 128 vs 64 vs no chunking within noise at K = 768, better at 3072). */
+     * a mispredicted loop exit; 128 vs 64 vs no chunking within noise at K = 768, better at 3072).
+     * Several weights reading the same x (Q, K and V) share one repack and one parallel region. */
     const int64_t TM = sk->tokens, Kg = (K + 3) / 4, n_mt = (M + TM - 1) / TM;
-    const int64_t n_kc = qg_bsr_n_chunks(K), S = n_kc + 1;
+    const int64_t n_kc = qg_bsr_n_chunks(K);
+    int64_t g_start[QG_SP_MAX_WEIGHTS + 1] = {0};   /* channel groups of weight w: [g_start[w], g_start[w+1]) */
+    for (int w = 0; w < nw; w++) g_start[w + 1] = g_start[w] + (Ns[w] + QG_SP_GROUP - 1) / QG_SP_GROUP;
+    const int64_t n_g = g_start[nw];
+    if (n_g == 0) return QG_OK;
     uint8_t *xt = aligned_alloc(64, (size_t)((n_mt * Kg * TM * 4 + 64 + 63) / 64 * 64));
     if (!xt) return QG_ENOMEM;
 
     const transpose_fn transpose = isa >= QG_ISA_AVX512BW ? transpose16_avx512 : transpose16_generic;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t mt = 0; mt < n_mt; mt++)
-        repack_tile(x__mk, K, mt * TM, M - mt * TM < TM ? M - mt * TM : TM, TM,
-                    xt + mt * Kg * TM * 4, transpose);
-
-    const int64_t n_ng = (N + QG_SP_GROUP - 1) / QG_SP_GROUP;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t t = 0; t < n_mt * n_ng; t++) {
-        const int64_t mt = t / n_ng, m0 = mt * TM, g0 = (t % n_ng) * QG_SP_GROUP;
-        const int64_t rows = M - m0 < TM ? M - m0 : TM;
-        const int64_t gend = g0 + QG_SP_GROUP < N ? g0 + QG_SP_GROUP : N;
-        const uint8_t *xtile = xt + mt * Kg * TM * 4;
-        int32_t T[QG_SP_GROUP * QG_SP_MAX_TOKENS], R[16 * QG_SP_GROUP];   /* T [channel][token] */
-        if (n_kc == 0) memset(T, 0, sizeof(T));
-        for (int64_t kc = 0; kc < n_kc; kc++)      /* accumulate chunk by chunk ... */
-            for (int64_t n0 = g0; n0 < gend; n0 += 16)
-                sk->fn(xtile, blk, cptr + n0 * S + kc, S, (int)(gend - n0 < 16 ? gend - n0 : 16),
-                       kc > 0, T + (n0 - g0) * TM);
-        /* ... then T [channel][token] -> output rows, 16 tokens at a time: s32 16x16 blocks go
-         * straight to out; otherwise R [16 tokens][group] feeds one epilogue call per row. */
-        const int64_t gw = gend - g0;   /* channels in this group */
-        if (gw % 16) memset(T + gw * TM, 0, (size_t)((16 - gw % 16) * TM) * sizeof(int32_t));
-        for (int64_t v = 0; v < rows; v += 16) {
-            const int64_t rv = rows - v < 16 ? rows - v : 16;
-            for (int64_t c0 = 0; c0 < gw; c0 += 16) {
-                if (ep->out_kind == QG_OUT_S32 && rv == 16 && c0 + 16 <= gw)
-                    transpose(T + c0 * TM + v, TM * 4, (int32_t *)ep->out + (m0 + v) * N + g0 + c0, N * 4);
-                else
-                    transpose(T + c0 * TM + v, TM * 4, R + c0, QG_SP_GROUP * 4);
+#define QG_SP_TASK(mt, g)                                                                        \
+    do {                                                                                         \
+        int w_ = 0;                                                                              \
+        while ((g) >= g_start[w_ + 1]) w_++;                                                     \
+        spmm_task(sk, xt, (mt), ((g) - g_start[w_]) * QG_SP_GROUP, M, Kg, TM, n_kc, blks[w_],    \
+                  cptrs[w_], Ns[w_], &eps[w_], isa, transpose);                                  \
+    } while (0)
+    /* One parallel region (each region start and barrier costs a wake-up of the sleeping workers:
+     * 20-60 us on a VM with OMP_WAIT_POLICY=PASSIVE, as much as a whole M = 128 SpMM). When the
+     * token tiles split evenly over the threads (M = 128, 2 threads: one tile each), every thread
+     * repacks its own tiles and computes all their channel groups: no barrier at all. Otherwise
+     * repack, barrier, then the (tile, group) tasks in token-major static order. */
+    const int owner = n_mt >= nthreads && (n_mt % nthreads == 0 || n_mt >= 4 * nthreads);
+#pragma omp parallel num_threads(nthreads)
+    {
+        if (owner) {
+#pragma omp for schedule(static)
+            for (int64_t mt = 0; mt < n_mt; mt++) {
+                repack_tile(x__mk, K, mt * TM, M - mt * TM < TM ? M - mt * TM : TM, TM,
+                            xt + mt * Kg * TM * 4, transpose);
+                for (int64_t g = 0; g < n_g; g++) QG_SP_TASK(mt, g);
             }
-            if (ep->out_kind == QG_OUT_S32) {
-                if (rv == 16 && gw % 16 == 0) continue;   /* all went straight to out */
-                const int64_t cs = rv == 16 ? gw / 16 * 16 : 0;   /* columns still in R */
-                for (int64_t r = 0; r < rv; r++)
-                    memcpy((int32_t *)ep->out + (m0 + v + r) * N + g0 + cs, R + r * QG_SP_GROUP + cs,
-                           (size_t)(gw - cs) * sizeof(int32_t));
-            } else {
-                for (int64_t r = 0; r < rv; r++)
-                    qg_epilogue_row(R + r * QG_SP_GROUP, m0 + v + r, g0, gw, N, ep, isa);
-            }
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t mt = 0; mt < n_mt; mt++)
+                repack_tile(x__mk, K, mt * TM, M - mt * TM < TM ? M - mt * TM : TM, TM,
+                            xt + mt * Kg * TM * 4, transpose);
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < n_mt * n_g; t++) QG_SP_TASK(t / n_g, t % n_g);
         }
     }
+#undef QG_SP_TASK
     free(xt);
     return QG_OK;
 }

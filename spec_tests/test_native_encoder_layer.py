@@ -1,0 +1,157 @@
+"""The native fused INT8 encoder block (fdbert_native.ops.encoder_layer) vs the reference INT8 block.
+
+The fused op calls the same native kernels in the same order as the reference block
+(fdbert.reference.qencoder.encoder_layer_int8) composed from dispatched native ops, so the two agree
+bit for bit, on every thread count. Against the pure NumPy reference the usual float rounding of
+LayerNorm / attention / GELU can flip a u8 code downstream, so the comparison there is a cosine per
+token. Layers it cannot run (float, float outlier channels, Q/K/V with different input
+quantization) are declined, and the reference then defines the result. Float outlier channels are
+added exactly where the reference block adds them.
+"""
+
+import numpy as np
+import pytest
+
+import fdbert
+import fdbert_native
+from fdbert.backend import Declined
+from fdbert.packing import pack_sequences
+from fdbert.reference.qencoder import encoder_layer_int8
+from int8_models import sentences, tiny_text_model
+
+pytestmark = pytest.mark.native_only
+if not fdbert_native.AVAILABLE:
+    pytest.skip(f"native backend unavailable: {fdbert_native.UNAVAILABLE_REASON}",
+                allow_module_level=True)
+nops = pytest.importorskip("fdbert_native.ops")
+pytest.importorskip("fdbert_native._qgemm", reason="fdbert_native._qgemm is not built")
+
+MIN_TOKEN_COSINE = 0.999   # fused native vs NumPy reference, per token, on the tiny models
+
+
+def _hidden(model, batch):  # f32 [n, D]: the input of layer 0
+    from fdbert.reference.embeddings import embeddings
+    w, c = model.weights, model.config
+    return embeddings(batch.input_ids, batch.positions, batch.token_type_ids, w.embeddings,
+                      c.layer_norm_eps)
+
+
+def _compare(model, batch, exact_threads=(1, 2, 3)):
+    c = model.config
+    x = _hidden(model, batch)
+    for layer in model.weights.layers:
+        with fdbert.set_backend("native"):
+            composed = encoder_layer_int8(x, batch.cu_seqlens, layer, c)   # dispatched native ops
+        for nt in exact_threads:
+            prev = fdbert.get_num_threads()
+            fdbert.set_num_threads(nt)
+            try:
+                fused = nops.encoder_layer(x, batch.cu_seqlens, layer, c)
+            finally:
+                fdbert.set_num_threads(prev)
+            np.testing.assert_array_equal(fused, composed)
+        with fdbert.set_backend("reference"):
+            ref = encoder_layer_int8(x, batch.cu_seqlens, layer, c)
+        cos = (fused * ref).sum(1) / (np.linalg.norm(fused, axis=1) * np.linalg.norm(ref, axis=1))
+        assert cos.min() >= MIN_TOKEN_COSINE, cos.min()
+        x = fused
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_text_model(seed=11, n_layers=2, n_heads=2, head_dim=8, d_ffn=40)
+
+
+@pytest.mark.parametrize("sparsity", [None, 0.8])
+def test_fused_block_equals_the_composed_native_block(tiny, sparsity):
+    texts = sentences(24, seed=5)
+    model = fdbert.prune(tiny, sparsity) if sparsity else tiny
+    q = fdbert.quantize(model, texts, progress=False, outlier_threshold=None, measure_error=False)
+    for batch in (q.tokenize(texts[:1]), q.tokenize(texts[:9]), pack_sequences([[3] * 16] * 5)):
+        _compare(q, batch)
+
+
+def test_the_model_runs_the_fused_block(tiny):
+    texts = sentences(16, seed=6)
+    q = fdbert.quantize(fdbert.prune(tiny, 0.8), texts, progress=False, outlier_threshold=None,
+                        measure_error=False)
+    batch = q.tokenize(texts)
+    calls = []
+    real = nops.encoder_layer
+
+    def spy(*a, **k):
+        out = real(*a, **k)
+        calls.append(1)
+        return out
+
+    nops.encoder_layer = spy
+    try:
+        with fdbert.set_backend("native"):   # (only=True cannot run a model: no native embedding)
+            got = q.forward_packed(batch)
+    finally:
+        nops.encoder_layer = real
+    assert len(calls) == q.config.n_layers
+    with fdbert.set_backend("reference"):
+        ref = q.forward_packed(batch)
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= MIN_TOKEN_COSINE
+
+
+def test_layers_it_cannot_run_are_declined(tiny):
+    texts = sentences(16, seed=7)
+    batch = tiny.tokenize(texts[:3])
+    x = _hidden(tiny, batch)
+    c = tiny.config
+    with pytest.raises(Declined, match="float layer"):
+        nops.encoder_layer(x, batch.cu_seqlens, tiny.weights.layers[0], c)
+    q2 = fdbert.quantize(tiny, texts, progress=False, outlier_threshold=None, measure_error=False)
+    layer = q2.weights.layers[0]
+    with pytest.raises(Declined, match="C-contiguous"):
+        nops.encoder_layer(np.asfortranarray(x), batch.cu_seqlens, layer, c)
+    with pytest.raises(Declined, match="cu_seqlens"):
+        nops.encoder_layer(x, batch.cu_seqlens[:-1], layer, c)
+    import dataclasses
+    k_lin = dataclasses.replace(layer.k_lin, x_zero_point=(layer.k_lin.x_zero_point + 1) % 256)
+    odd = dataclasses.replace(layer, k_lin=k_lin)
+    with pytest.raises(Declined, match="different input quantization"):
+        nops.encoder_layer(x, batch.cu_seqlens, odd, c)
+    with fdbert.set_backend("native"), pytest.raises(ValueError, match="share their input"):
+        fdbert.ops.encoder_layer(x, batch.cu_seqlens, odd, c)
+
+
+@pytest.mark.parametrize("sparsity", [None, 0.8])
+def test_fused_block_with_float_outlier_channels(sparsity):
+    texts = sentences(24, seed=8)
+    model = tiny_text_model(seed=12, n_layers=2, n_heads=2, head_dim=8, d_ffn=40, outlier_channel=3)
+    if sparsity:
+        model = fdbert.prune(model, sparsity)
+    q = fdbert.quantize(model, texts, progress=False, outlier_threshold=6.0, measure_error=False)
+    layers = q.weights.layers
+    assert any(len(getattr(l, n).outliers) for l in layers for n in ("q_lin", "k_lin", "v_lin"))
+    assert any(len(getattr(l, n).outliers) for l in layers for n in ("lin1", "lin2", "out_lin"))
+    _compare(q, q.tokenize(texts[:7]))
+
+
+@pytest.mark.slow
+def test_fused_block_on_minilm(minilm, polarity_sentences):
+    """Real all-MiniLM-L6-v2, INT8 dense and 80% 1x4 sparse, with and without float outlier channels:
+    every layer bit-identical to the composed native block, cosine to the reference."""
+    from pathlib import Path
+    calib = Path(fdbert.__file__).parent.joinpath("data", "calibration.txt").read_text().splitlines()[:32]
+    batch = minilm.tokenize(polarity_sentences[:8])
+    for model, threshold in ((minilm, None), (fdbert.prune(minilm, 0.8), None), (minilm, 6.0),
+                             (fdbert.prune(minilm, 0.8), 6.0)):
+        q = fdbert.quantize(model, calib, progress=False, outlier_threshold=threshold,
+                            measure_error=False)
+        c = q.config
+        x = _hidden(q, batch)
+        for layer in q.weights.layers:
+            with fdbert.set_backend("native"):
+                composed = encoder_layer_int8(x, batch.cu_seqlens, layer, c)
+            fused = nops.encoder_layer(x, batch.cu_seqlens, layer, c)
+            np.testing.assert_array_equal(fused, composed)
+            with fdbert.set_backend("reference"):
+                ref = encoder_layer_int8(x, batch.cu_seqlens, layer, c)
+            cos = (fused * ref).sum(1) / (np.linalg.norm(fused, axis=1) * np.linalg.norm(ref, axis=1))
+            assert cos.min() >= 0.99, cos.min()
+            x = fused
