@@ -15,7 +15,7 @@ import fdbert
 from fdbert.packing import pack, pack_sequences, unpack
 from fdbert.reference import heads
 from strategies import PADDING_SIDES, mask_for, padded_batches, random_encoder, small_configs
-from tolerances import PACKING_ATOL, PACKING_FP32_ATOL, PACKING_FP32_MIN_D
+from tolerances import PACKING_ATOL, PACKING_FP32_ATOL, FP32_MIN_D
 
 
 def expected_cu_seqlens(mask):  # [B, T] -> [B+1], written independently of fdbert
@@ -33,7 +33,7 @@ def expected_cu_seqlens(mask):  # [B, T] -> [B+1], written independently of fdbe
 @given(data=st.data())
 def test_each_sequence_in_a_batch_equals_it_alone(dtype, atol, data):
     configs = small_configs() if dtype == np.float64 else \
-        small_configs().filter(lambda c: c.d_model >= PACKING_FP32_MIN_D)
+        small_configs().filter(lambda c: c.d_model >= FP32_MIN_D)
     cfg = data.draw(configs, label="config")
     batch = data.draw(padded_batches(cfg.vocab_size, cfg.max_positions, cfg.type_vocab_size,
                                      max_batch=5, max_extra_padding=8), label="batch")
