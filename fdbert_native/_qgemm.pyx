@@ -1,5 +1,5 @@
-# distutils: sources = fdbert_native/csrc/qgemm.c fdbert_native/csrc/qspmm.c
-# distutils: depends = fdbert_native/csrc/qgemm.h fdbert_native/csrc/qgemm_internal.h fdbert_native/csrc/qgemm_dense.inc fdbert_native/csrc/qspmm_tile.inc
+# distutils: sources = fdbert_native/csrc/qgemm.c fdbert_native/csrc/qspmm.c fdbert_native/csrc/qgemm_amx.c
+# distutils: depends = fdbert_native/csrc/qgemm.h fdbert_native/csrc/qgemm_internal.h fdbert_native/csrc/qgemm_dense.inc fdbert_native/csrc/qspmm_tile.inc fdbert_native/csrc/qgemm_amx.h
 """INT8 dense GEMM and 1x4 block-sparse SpMM with a fused epilogue (wraps csrc/qgemm.{c,h}).
 
     acc[m, n] = sum_k int32(x[m, k]) * int32(w[n, k])        x u8 [M, K], w s8 [N, K]
@@ -8,8 +8,8 @@
 Thin wrappers: each checks dtype, shape and C-contiguity at the edge (errors name the expected
 and actual value), then calls the C kernel without the GIL. ``isa`` is "auto" (the best path the
 shared detector fdbert_native._cpu allows, so FDBERT_DISABLE_CPU_FEATURES reaches these kernels)
-or one of ISAS, so tests can force every path; ``num_threads`` <= 0 means the project-wide
-thread count (fdbert_native.set_num_threads).
+or one of ISAS (the dense qgemm_* also "amx": DENSE_ISAS, amx_auto), so tests can force every
+path; ``num_threads`` <= 0 means the project-wide thread count (fdbert_native.set_num_threads).
 """
 import numpy as np
 
@@ -18,7 +18,7 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 
 from fdbert_native._cpu cimport (cpu_mask, num_threads as _default_threads, FDB_AVX2,
                                  FDB_AVX_VNNI, FDB_AVX512F, FDB_AVX512BW, FDB_AVX512VL,
-                                 FDB_AVX512VNNI)
+                                 FDB_AVX512VNNI, FDB_AMX_TILE, FDB_AMX_INT8)
 
 cnp.import_array()
 
@@ -53,27 +53,56 @@ cdef extern from "qgemm.h" nogil:
     int QG_SP_KC, QG_SP_UNROLL
     int32_t qg_vnni_peak_loop(int64_t iters)
 
+cdef extern from "qgemm_amx.h" nogil:
+    int qg_gemm_amx(const uint8_t *x, int64_t M, int64_t K, const int8_t *packed, int64_t N,
+                    const qg_epilogue *ep, int nthreads)
+
 #: ISA paths, lowest to highest (the qg_isa enum order in qgemm.h).
 ISAS = ("generic", "avx2", "avx2_vnni", "avx512bw", "avx512vnni")
+#: The dense GEMM's extra path: AMX-INT8 tiles (csrc/qgemm_amx.c). Dense only (qgemm_*), so it is
+#: not in ISAS, the ladder every kernel family (dense and sparse) implements. Usable only once
+#: Linux granted the tile-data permission (fdbert_native.request_amx_permission()).
+AMX = "amx"
+#: The paths qgemm_* accept (isa=...), lowest to highest.
+DENSE_ISAS = ISAS + (AMX,)
+#: isa="auto" runs the dense GEMM on AMX when it is usable and M >= AMX_AUTO_MIN_M (None: never).
+#: Measured (docs/kernels.md, "AMX-INT8 dense GEMM"): at DistilBERT shapes AMX is 1.4-3.7x faster
+#: from M = 128 on, mostly faster at M = 32-64, and 0.4-0.9x at M <= 16 (a 32-row block of padding).
+AMX_AUTO_MIN_M = 64
+cdef int _AMX_INDEX = 5
 
 # The CPU features (fdbert_native._cpu, csrc/cpu_features.h) each path's target attribute needs.
-cdef uint64_t _NEEDS[5]
+cdef uint64_t _NEEDS[6]
 _NEEDS[0] = 0
 _NEEDS[1] = <uint64_t>1 << FDB_AVX2
 _NEEDS[2] = (<uint64_t>1 << FDB_AVX2) | (<uint64_t>1 << FDB_AVX_VNNI)
 _NEEDS[3] = (<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB_AVX512BW)
 _NEEDS[4] = ((<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB_AVX512BW) |
              (<uint64_t>1 << FDB_AVX512VL) | (<uint64_t>1 << FDB_AVX512VNNI))
+_NEEDS[5] = _NEEDS[4] | (<uint64_t>1 << FDB_AMX_TILE) | (<uint64_t>1 << FDB_AMX_INT8)
 
 
 cdef bint qg_isa_supported(int i) noexcept:
-    """Path i may run now: the shared detector's usable mask (cpuid + XCR0 - disabled features)."""
-    return 0 <= i < 5 and (cpu_mask() & _NEEDS[i]) == _NEEDS[i]
+    """Path i may run now: the shared detector's usable mask (cpuid + XCR0 - disabled features;
+    for AMX also the Linux tile-data grant)."""
+    return 0 <= i < 6 and (cpu_mask() & _NEEDS[i]) == _NEEDS[i]
 
 
 def isa_supported(name):
-    """True if the ISA path `name` may run now (CPU, OS state, FDBERT_DISABLE_CPU_FEATURES)."""
-    return bool(qg_isa_supported(_isa_index(name, check=False)))
+    """True if the ISA path `name` (one of DENSE_ISAS) may run now (CPU, OS state, AMX grant,
+    FDBERT_DISABLE_CPU_FEATURES)."""
+    return bool(qg_isa_supported(_isa_index(name, check=False, dense=True)))
+
+
+def supported_dense_isas():
+    """The paths qgemm_* may run now, lowest to highest: supported_isas() and "amx" if usable."""
+    return supported_isas() + ((AMX,) if qg_isa_supported(_AMX_INDEX) else ())
+
+
+def amx_auto(int64_t M, int64_t N, int64_t K):
+    """True if isa="auto" runs a dense [M, K] x [K, N] GEMM on AMX now."""
+    return (AMX_AUTO_MIN_M is not None and M >= AMX_AUTO_MIN_M
+            and qg_isa_supported(_AMX_INDEX))
 
 
 def supported_isas():
@@ -82,19 +111,22 @@ def supported_isas():
 
 
 def best_isa():
-    """The highest supported ISA path: what isa="auto" runs."""
+    """The highest supported ISA path: what isa="auto" runs (dense GEMMs: AMX instead when
+    amx_auto(M, N, K))."""
     isas = supported_isas()
     return isas[len(isas) - 1]   # (no negative index: the module compiles with wraparound=False)
 
 
-def _isa_index(name, check=True):
+def _isa_index(name, check=True, dense=False):
     if name == "auto":
         name = best_isa()
-    if name not in ISAS:
-        raise ValueError(f"isa must be 'auto' or one of {ISAS}, got {name!r}")
-    i = ISAS.index(name)
+    isas = DENSE_ISAS if dense else ISAS
+    if name not in isas:
+        raise ValueError(f"isa must be 'auto' or one of {isas}, got {name!r}")
+    i = isas.index(name)
     if check and not qg_isa_supported(i):
-        raise ValueError(f"isa {name!r} is not supported here (usable: {supported_isas()})")
+        usable = supported_dense_isas() if dense else supported_isas()
+        raise ValueError(f"isa {name!r} is not supported here (usable: {usable})")
     return i
 
 
@@ -242,11 +274,17 @@ def _gemm(int kind, x, packed, out, comp, mult, bias, residual, gelu, out_scale,
     _check(packed, "packed", np.int8, ((N + 15) // 16, (K + 3) // 4, 16, 4))
     cdef qg_epilogue ep = _epilogue(kind, out, comp, mult, bias, residual, gelu, out_scale,
                                     out_zp, M, N)
-    cdef int i = _isa_index(isa), nt = num_threads if num_threads > 0 else _default_threads(), rc
+    if isa == "auto" and amx_auto(M, N, K):
+        isa = AMX
+    cdef int i = _isa_index(isa, dense=True)
+    cdef int nt = num_threads if num_threads > 0 else _default_threads(), rc
     cdef const uint8_t *px = <const uint8_t *>_ptr(x)
     cdef const int8_t *pw = <const int8_t *>_ptr(packed)
     with nogil:
-        rc = qg_gemm(px, M, K, pw, N, &ep, i, nt)
+        if i == _AMX_INDEX:
+            rc = qg_gemm_amx(px, M, K, pw, N, &ep, nt)
+        else:
+            rc = qg_gemm(px, M, K, pw, N, &ep, i, nt)
     _raise(rc, "qgemm")
     return out
 

@@ -7,11 +7,13 @@ runs instead (or, with ``set_backend("native", only=True)``, the call fails nami
 input is ever converted silently: a float64 array or a strided view costs a copy the caller should
 see. Invalid arguments the reference rejects too (a zero scale) raise the reference's own error.
 
-Ops absent here (``embedding``, ``linear``) fall through to the reference: NumPy's BLAS already
-serves the float32 GEMMs. ``encoder_layer`` runs a quantized block fused (:func:`encoder_layer`: the
-kernels of the reference INT8 block, in its order, without dispatch) and declines float blocks, which
-the reference then composes from these ops. A QuantizedLinear's weight is packed for the kernels
-once, the first time it is seen, and cached in ``qweight.packed["native"]``.
+``embedding`` is absent here and falls through to the reference. The float32 ``linear`` runs on
+fdbert_native._sgemm (csrc/sgemm.c), on the same OpenMP pool as every other kernel, rather than
+on NumPy's BLAS, whose own thread pool would fight ours. ``encoder_layer`` runs a quantized block
+fused (:func:`encoder_layer`: the kernels of the reference INT8 block, in its order, without
+dispatch) and declines float blocks, which the reference then composes from these ops. A
+QuantizedLinear's weight is packed for the kernels once, the first time it is seen, and cached in
+``qweight.packed["native"]``.
 
 The kernels are fdbert_native._fp32 (csrc/fp32_ops.c, csrc/attention.c) and fdbert_native._qgemm
 (csrc/qgemm.c, csrc/qspmm.c); each runs its AVX-512 path
@@ -37,8 +39,8 @@ except ImportError as _e:  # every INT8 GEMM declines
     _qgemm = None
     _QGEMM_MISSING = f"fdbert_native._qgemm did not import ({_e})"
 
-__all__ = ["layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8", "qlinear",
-           "qlinear_s32", "encoder_layer", "op_paths"]
+__all__ = ["linear", "layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8",
+           "qlinear", "qlinear_s32", "encoder_layer", "op_paths"]
 
 #: The ops this module implements, each with one kernel family in fdbert_native._fp32.
 FP32_OPS = ("layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8")
@@ -47,11 +49,16 @@ INT8_OPS = ("qlinear", "qlinear_s32")
 
 
 def op_paths() -> dict[str, str]:
-    """Map each op implemented here to the ISA path it runs now: "avx512", "generic" or "reference"."""
+    """Map each op implemented here to the ISA path it runs now (e.g. "avx512", "avx512vnni",
+    "generic"; "reference" when the kernel module is missing)."""
     path = _fp32.best_isa() if _fp32 is not None else "reference"
     paths = {op: path for op in FP32_OPS}
     qpath = _qgemm.best_isa() if _qgemm is not None else "reference"
+    if _qgemm is not None and _qgemm.AMX in _qgemm.supported_dense_isas():
+        qpath += f" (dense: amx for M >= {_qgemm.AMX_AUTO_MIN_M})"
     paths.update({op: qpath for op in INT8_OPS})
+    paths["linear"] = _linear_path()   # fdbert_native._sgemm (defined at the end of this file)
+    paths["encoder_layer"] = "fused INT8 block; float layers decline to the reference block"
     return paths
 
 
@@ -178,8 +185,23 @@ def _packed(qweight):  # QuantizedLinear -> dense packed s8 array or _qgemm.Pack
     else:
         _take(qweight.weight, "qlinear: weight", np.int8)
         p, _ = _qgemm.pack_dense(qweight.weight)
+        _request_amx_once()
     qweight.packed["native"] = p
     return p
+
+
+_AMX_REQUESTED = False
+
+
+def _request_amx_once():
+    """Ask Linux once for the AMX tile-data permission, so the dense GEMM's "amx" path (isa="auto"
+    picks it by shape: _qgemm.amx_auto) may run; a no-op without AMX, and FDBERT_DISABLE_CPU_FEATURES
+    still turns it off."""
+    global _AMX_REQUESTED
+    if not _AMX_REQUESTED:
+        _AMX_REQUESTED = True
+        import fdbert_native
+        fdbert_native.request_amx_permission()
 
 
 def _check_qlinear_input(x_u8, qweight):  # -> (M, N)
@@ -342,3 +364,44 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
         _fp32.gelu(h.reshape(-1), g.reshape(-1), num_threads=nt)
         y = plus_outliers(_qlin(quantize(g, l2), l2, p2, nt, residual=x), g, l2)
     return layer_norm(y, layer.output_layer_norm)
+
+
+# ---- float32 linear (fdbert_native._sgemm) -------------------------------------------------------------
+try:
+    from fdbert_native import _sgemm
+except ImportError as _e:  # linear declines; NumPy's BLAS serves it
+    _sgemm = None
+    _SGEMM_MISSING = f"fdbert_native._sgemm did not import ({_e})"
+
+
+def _linear_path():  # -> "avx512" | "avx2" | "reference"
+    """The path linear runs now. The generic C path (a libm fmaf per multiply-add, kept as the readable
+    definition and for tests) is far slower than NumPy's BLAS, so on a CPU without AVX2 + FMA linear
+    declines."""
+    if _sgemm is None:
+        return "reference"
+    isa = _sgemm.best_isa()
+    return "reference" if isa == "generic" else isa
+
+
+def linear(x, weight, bias=None):  # f32 [M, K], [N, K], [N] | None -> f32 [M, N]
+    """y = x @ W.T + b: one float32 fused multiply-add chain per output over k in order, then + b.
+
+    Within K * 2^-24 * sum_k |x_k w_k| (plus the bias rounding) of the exact product; bit-identical for
+    every thread count and ISA path, and a row's result does not depend on the other rows. W is packed
+    on the fly, one KC x 32 slice at a time inside the kernel (csrc/sgemm.h), so nothing is cached.
+    """
+    if _sgemm is None:
+        raise Declined(_SGEMM_MISSING)
+    if _linear_path() == "reference":
+        raise Declined("linear: no AVX2 + FMA; NumPy's BLAS beats the generic C path")
+    _take(x, "linear: x", np.float32)
+    _take(weight, "linear: weight", np.float32)
+    if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
+        raise Declined(f"linear: x must be [M, K] and weight [N, K], got {x.shape} and {weight.shape}")
+    N = weight.shape[0]
+    if bias is not None:
+        _take(bias, "linear: bias", np.float32)
+        if bias.shape != (N,):
+            raise Declined(f"linear: bias must be [{N}], got shape {bias.shape}")
+    return _sgemm.linear(x, weight, bias, np.empty((x.shape[0], N), np.float32))

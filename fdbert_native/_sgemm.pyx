@@ -1,0 +1,118 @@
+# distutils: sources = fdbert_native/csrc/sgemm.c
+# distutils: depends = fdbert_native/csrc/sgemm.h
+# distutils: libraries = m
+"""Float32 linear: y = x @ W.T + b on fdbert's own OpenMP pool (csrc/sgemm.{c,h}).
+
+A thin wrapper: checks dtype, shape and C-contiguity at the edge (TypeError / ValueError naming what
+was expected and found), then calls the C kernel without the GIL, writing into ``out``. The backend
+op with the fdbert.ops signature is fdbert_native.ops.linear.
+
+Every path computes each output as one float32 fused multiply-add chain over k in order, then adds
+the bias, so the paths agree bit for bit and the thread count never changes a result (sgemm.h).
+
+``isa`` is "auto" (the best path the CPU features allow now, after
+fdbert_native.set_disabled_features) or one of ISAS, so tests can force each path; forcing a path the
+CPU cannot run raises ValueError. ``num_threads`` <= 0 means fdbert_native.get_num_threads().
+"""
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t, uint64_t
+
+from fdbert_native._cpu cimport (FDB_AVX2, FDB_AVX512BW, FDB_AVX512DQ, FDB_AVX512F, FDB_AVX512VL,
+                                 FDB_FMA, cpu_mask, num_threads)
+
+cnp.import_array()
+
+cdef extern from "sgemm.h" nogil:
+    int SG_ISA_GENERIC, SG_ISA_AVX2, SG_ISA_AVX512
+    void sg_linear(const float *x, const float *w, const float *b, int64_t M, int64_t N,
+                   int64_t K, float *y, int isa, int nthreads)
+
+#: ISA paths, lowest to highest (the SG_ISA_* order in sgemm.h).
+ISAS = ("generic", "avx2", "avx512")
+
+cdef uint64_t _AVX2_MASK = (<uint64_t>1 << FDB_AVX2) | (<uint64_t>1 << FDB_FMA)
+cdef uint64_t _AVX512_MASK = (_AVX2_MASK | (<uint64_t>1 << FDB_AVX512F)
+                              | (<uint64_t>1 << FDB_AVX512BW) | (<uint64_t>1 << FDB_AVX512VL)
+                              | (<uint64_t>1 << FDB_AVX512DQ))
+
+
+def isa_supported(name):
+    """True if path `name` may run now (CPU, OS state and fdbert_native's disabled features)."""
+    if name == "generic":
+        return True
+    if name == "avx2":
+        return (cpu_mask() & _AVX2_MASK) == _AVX2_MASK
+    if name == "avx512":
+        return (cpu_mask() & _AVX512_MASK) == _AVX512_MASK
+    raise ValueError(f"isa must be one of {ISAS}, got {name!r}")
+
+
+def supported_isas():
+    """The paths that may run now, lowest to highest."""
+    return tuple(name for name in ISAS if isa_supported(name))
+
+
+def best_isa():
+    """What isa="auto" runs now."""
+    for name in reversed(ISAS):   # (no negative indexing: the build sets wraparound=False)
+        if isa_supported(name):
+            return name
+
+
+cdef int _isa(name) except -1:
+    if name == "auto":
+        name = best_isa()
+    if name not in ISAS:
+        raise ValueError(f"isa must be 'auto' or one of {ISAS}, got {name!r}")
+    if not isa_supported(name):
+        raise ValueError(f"isa {name!r} cannot run on this CPU now (available: {supported_isas()})")
+    return {"generic": SG_ISA_GENERIC, "avx2": SG_ISA_AVX2, "avx512": SG_ISA_AVX512}[name]
+
+
+def _check(a, name, dtype, shape):
+    """Raise unless `a` is a C-contiguous ndarray of `dtype` and `shape` (None = any extent)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if a.ndim != len(shape) or any(s is not None and s != e for s, e in zip(shape, a.shape)):
+        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
+
+
+cdef int _threads(n):
+    return n if n > 0 else num_threads()
+
+
+cdef inline void *_ptr(a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def linear(x, weight, bias, out, isa="auto", num_threads=0):
+    """out = x @ weight.T + bias: x f32 [M, K], weight f32 [N, K], bias f32 [N] or None, out f32 [M, N].
+
+    ``out`` must not share memory with x, weight or bias.
+    """
+    _check(x, "x", np.float32, (None, None))
+    cdef int64_t M = x.shape[0], K = x.shape[1]
+    _check(weight, "weight", np.float32, (None, K))
+    cdef int64_t N = weight.shape[0]
+    if bias is not None:
+        _check(bias, "bias", np.float32, (N,))
+    _check(out, "out", np.float32, (M, N))
+    for name, a in (("x", x), ("weight", weight), ("bias", bias)):
+        if a is not None and np.may_share_memory(out, a):
+            raise ValueError(f"out must not share memory with {name}")
+    cdef int i = _isa(isa)
+    cdef int nt = _threads(num_threads)
+    cdef const float *px = <const float *>_ptr(x)
+    cdef const float *pw = <const float *>_ptr(weight)
+    cdef const float *pb = NULL if bias is None else <const float *>_ptr(bias)
+    cdef float *po = <float *>_ptr(out)
+    with nogil:
+        sg_linear(px, pw, pb, M, N, K, po, i, nt)
+    return out

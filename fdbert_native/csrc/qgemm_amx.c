@@ -1,0 +1,203 @@
+/* qgemm_amx.c -- the dense INT8 GEMM on AMX-INT8 tiles (Sapphire Rapids and later).
+ *
+ *   out[m, n] = epilogue( sum_k x[m, k] * W[n, k] )      x u8 [M, K], W s8 [N, K] (see qgemm.h)
+ *
+ * One `tdpbusd tmm_c, tmm_a, tmm_b` adds a 16 x 64 u8 tile A times a 64 x 16 s8 tile B into a
+ * 16 x 16 int32 tile C (16,384 exact multiply-adds). B is stored "VNNI style": 16 rows of
+ * 16 columns x 4 consecutive k, row kk = k in [4kk, 4kk + 4). That is exactly one 16-channel panel
+ * of qg_pack_dense's layout, packed[b][g][c][i] = W[16b + c, 4g + i]: the 16 k-groups g0..g0+15 of
+ * panel b are 16 consecutive 64-byte rows. So B tiles load straight from the existing packed
+ * weights (stride 64 bytes) -- no second packing -- and A tiles straight from x (stride K).
+ *
+ * Register blocking: 32 rows x 32 channels = C tiles tmm0..3 (2 x 2), A tiles tmm4..5 (rows 0-15,
+ * 16-31), B tiles tmm6..7 (two panels); 4 tdpbusd per 2 A + 2 B loads. Every tile is configured
+ * 16 rows x 64 bytes once per thread (palette 1); partial blocks never shrink a tile:
+ *   * M tail (< 32 rows): the rows are copied into a zero-padded per-thread buffer; the extra rows'
+ *     results are dropped.
+ *   * N tail: packed panels are zero-padded to 16 channels; a missing second panel re-reads the
+ *     first (dropped). Only the valid columns reach the epilogue.
+ *   * K tail (K % 64 columns): AMX covers k < K64 = 64 floor(K/64); the rest is added to the
+ *     stored int32 tile with 512-bit vpdpbusd (k-groups of 4) and plain C (K % 4), reading x in
+ *     bounds. Integer addition in any order gives the same int32, so the sums stay exact.
+ * The stored 32 x 32 int32 tile then goes through qg_epilogue_rows with the avx512vnni isa: the
+ * very code the avx512vnni path runs on its accumulators, column chunks aligned alike (both start
+ * at multiples of 16 channels), so float32 and u8 outputs are bit-identical to that path's.
+ *
+ * Threads: the same (M chunk, N chunk) static schedule as qg_gemm; each OpenMP thread loads the
+ * tile configuration at the start of the parallel region and releases the tiles at its end.
+ * K is never split, so every thread count gives the same bits.
+ *
+ * The inline-asm tile intrinsics of gcc 12 declare no memory operands, so the compiler is told
+ * about the memory they read and write with explicit barriers (QG_AMX_BARRIER).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "qgemm.h"
+#include "qgemm_amx.h"
+#include "qgemm_internal.h"
+
+#define QG_AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define QG_AMX_BARRIER() __asm__ __volatile__("" ::: "memory")
+
+enum {
+    QG_AMX_MR = 32,   /* rows per register block: 2 A tiles of 16 rows */
+    QG_AMX_NB = 2,    /* 16-channel panels per register block: 2 B tiles */
+    QG_AMX_KT = 64,   /* k per tdpbusd */
+};
+
+/* The 64-byte tile configuration (palette 1): tmm0..7 all 16 rows x 64 bytes. */
+typedef struct {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} qg_tilecfg;
+
+static const qg_tilecfg QG_AMX_CFG __attribute__((aligned(64))) = {
+    .palette_id = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+/* tile[r][c] (row stride 32) = sum_{k < K64} a[r][k] * W[n0 + c, k], r < 32, c < 32:
+ * a rows at stride lda, w0 / w1 the two packed panels (stride 64 bytes per k-group). */
+QG_AMX_TARGET
+static void amx_block(const uint8_t *a, int64_t lda, int64_t K64, const int8_t *w0,
+                      const int8_t *w1, int32_t *tile)
+{
+    QG_AMX_BARRIER();   /* a may be the M-tail buffer just written */
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t k = 0; k < K64; k += QG_AMX_KT) {
+        /* k-groups k/4 .. k/4 + 15 of a panel start at byte (k/4) * 64 = 16 k */
+        _tile_loadd(4, a + k, lda);
+        _tile_loadd(5, a + 16 * lda + k, lda);
+        _tile_loadd(6, w0 + 16 * k, 64);
+        _tile_loadd(7, w1 + 16 * k, 64);
+        _tile_dpbusd(0, 4, 6);
+        _tile_dpbusd(1, 4, 7);
+        _tile_dpbusd(2, 5, 6);
+        _tile_dpbusd(3, 5, 7);
+    }
+    _tile_stored(0, tile, 32 * sizeof(int32_t));
+    _tile_stored(1, tile + 16, 32 * sizeof(int32_t));
+    _tile_stored(2, tile + 16 * 32, 32 * sizeof(int32_t));
+    _tile_stored(3, tile + 16 * 32 + 16, 32 * sizeof(int32_t));
+    QG_AMX_BARRIER();   /* the tile is read next */
+}
+
+/* Add the K tail k in [K64, K) to tile rows r < rows (row r of x at xr[r], full K). */
+QG_AMX_TARGET
+static void amx_block_ktail(const uint8_t *const *xr, int rows, int64_t K64, int64_t K,
+                            const int8_t *const *wb, int32_t *tile)
+{
+    const int64_t kfull = K & ~(int64_t)3;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < QG_AMX_NB; j++) {
+            int32_t *t = tile + r * 32 + j * 16;
+            __m512i acc = _mm512_loadu_si512(t);
+            for (int64_t k = K64; k < kfull; k += 4)   /* packed[b][k/4] at byte 16 k */
+                acc = _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(qg_load_i32(xr[r] + k)),
+                                          _mm512_loadu_si512(wb[j] + 16 * k));
+            _mm512_storeu_si512(t, acc);
+            for (int64_t k = kfull; k < K; k++) {     /* K % 4, as dense_tile_cols_generic */
+                const int32_t xv = xr[r][k];
+                const int8_t *w = wb[j] + (k / 4) * 64 + (k % 4);
+                for (int c = 0; c < 16; c++) t[c] += xv * (int32_t)w[4 * c];
+            }
+        }
+}
+
+QG_AMX_TARGET
+static void amx_begin(void)
+{
+    _tile_loadconfig(&QG_AMX_CFG);
+}
+
+QG_AMX_TARGET
+static void amx_end(void)
+{
+    _tile_release();
+}
+
+static int amx_thread_num(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+int qg_gemm_amx(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed, int64_t N,
+                const qg_epilogue *ep, int nthreads)
+{
+    if (M <= 0 || N <= 0) return QG_OK;
+    const int mr = QG_AMX_MR, nb = QG_AMX_NB;
+    const int64_t Nb = (N + 15) / 16, wstride = ((K + 3) / 4) * 64;
+    const int64_t K64 = K / QG_AMX_KT * QG_AMX_KT;
+    if (nthreads <= 0) nthreads = qg_default_threads();
+    /* The chunking of qg_gemm: x chunk ~256 KB, weight chunk ~1 MB, >= 2 tiles per thread. */
+    int64_t MC = (256 * 1024 / (K > 0 ? K : 1)) / mr * mr;
+    if (MC < mr) MC = mr;
+    if (MC > M) MC = (M + mr - 1) / mr * mr;
+    const int64_t n_mc = (M + MC - 1) / MC;
+    int64_t NCB = (1024 * 1024 / (wstride > 0 ? wstride : 1)) / nb * nb;
+    if (NCB < nb) NCB = nb;
+    while (NCB > nb && n_mc * ((Nb + NCB - 1) / NCB) < 2 * nthreads) NCB = (NCB / 2 + nb - 1) / nb * nb;
+    const int64_t n_nc = (Nb + NCB - 1) / NCB;
+
+    /* Per-thread M-tail buffers: 32 rows x K64 bytes (rows past M stay zero). */
+    const int64_t padsize = (int64_t)mr * (K64 > 0 ? K64 : 1);
+    uint8_t *pads = (uint8_t *)malloc((size_t)(padsize * nthreads));
+    if (!pads) return QG_ENOMEM;
+
+#pragma omp parallel num_threads(nthreads)
+    {
+        uint8_t *pad = pads + padsize * amx_thread_num();
+        int32_t tile[QG_AMX_MR * QG_AMX_NB * 16] __attribute__((aligned(64)));
+        amx_begin();
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < n_mc * n_nc; t++) {
+            const int64_t mc = t % n_mc;
+            const int64_t bend = ((t / n_mc) + 1) * NCB < Nb ? ((t / n_mc) + 1) * NCB : Nb;
+            const int64_t mend = (mc + 1) * MC < M ? (mc + 1) * MC : M;
+            for (int64_t b0 = (t / n_mc) * NCB; b0 < bend; b0 += nb) {   /* 32-channel blocks */
+                const int64_t nvalid = bend - b0 < nb ? bend - b0 : nb;
+                const int64_t n0 = b0 * 16, ncols = N - n0 < nvalid * 16 ? N - n0 : nvalid * 16;
+                const int8_t *wb[QG_AMX_NB];
+                for (int j = 0; j < nb; j++)   /* a missing panel repeats the last; dropped */
+                    wb[j] = packed + (b0 + (j < nvalid ? j : nvalid - 1)) * wstride;
+                for (int64_t m = mc * MC; m < mend; m += mr) {
+                    const int rows = mend - m < mr ? (int)(mend - m) : mr;
+                    const uint8_t *a = x__mk + m * K;
+                    int64_t lda = K;
+                    if (rows < mr && K64 > 0) {   /* M tail: zero-padded copy */
+                        for (int r = 0; r < rows; r++) memcpy(pad + r * K64, a + r * K, (size_t)K64);
+                        memset(pad + rows * K64, 0, (size_t)((mr - rows) * K64));
+                        a = pad;
+                        lda = K64;
+                    }
+                    amx_block(a, lda, K64, wb[0], wb[1], tile);
+                    if (K64 < K) {
+                        const uint8_t *xr[QG_AMX_MR];
+                        for (int r = 0; r < rows; r++) xr[r] = x__mk + (m + r) * K;
+                        amx_block_ktail(xr, rows, K64, K, wb, tile);
+                    }
+                    qg_epilogue_rows(tile, nb * 16, m, rows, n0, ncols, N, ep, QG_ISA_AVX512VNNI);
+                }
+            }
+        }
+        amx_end();
+    }
+    free(pads);
+    return QG_OK;
+}

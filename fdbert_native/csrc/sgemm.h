@@ -1,0 +1,35 @@
+/* sgemm.h -- the float32 linear of the native backend (the twin of fdbert/reference/linear.py).
+ *
+ *   sg_linear   y[m, n] = (sum_k x[m, k] * w[n, k]) + b[n]      x f32 [M, K], w f32 [N, K] (torch
+ *                                                                layout), b f32 [N] or NULL, y [M, N]
+ *
+ * Arithmetic, identical on every ISA path: each y[m, n] is one float32 accumulator that starts at 0
+ * and takes fma(x[m, k], w[n, k], acc) for k = 0, 1, ..., K-1 in order (one rounding per step), then
+ * one float32 add of b[n] (as the reference adds the bias after the product). So the AVX-512, AVX2
+ * and generic paths agree bit for bit, a row's result does not depend on M or on the row's position,
+ * and the thread count never changes a bit (K is never split across threads).
+ *
+ * Layout (BLIS-style): the work is split into tasks of (a block of MC rows) x (a panel of NR output
+ * columns), distributed over `nthreads` OpenMP threads with schedule(static). A task walks K in
+ * chunks of KC: it packs the chunk's KC x NR slice of W^T into a contiguous buffer on its stack (its
+ * "B panel", L1-resident), then runs an MR x NR register-blocked micro-kernel down its rows, carrying
+ * the partial sums through y between chunks (a float32 store and reload is exact). W is thus packed
+ * on the fly, O(N K) work per call per row block, against O(M N K) multiply-adds.
+ *
+ * Cost: 2 M N K flops; the AVX-512 micro-kernel is 8 x 32 (16 zmm accumulators), AVX2 6 x 16.
+ * Arrays are C-contiguous; the caller (fdbert_native/_sgemm.pyx) checks shapes and dtypes.
+ */
+#ifndef FDBERT_SGEMM_H
+#define FDBERT_SGEMM_H
+
+#include <stdint.h>
+
+/* ISA paths, lowest to highest. */
+enum { SG_ISA_GENERIC = 0, SG_ISA_AVX2 = 1, SG_ISA_AVX512 = 2, SG_ISA_COUNT = 3 };
+
+/* x f32 [M, K]; w f32 [N, K]; b f32 [N] or NULL (no bias); y f32 [M, N], must not alias x, w, b.
+ * K = 0 gives y = b (or 0). nthreads <= 0 means 1. */
+void sg_linear(const float *x__mk, const float *w__nk, const float *b__n, int64_t M, int64_t N,
+               int64_t K, float *y__mn, int isa, int nthreads);
+
+#endif /* FDBERT_SGEMM_H */
