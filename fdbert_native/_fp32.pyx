@@ -81,17 +81,7 @@ cdef int _threads(n):
     return n if n > 0 else num_threads()
 
 
-def _check(a, name, dtype, shape):
-    """Raise unless `a` is a C-contiguous ndarray of `dtype` and `shape` (None = any extent)."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
-    if a.ndim != len(shape) or any(s is not None and s != e for s, e in zip(shape, a.shape)):
-        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
-        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
+from fdbert_native._checks import check_array as _check
 
 
 cdef inline void *_ptr(a):

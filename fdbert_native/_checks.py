@@ -1,0 +1,16 @@
+"""Argument checks shared by the thin Cython wrappers (_fp32, _qgemm, _sgemm)."""
+
+import numpy as np
+
+
+def check_array(a, name, dtype, shape):
+    """Raise unless `a` is a C-contiguous ndarray of `dtype` and `shape` (None = any extent)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if a.ndim != len(shape) or any(s is not None and s != e for s, e in zip(shape, a.shape)):
+        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
