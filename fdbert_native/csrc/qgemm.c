@@ -345,17 +345,6 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
 #define DOT(acc, lo, hi, w) ((void)(hi), _mm512_dpbusd_epi32((acc), (lo), (w)))
 #include "qgemm_dense.inc"
-#undef SFX
-#undef VEC
-#undef VPB
-#undef MR
-#undef NBLK
-#undef VZERO
-#undef VLOADU
-#undef VSTOREU
-#undef VBCAST32
-#undef XSPLIT
-#undef DOT
 #pragma GCC pop_options
 
 /* avx512bw: 7-bit split (see the file comment) */
@@ -370,25 +359,9 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #define VLOADU(p) _mm512_loadu_si512((const void *)(p))
 #define VSTOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
 #define VBCAST32(i) _mm512_set1_epi32(i)
-#define XSPLIT(xv, lo, hi)                                                                  \
-    ((lo) = _mm512_and_si512((xv), _mm512_set1_epi8(0x7f)),                                \
-     (hi) = _mm512_and_si512(_mm512_srli_epi16((xv), 7), _mm512_set1_epi8(1)))
-#define DOT(acc, lo, hi, w)                                                                 \
-    _mm512_add_epi32((acc), _mm512_add_epi32(                                               \
-        _mm512_madd_epi16(_mm512_maddubs_epi16((lo), (w)), _mm512_set1_epi16(1)),           \
-        _mm512_madd_epi16(_mm512_maddubs_epi16((hi), (w)), _mm512_set1_epi16(128))))
+#define XSPLIT QG_SPLIT7_512
+#define DOT QG_DOT_SPLIT7_512
 #include "qgemm_dense.inc"
-#undef SFX
-#undef VEC
-#undef VPB
-#undef MR
-#undef NBLK
-#undef VZERO
-#undef VLOADU
-#undef VSTOREU
-#undef VBCAST32
-#undef XSPLIT
-#undef DOT
 #pragma GCC pop_options
 
 /* avx2_vnni: AVX-VNNI (VEX-encoded 256-bit vpdpbusd, e.g. Alder Lake) */
@@ -406,17 +379,6 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
 #define DOT(acc, lo, hi, w) ((void)(hi), _mm256_dpbusd_avx_epi32((acc), (lo), (w)))
 #include "qgemm_dense.inc"
-#undef SFX
-#undef VEC
-#undef VPB
-#undef MR
-#undef NBLK
-#undef VZERO
-#undef VLOADU
-#undef VSTOREU
-#undef VBCAST32
-#undef XSPLIT
-#undef DOT
 #pragma GCC pop_options
 
 /* avx2: 7-bit split (see the file comment) */
@@ -431,25 +393,9 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #define VLOADU(p) _mm256_loadu_si256((const __m256i *)(p))
 #define VSTOREU(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
 #define VBCAST32(i) _mm256_set1_epi32(i)
-#define XSPLIT(xv, lo, hi)                                                                  \
-    ((lo) = _mm256_and_si256((xv), _mm256_set1_epi8(0x7f)),                                \
-     (hi) = _mm256_and_si256(_mm256_srli_epi16((xv), 7), _mm256_set1_epi8(1)))
-#define DOT(acc, lo, hi, w)                                                                 \
-    _mm256_add_epi32((acc), _mm256_add_epi32(                                               \
-        _mm256_madd_epi16(_mm256_maddubs_epi16((lo), (w)), _mm256_set1_epi16(1)),           \
-        _mm256_madd_epi16(_mm256_maddubs_epi16((hi), (w)), _mm256_set1_epi16(128))))
+#define XSPLIT QG_SPLIT7_256
+#define DOT QG_DOT_SPLIT7_256
 #include "qgemm_dense.inc"
-#undef SFX
-#undef VEC
-#undef VPB
-#undef MR
-#undef NBLK
-#undef VZERO
-#undef VLOADU
-#undef VSTOREU
-#undef VBCAST32
-#undef XSPLIT
-#undef DOT
 #pragma GCC pop_options
 
 static const qg_tile_kernel *dense_kernel_for(int isa)

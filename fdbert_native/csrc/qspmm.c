@@ -125,18 +125,6 @@ static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32
 #define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
 #define DOT(acc, lo, hi, w) ((void)(hi), _mm512_dpbusd_epi32((acc), (lo), (w)))
 #include "qspmm_tile.inc"
-#undef SFX
-#undef VEC
-#undef LANES
-#undef MV
-#undef U
-#undef VZERO
-#undef VLOADU
-#undef VSTOREU
-#undef VBCAST32
-#undef VADD
-#undef XSPLIT
-#undef DOT
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -151,26 +139,9 @@ static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32
 #define VSTOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
 #define VBCAST32(i) _mm512_set1_epi32(i)
 #define VADD(a, b) _mm512_add_epi32((a), (b))
-#define XSPLIT(xv, lo, hi)                                                                  \
-    ((lo) = _mm512_and_si512((xv), _mm512_set1_epi8(0x7f)),                                \
-     (hi) = _mm512_and_si512(_mm512_srli_epi16((xv), 7), _mm512_set1_epi8(1)))
-#define DOT(acc, lo, hi, w)                                                                 \
-    _mm512_add_epi32((acc), _mm512_add_epi32(                                               \
-        _mm512_madd_epi16(_mm512_maddubs_epi16((lo), (w)), _mm512_set1_epi16(1)),           \
-        _mm512_madd_epi16(_mm512_maddubs_epi16((hi), (w)), _mm512_set1_epi16(128))))
+#define XSPLIT QG_SPLIT7_512
+#define DOT QG_DOT_SPLIT7_512
 #include "qspmm_tile.inc"
-#undef SFX
-#undef VEC
-#undef LANES
-#undef MV
-#undef U
-#undef VZERO
-#undef VLOADU
-#undef VSTOREU
-#undef VBCAST32
-#undef VADD
-#undef XSPLIT
-#undef DOT
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -188,18 +159,6 @@ static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32
 #define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
 #define DOT(acc, lo, hi, w) ((void)(hi), _mm256_dpbusd_avx_epi32((acc), (lo), (w)))
 #include "qspmm_tile.inc"
-#undef SFX
-#undef VEC
-#undef LANES
-#undef MV
-#undef U
-#undef VZERO
-#undef VLOADU
-#undef VSTOREU
-#undef VBCAST32
-#undef VADD
-#undef XSPLIT
-#undef DOT
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -214,26 +173,9 @@ static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32
 #define VSTOREU(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
 #define VBCAST32(i) _mm256_set1_epi32(i)
 #define VADD(a, b) _mm256_add_epi32((a), (b))
-#define XSPLIT(xv, lo, hi)                                                                  \
-    ((lo) = _mm256_and_si256((xv), _mm256_set1_epi8(0x7f)),                                \
-     (hi) = _mm256_and_si256(_mm256_srli_epi16((xv), 7), _mm256_set1_epi8(1)))
-#define DOT(acc, lo, hi, w)                                                                 \
-    _mm256_add_epi32((acc), _mm256_add_epi32(                                               \
-        _mm256_madd_epi16(_mm256_maddubs_epi16((lo), (w)), _mm256_set1_epi16(1)),           \
-        _mm256_madd_epi16(_mm256_maddubs_epi16((hi), (w)), _mm256_set1_epi16(128))))
+#define XSPLIT QG_SPLIT7_256
+#define DOT QG_DOT_SPLIT7_256
 #include "qspmm_tile.inc"
-#undef SFX
-#undef VEC
-#undef LANES
-#undef MV
-#undef U
-#undef VZERO
-#undef VLOADU
-#undef VSTOREU
-#undef VBCAST32
-#undef VADD
-#undef XSPLIT
-#undef DOT
 #pragma GCC pop_options
 
 static const qg_sparse_kernel *sparse_kernel_for(int isa)
