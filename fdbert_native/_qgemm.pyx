@@ -130,7 +130,7 @@ def _isa_index(name, check=True, dense=False):
     return i
 
 
-from fdbert_native._checks import check_array as _check
+from fdbert_native._checks import check_array as _check, empty_aligned as _empty_aligned
 
 
 cdef inline void *_ptr(a):
@@ -158,7 +158,7 @@ def pack_dense(w):
     """
     _check(w, "w", np.int8, (None, None))
     cdef int64_t N = w.shape[0], K = w.shape[1]
-    packed = np.empty(((N + 15) // 16, (K + 3) // 4, 16, 4), dtype=np.int8)
+    packed = _empty_aligned(((N + 15) // 16, (K + 3) // 4, 16, 4), np.int8)   # 64-byte rows
     colsum = np.empty(N, dtype=np.int32)
     cdef const int8_t *pw = <const int8_t *>_ptr(w)
     cdef int8_t *pp = <int8_t *>_ptr(packed)
