@@ -182,11 +182,31 @@ def _packed(qweight):  # QuantizedLinear -> dense packed s8 array or _qgemm.Pack
         if tuple(w.blocksize) != (1, 4):
             raise Declined(f"qlinear: blocksize {tuple(w.blocksize)}; the native SpMM takes (1, 4)")
         p = _qgemm.pack_bsr(w.data, w.indices, w.indptr, w.shape)
+        _request_amx_once()
     else:
         _take(qweight.weight, "qlinear: weight", np.int8)
         p, _ = _qgemm.pack_dense(qweight.weight)
         _request_amx_once()
     qweight.packed["native"] = p
+    return p
+
+
+def _dense_on_amx(qweight, M):  # -> dense packed s8 array | None
+    """The dense packing of a block-sparse weight's codes when the AMX GEMM should run it, else None.
+
+    On a CPU with AMX-INT8 the dense tile GEMM does the skipped zeros as well and still beats the
+    VNNI SpMM from M = _qgemm.AMX_AUTO_MIN_M tokens (`tdpbusd` is ~8x `vpdpbusd` per core; 80%
+    sparsity saves 5x): docs/kernels.md. The accumulators are the same integers (the skipped blocks
+    are zeros) and both paths share the avx512vnni epilogue, so the outputs are the same bits.
+    The dense codes (N x K bytes) are packed the first time and cached in
+    ``qweight.packed["native-dense"]``."""
+    N, K = qweight.shape
+    if not _qgemm.amx_auto(M, N, K):
+        return None
+    p = qweight.packed.get("native-dense")
+    if p is None:
+        p, _ = _qgemm.pack_dense(qweight.dense_codes())
+        qweight.packed["native-dense"] = p
     return p
 
 
@@ -218,7 +238,8 @@ def qlinear_s32(x_u8, qweight):  # u8 [M, K], QuantizedLinear [N, K] -> s32 [M, 
     p = _packed(qweight)
     out = np.empty((M, N), np.int32)
     if qweight.sparse:
-        return _qgemm.qspmm_s32(x_u8, p, out)
+        pd = _dense_on_amx(qweight, M)
+        return _qgemm.qspmm_s32(x_u8, p, out) if pd is None else _qgemm.qgemm_s32(x_u8, pd, out)
     return _qgemm.qgemm_s32(x_u8, p, out)
 
 
@@ -230,18 +251,13 @@ def qlinear(x_u8, qweight, *, gelu=False, residual=None, out_scale=None,
         _take(residual, "qlinear: residual", np.float32)
         if residual.shape != (M, N):
             raise Declined(f"qlinear: residual must be [{M}, {N}], got shape {residual.shape}")
-    p = _packed(qweight)
-    epilogue = (qweight.comp, qweight.mult, qweight.bias)
-    if out_scale is None:
-        out = np.empty((M, N), np.float32)
-        fn = _qgemm.qspmm_f32 if qweight.sparse else _qgemm.qgemm_f32
-        return fn(x_u8, p, *epilogue, out, residual=residual, gelu=bool(gelu))
-    zp = 0 if out_zero_point is None else out_zero_point
-    int8.check_qparams("qlinear: output", out_scale, zp)
-    out = np.empty((M, N), np.uint8)
-    fn = _qgemm.qspmm_u8 if qweight.sparse else _qgemm.qgemm_u8
-    return fn(x_u8, p, *epilogue, float(np.float32(out_scale)), float(zp), out, residual=residual,
-              gelu=bool(gelu))
+    out_qparams = None
+    if out_scale is not None:
+        zp = 0 if out_zero_point is None else out_zero_point
+        int8.check_qparams("qlinear: output", out_scale, zp)
+        out_qparams = (float(np.float32(out_scale)), float(zp))
+    return _qlin(x_u8, qweight, _packed(qweight), 0, gelu=bool(gelu), residual=residual,
+                 out_qparams=out_qparams)
 
 
 # ---- the fused INT8 encoder block ----------------------------------------------------------------------
@@ -282,13 +298,20 @@ def _int8_block_plan(layer, config):  # -> the six (layer, packed) pairs; raises
 
 
 def _qlin(x_u8, lin, packed, nt, *, gelu=False, residual=None, out_qparams=None):
+    """One quantized linear on the kernel that runs it fastest: the SpMM, or for a sparse weight
+    with enough rows the dense AMX GEMM (_dense_on_amx); f32 out, or u8 with out_qparams."""
     M, N = x_u8.shape[0], lin.shape[0]
     ep = (lin.comp, lin.mult, lin.bias)
+    sparse = lin.sparse
+    if sparse:
+        dense = _dense_on_amx(lin, M)
+        if dense is not None:
+            packed, sparse = dense, False
     if out_qparams is None:
-        fn = _qgemm.qspmm_f32 if lin.sparse else _qgemm.qgemm_f32
+        fn = _qgemm.qspmm_f32 if sparse else _qgemm.qgemm_f32
         return fn(x_u8, packed, *ep, np.empty((M, N), np.float32), residual=residual, gelu=gelu,
                   num_threads=nt)
-    fn = _qgemm.qspmm_u8 if lin.sparse else _qgemm.qgemm_u8
+    fn = _qgemm.qspmm_u8 if sparse else _qgemm.qgemm_u8
     return fn(x_u8, packed, *ep, *out_qparams, np.empty((M, N), np.uint8), residual=residual,
               gelu=gelu, num_threads=nt)
 
@@ -340,7 +363,8 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
         return y + ops.linear(np.ascontiguousarray(a[:, lin.outliers]), lin.outlier_weight)
 
     xq = quantize(x, ql)
-    if ql.sparse and kl.sparse and vl.sparse:   # one repack of xq, one parallel region
+    if ql.sparse and kl.sparse and vl.sparse and not _qgemm.amx_auto(n, D, D):
+        # one repack of xq, one parallel region
         qkv = [np.empty((n, D), np.float32) for _ in range(3)]
         _qgemm.qspmm_f32_multi(xq, (pq, pk, pv), (ql.comp, kl.comp, vl.comp),
                                (ql.mult, kl.mult, vl.mult), (ql.bias, kl.bias, vl.bias), qkv,

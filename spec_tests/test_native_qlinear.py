@@ -74,6 +74,28 @@ def test_qlinear_native_equals_reference(M, N, K, density, sparse, x_zp, seed, i
             np.testing.assert_allclose(got, ref, rtol=GELU_F32_RTOL, atol=1e-6, err_msg=str(kw))
 
 
+@pytest.mark.parametrize("M, N, K", [(64, 16, 64), (100, 37, 131), (128, 96, 768)])
+def test_sparse_weights_on_amx_give_the_spmm_bits(M, N, K):
+    """With AMX a block-sparse weight runs on the dense AMX GEMM from AMX_AUTO_MIN_M rows
+    (fdbert_native.ops._dense_on_amx): the same accumulators and outputs as the SpMM."""
+    rng = np.random.default_rng(M + N + K)
+    q = _layer(rng, N, K, 0.2, True, 7)
+    x = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    res = rng.normal(size=(M, N)).astype(np.float32)
+    calls = [dict(), dict(residual=res), dict(out_scale=0.07, out_zero_point=11),
+             dict(gelu=True, out_scale=0.05, out_zero_point=3)]
+    with fdbert.set_backend("native", only=True):
+        with fdbert_native.disabled_cpu_features({"amx_int8"}):   # the SpMM
+            spmm = [fdbert.ops.qlinear_s32(x, q)] + [fdbert.ops.qlinear(x, q, **kw) for kw in calls]
+        assert "native-dense" not in q.packed
+        got = [fdbert.ops.qlinear_s32(x, q)] + [fdbert.ops.qlinear(x, q, **kw) for kw in calls]
+    if not _qgemm.amx_auto(M, N, K):
+        pytest.skip("AMX-INT8 is not usable here: both runs took the SpMM")
+    assert "native-dense" in q.packed
+    for a, b in zip(got, spmm):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_weights_are_packed_once_and_cached():
     rng = np.random.default_rng(0)
     q = _layer(rng, 32, 64, 0.2, True, 5)
