@@ -15,7 +15,10 @@ Environment variables, read once at import:
     FDBERT_DISABLE_CPU_FEATURES="a, b c"  treat features as absent, to test lower ISA paths on a newer
                                           CPU (numpy's NPY_DISABLE_CPU_FEATURES). Comma and/or space
                                           separated, any case; an unknown name raises ValueError.
-    OMP_WAIT_POLICY                       PASSIVE unless the user set it (see the comment at the import).
+    OMP_WAIT_POLICY, GOMP_SPINCOUNT       unless the user set either, idle OpenMP workers spin for
+                                          DEFAULT_SPIN_COUNT iterations (~0.6 ms) and then sleep (see
+                                          the comment at the import); OMP_WAIT_POLICY=PASSIVE: sleep at
+                                          once, ACTIVE: spin forever.
 
 Disabling a feature also disables every feature that requires it, directly or not:
 
@@ -99,32 +102,44 @@ def _to_names(mask):
 _env_disabled = _parse_feature_list(os.environ.get(DISABLE_ENV, ""), DISABLE_ENV)
 
 
+#: Spins of an idle OpenMP worker before it sleeps, unless the user set OMP_WAIT_POLICY or
+#: GOMP_SPINCOUNT (libgomp's GOMP_SPINCOUNT; ~0.6 ms on the development VM).
+DEFAULT_SPIN_COUNT = 30000
+
+
 def _load_extension():
     """Import fdbert_native._cpu -> (module or None, reason it is unavailable or None)."""
     pure = os.environ.get(PURE_PYTHON_ENV, "")
     if pure not in ("", "0"):
         return None, f"{PURE_PYTHON_ENV}={pure} is set"
-    # Idle OpenMP workers should sleep, not spin. By default they busy-wait after every parallel
-    # region (libgomp ~300,000 spins, Intel's runtime 200 ms) so the next region starts sooner;
-    # with one region per layer that keeps every core at 100% even while the process only waits
-    # for requests -- the complaint users file against other inference engines -- and steals the
-    # cores from the rest of the program. libgomp reads the variable once, when it is loaded, which
-    # importing _cpu does; afterwards we put the environment back so child processes and libraries
-    # loaded later see only the user's settings. OMP_WAIT_POLICY=ACTIVE restores spinning. (If
-    # another module loaded libgomp before us, its setting stands.)
-    user_wait_policy = os.environ.get("OMP_WAIT_POLICY")
-    if not (user_wait_policy or "").strip():  # unset, or empty (which libgomp rejects)
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    # Idle OpenMP workers should sleep, not spin -- but not at the first gap. By default libgomp
+    # busy-waits ~300,000 spins (~6 ms here) after every parallel region and Intel's runtime 200 ms,
+    # so that the next region starts sooner; with regions in a steady stream that keeps every core
+    # at 100% while the process only waits for requests -- the complaint users file against other
+    # inference engines -- and steals the cores from the rest of the program. Sleeping at once
+    # (OMP_WAIT_POLICY=PASSIVE) costs a futex wake-up, 50-100 us on a VM, at each of the ~30
+    # regions of a forward pass: 14.7 ms instead of 11.3 ms at batch 1 (docs/benchmarks.md). So a
+    # worker spins DEFAULT_SPIN_COUNT iterations (~0.6 ms, measured ~19 ns each) -- long enough
+    # to bridge the gaps inside a forward pass, short enough that an idle process uses no CPU --
+    # and then sleeps. libgomp reads the variables once, when it is loaded, which importing _cpu
+    # does; afterwards we put the environment back so child processes and libraries loaded later
+    # see only the user's settings. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT stands. (If another
+    # module loaded libgomp before us, its settings stand.)
+    user = {var: os.environ.get(var) for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    if not any((value or "").strip() for value in user.values()):  # unset or empty (libgomp rejects "")
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        os.environ["GOMP_SPINCOUNT"] = str(DEFAULT_SPIN_COUNT)
     try:
         from fdbert_native import _cpu
     except ImportError as exc:
         return None, (f"the compiled extension fdbert_native._cpu did not import ({exc}); "
                       f"build it with `pip install -e . --no-build-isolation`")
     finally:
-        if user_wait_policy is None:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-        else:
-            os.environ["OMP_WAIT_POLICY"] = user_wait_policy
+        for var, value in user.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
     if _cpu.feature_names() != FEATURE_NAMES:
         return None, (f"fdbert_native._cpu is stale: it knows features {_cpu.feature_names()}, this "
                       f"package {FEATURE_NAMES}; rebuild it")

@@ -10,9 +10,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_python(code, **env_overrides) -> subprocess.CompletedProcess:
-    """Run ``code`` with FDBERT_*/OMP_* cleared from the environment, then ``env_overrides`` applied;
+    """Run ``code`` with FDBERT_*/OMP_*/GOMP_* cleared from the environment, then ``env_overrides`` applied;
     the repository root comes first on PYTHONPATH so the package under test is the one imported."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FDBERT_", "OMP_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FDBERT_", "OMP_", "GOMP_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     env.update(env_overrides)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,

@@ -112,28 +112,32 @@ def test_without_the_extension_there_is_one_thread():
     assert result.stdout.split() == ["1", "1", "1", "False", "rejected"], result.stderr
 
 
-# --- OMP_WAIT_POLICY ---
+# --- OMP_WAIT_POLICY / GOMP_SPINCOUNT ---
 
 SHOW_POLICY = """
     import os, fdbert_native
-    print("after import:", repr(os.environ.get("OMP_WAIT_POLICY")))
+    print("after import:", repr(os.environ.get("OMP_WAIT_POLICY")), repr(os.environ.get("GOMP_SPINCOUNT")))
 """
 
 
 @needs_openmp
-@pytest.mark.parametrize("user_value, runtime_value", [
-    (None, "PASSIVE"),     # our default
-    ("", "PASSIVE"),       # empty is unset (libgomp would reject it)
-    ("ACTIVE", "ACTIVE"),  # the user's choice stands
+@pytest.mark.parametrize("user_env, runtime", [
+    ({}, {"GOMP_SPINCOUNT": "30000"}),                            # our default: spin ~0.6 ms, sleep
+    ({"OMP_WAIT_POLICY": ""}, {"GOMP_SPINCOUNT": "30000"}),       # empty is unset (libgomp rejects it)
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}),   # the user's choice stands
+    ({"GOMP_SPINCOUNT": "1000"}, {"GOMP_SPINCOUNT": "1000"}),
 ])
-def test_openmp_runtime_reads_passive_unless_the_user_chose(user_value, runtime_value):
-    env = {"OMP_DISPLAY_ENV": "TRUE"}  # libgomp prints its settings to stderr when it loads
-    if user_value is not None:
-        env["OMP_WAIT_POLICY"] = user_value
+def test_openmp_runtime_spins_briefly_unless_the_user_chose(user_env, runtime):
+    import fdbert_native
+    assert fdbert_native.DEFAULT_SPIN_COUNT == 30000   # the value the first two cases expect
+    env = {"OMP_DISPLAY_ENV": "VERBOSE", **user_env}   # libgomp prints its settings when it loads
     result = run_python(SHOW_POLICY, **env)
-    assert f"OMP_WAIT_POLICY = '{runtime_value}'" in result.stderr, result.stderr
+    for var, value in runtime.items():
+        assert f"{var} = '{value}'" in result.stderr, result.stderr
     # the process environment is put back: child processes and later libraries see the user's
-    assert result.stdout.strip() == f"after import: {user_value!r}"
+    seen = (user_env.get("OMP_WAIT_POLICY"), user_env.get("GOMP_SPINCOUNT"))
+    assert result.stdout.strip() == f"after import: {seen[0]!r} {seen[1]!r}"
 
 
 IDLE_CPU = """
