@@ -19,7 +19,7 @@ pytest.importorskip("transformers", reason="the [torch] extra (torch, transforme
 import fdbert  # noqa: E402
 import hf_oracle  # noqa: E402
 from strategies import PaddedBatch, mask_for, padded_batches, small_configs  # noqa: E402
-from tolerances import FP32_MIN_D, HF_HEADS_ATOL  # noqa: E402
+from tolerances import FP32_MIN_D, HF_HEADS_ATOL, HF_HEADS_RTOL  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -52,8 +52,8 @@ def test_question_answering_logits_equal_hf(model_type, data):
     want_start, want_end = hf_oracle.run(hf, batch, "qa")
     real = batch.attention_mask.astype(bool)
     assert start.shape == end.shape == batch.input_ids.shape
-    np.testing.assert_allclose(start[real], want_start[real], rtol=0, atol=HF_HEADS_ATOL)
-    np.testing.assert_allclose(end[real], want_end[real], rtol=0, atol=HF_HEADS_ATOL)
+    np.testing.assert_allclose(start[real], want_start[real], rtol=HF_HEADS_RTOL, atol=HF_HEADS_ATOL)
+    np.testing.assert_allclose(end[real], want_end[real], rtol=HF_HEADS_RTOL, atol=HF_HEADS_ATOL)
     assert np.all(start[~real] == -np.inf) and np.all(end[~real] == -np.inf), \
         "padding positions must never win a span argmax"
 
@@ -73,8 +73,8 @@ def test_classification_logits_equal_hf(model_type, data):
         got_left = ours.classify(*_args(ours, as_side(batch, "left")))
     want = hf_oracle.run(hf, batch, "cls")
     assert got.shape == want.shape == (len(batch.lengths), n_labels)
-    np.testing.assert_allclose(got, want, rtol=0, atol=HF_HEADS_ATOL)
-    np.testing.assert_allclose(got_left, got, rtol=0, atol=HF_HEADS_ATOL)
+    np.testing.assert_allclose(got, want, rtol=HF_HEADS_RTOL, atol=HF_HEADS_ATOL)
+    np.testing.assert_allclose(got_left, got, rtol=HF_HEADS_RTOL, atol=HF_HEADS_ATOL)
 
 
 def _args(ours, batch):
@@ -94,11 +94,11 @@ def test_tiny_head_checkpoints_equal_hf(tiny_hf_models, name):
         want = hf_oracle.run(hf, batch, "qa")
         real = batch.attention_mask.astype(bool)
         for g, w in zip(got, want):
-            np.testing.assert_allclose(g[real], w[real], rtol=0, atol=HF_HEADS_ATOL)
+            np.testing.assert_allclose(g[real], w[real], rtol=HF_HEADS_RTOL, atol=HF_HEADS_ATOL)
     else:
         got = ours.classify(*_args(ours, batch))
         assert got.shape == (3, 3)
-        np.testing.assert_allclose(got, hf_oracle.run(hf, batch, "cls"), rtol=0, atol=HF_HEADS_ATOL)
+        np.testing.assert_allclose(got, hf_oracle.run(hf, batch, "cls"), rtol=HF_HEADS_RTOL, atol=HF_HEADS_ATOL)
 
 
 def test_missing_head_is_a_clear_error(tiny_hf_models):
