@@ -447,6 +447,35 @@ def test_attention_distilbert_shape_threads(isa):
     assert_attention_close(got, q, k, v, cu, cu, False, None)
 
 
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("lq, lk, H, Dh, causal", [
+    ([300, 5, 0, 257], [300, 9, 3, 300], 2, 65, False),
+    ([300, 5, 0, 257], [300, 9, 3, 300], 2, 64, True),
+    ([1000], [1000], 1, 16, True),
+    ([7, 1], [9000, 1], 1, 3, True),
+])
+def test_attention_long_sequences(isa, lq, lk, H, Dh, causal):
+    """Sequences whose scores overflow the kernel's 64 KB score block (attention.c computes a
+    pair's scores for as many queries as fit, then softmax and P V, then the next queries): vs the
+    reference, the same bits for 1-4 threads, and for causal self-attention the last rows alone
+    (a decoder step) equal the same rows of the full product."""
+    rng = rng_of(lq[0] + Dh)
+    cu_q, cu_k = (np.concatenate([[0], np.cumsum(n)]).astype(np.int32) for n in (lq, lk))
+    q = rng.normal(size=(int(cu_q[-1]), H, Dh)).astype(np.float32)
+    k, v = (rng.normal(size=(int(cu_k[-1]), H, Dh)).astype(np.float32) for _ in range(2))
+    got = run_all_threads(lambda nt: _fp32.attention(q, k, v, cu_q, cu_k, np.zeros_like(q),
+                                                     causal=causal, isa=isa, num_threads=nt))
+    assert_attention_close(got, q, k, v, cu_q, cu_k, causal, None)
+    if causal and lq == lk:
+        full = _fp32.attention(k, k, v, cu_k, cu_k, np.zeros_like(k), causal=True, isa=isa)
+        n = np.minimum(np.diff(cu_k), 5)
+        rows = np.concatenate([np.arange(e - m, e) for e, m in zip(cu_k[1:], n)]).astype(np.int64)
+        cu_step = np.concatenate([[0], np.cumsum(n)]).astype(np.int32)
+        step = _fp32.attention(np.ascontiguousarray(k[rows]), k, v, cu_step, cu_k,
+                               np.zeros((len(rows), H, Dh), np.float32), causal=True, isa=isa)
+        assert step.tobytes() == full[rows].tobytes()
+
+
 def test_attention_query_without_keys_is_refused():
     q = np.ones((2, 1, 4), np.float32)
     cu_q, cu_k = np.array([0, 2], np.int32), np.array([0, 1], np.int32)

@@ -1,6 +1,7 @@
 /* attention.c -- packed variable-length scaled dot-product attention (see attention.h). */
 #include "attention.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "fp32_ops.h"
@@ -13,10 +14,16 @@
 #endif
 
 #define KB 16   /* keys per score column block (one zmm) */
-#define QB 8    /* queries per score and P V block */
-/* K and V rows of one head lie H*Dh floats apart (3 KB in DistilBERT): farther than the hardware
- * streamer follows within a page, so the first pass over them waits on DRAM without this. */
-#define PREFETCH_ROWS 16
+#define QB 6    /* queries per score and P V block */
+#define SCORE_FLOATS 16384   /* per-thread score scratch (64 KB): Lq = Lk = 128 in one chunk */
+
+/* Queries whose scores are computed in one phase: SCORE_FLOATS worth rounded up to whole blocks of
+ * QB, at least one block (so chunk_rows(ldS) * ldS <= SCORE_FLOATS + QB * ldS). */
+static inline int64_t chunk_rows(int64_t ldS)
+{
+    int64_t rows = (SCORE_FLOATS / ldS + QB - 1) / QB * QB;
+    return rows < QB ? QB : rows;
+}
 
 /* Keys query i (0-based within its sequence) may see: all Lk, or j <= i + Lk - Lq when causal. */
 static inline int64_t visible_keys(int64_t i, int64_t Lq, int64_t Lk, int causal)
@@ -51,127 +58,241 @@ static void pair_generic(const float *q, const float *k, const float *v, int64_t
 }
 
 #if FP_X86
-/* ---------------------------------------------------------------- AVX-512: blocked */
-
-/* kt[(c * Dh + d) * KB + jj] = k[c * KB + jj, d], zero for keys >= Lk: column block c of K^T is
- * Dh contiguous 64-byte lines, read in order by the score loop. */
-static inline void prefetch_row(const float *row, int64_t Dh, int to_l1)
-{
-    for (int64_t d = 0; d < Dh; d += 16)
-        _mm_prefetch((const char *)(row + d), to_l1 ? _MM_HINT_T0 : _MM_HINT_T1);
-}
-
-/* Also starts fetching the pair's V and Q rows into L2 (they are read right after), one row of each
- * per key packed, so the misses overlap the packing instead of stalling the FMA loops. */
-static void pack_kt(const float *k, const float *v, const float *q, int64_t Lq, int64_t Lk, int64_t rs,
-                    int64_t Dh, float *kt)
-{
-    int64_t nkb = (Lk + KB - 1) / KB;
-    for (int64_t c = 0; c < nkb; c++)
-        for (int64_t jj = 0; jj < KB; jj++) {
-            int64_t j = c * KB + jj;
-            float *dst = kt + c * Dh * KB + jj;
-            if (j + PREFETCH_ROWS < Lk) prefetch_row(k + (j + PREFETCH_ROWS) * rs, Dh, 1);
-            if (j < Lk) prefetch_row(v + j * rs, Dh, 0);
-            if (j < Lq) prefetch_row(q + j * rs, Dh, 0);
-            if (j < Lk)
-                for (int64_t d = 0; d < Dh; d++) dst[d * KB] = k[j * rs + d];
-            else
-                for (int64_t d = 0; d < Dh; d++) dst[d * KB] = 0.0f;
-        }
-}
+/* ---------------------------------------------------------------- AVX-512: blocked
+ *
+ * The three inner kernels (scores_rows, exp_rows, pv_rows) are noinline: each then has the 32 zmm
+ * registers to itself. Inlined into pair_avx512, GCC kept other values live across them and spilled
+ * K^T lines and accumulators to the stack inside the FMA loops. */
 
 FDB_AVX512_TARGET static inline __mmask16 lanes_mask(int64_t remaining)
 {
-    return remaining >= 16 ? (__mmask16)0xFFFF : remaining <= 0 ? 0 : (__mmask16)((1u << remaining) - 1u);
+    int n = remaining < 0 ? 0 : remaining > 16 ? 16 : (int)remaining;
+    return (__mmask16)((1u << n) - 1u);
 }
 
-/* s[r * ldS + c*KB .. +KB] = scale * q_r . K[c*KB .. +KB] for 8 query rows and key blocks c < nkb.
- * Two key blocks per step: 16 independent accumulator chains hide the FMA latency. */
-FDB_AVX512_TARGET static void scores_8xN(const float *const qr[QB], const float *kt, int64_t nkb,
-                                         int64_t Dh, float scale, float *s, int64_t ldS)
+/* r[e] <- (r[0][e], ..., r[15][e]): a 16x16 transpose in registers. Interleave pairs of rows, then
+ * quads within each 128-bit lane (u[4i + k] lane l = element 4l + k of rows 4i..4i+3), then gather
+ * the four lanes l of u[k], u[4 + k], u[8 + k], u[12 + k] in two rounds of 128-bit lane shuffles. */
+FDB_AVX512_TARGET static inline void transpose16(__m512 r[16])
 {
-    const __m512 vscale = _mm512_set1_ps(scale);
-    for (int64_t c = 0; c < nkb; c += 2) {
-        const float *kt0 = kt + c * Dh * KB;
-        const float *kt1 = c + 1 < nkb ? kt0 + Dh * KB : kt0;   /* odd count: recompute block c */
-        __m512 a0[QB], a1[QB];
+    __m512 t[16];
 #pragma GCC unroll 8
-        for (int r = 0; r < QB; r++) a0[r] = a1[r] = _mm512_setzero_ps();
-        for (int64_t d = 0; d < Dh; d++) {
-            __m512 k0 = _mm512_load_ps(kt0 + d * KB), k1 = _mm512_load_ps(kt1 + d * KB);
-#pragma GCC unroll 8
-            for (int r = 0; r < QB; r++) {
-                __m512 qv = _mm512_set1_ps(qr[r][d]);
-                a0[r] = _mm512_fmadd_ps(qv, k0, a0[r]);
-                a1[r] = _mm512_fmadd_ps(qv, k1, a1[r]);
-            }
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);        /* lanes 0, 2 of each */
+        t[k + 4] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);    /* lanes 1, 3 */
+        t[k + 8] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+        t[k + 12] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
+        r[k + 4] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0x88);
+        r[k + 12] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0xDD);
+    }
+}
+
+/* Copies the pair's K and V into contiguous panels:
+ *   vp[j * ldV + d] = v[j, d]    (zero for Dh <= d < ldV): V rows 64-byte aligned and adjacent;
+ *   kt[(c * Dh + d) * KB + jj] = k[c * KB + jj, d]  (zero for keys >= Lk), by 16x16 transposes:
+ *                                column block c of K^T is Dh 64-byte lines, read in order by the
+ *                                score loop.
+ * K and V rows of one head lie H*Dh floats apart (3 KB in DistilBERT), all in the same few L1 sets:
+ * the P V loop would miss L1 on nearly every row of the strided original. */
+FDB_AVX512_TARGET static void pack_kv(const float *k, const float *v, int64_t Lk, int64_t rs, int64_t Dh,
+                                      int64_t ldV, float *kt, float *vp)
+{
+    for (int64_t j = 0; j < Lk; j++)
+        for (int64_t d0 = 0; d0 < ldV; d0 += 16)
+            _mm512_store_ps(vp + j * ldV + d0, _mm512_maskz_loadu_ps(lanes_mask(Dh - d0), v + j * rs + d0));
+    int64_t nkb = (Lk + KB - 1) / KB;
+    for (int64_t c = 0; c < nkb; c++) {
+        int64_t nrow = Lk - c * KB < KB ? Lk - c * KB : KB;
+        for (int64_t d0 = 0; d0 < ldV; d0 += 16) {
+            __mmask16 m = lanes_mask(Dh - d0);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int jj = 0; jj < 16; jj++)
+                r[jj] = jj < nrow ? _mm512_maskz_loadu_ps(m, k + (c * KB + jj) * rs + d0) : _mm512_setzero_ps();
+            transpose16(r);
+#pragma GCC unroll 16
+            for (int e = 0; e < 16; e++)
+                if (d0 + e < Dh) _mm512_store_ps(kt + (c * Dh + d0 + e) * KB, r[e]);
         }
+    }
+}
+
+/* s[r * ldS + b*KB .. +KB] = scale * q_r . K[b*KB .. +KB] for QB query rows and nb <= 4 key blocks
+ * b (kt at the first one): QB * nb <= 24 accumulators, each FMA step loading nb K^T lines and QB
+ * broadcast q values for QB * nb FMAs. A template: nb is a constant wherever it is inlined. */
+FDB_AVX512_TARGET __attribute__((always_inline)) static inline void
+scores_tile(const float *const qr[QB], const float *kt, int64_t Dh, __m512 vscale, float *s, int64_t ldS,
+            const int nb)
+{
+    __m512 a[QB][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < QB; r++)
+#pragma GCC unroll 4
+        for (int b = 0; b < nb; b++) a[r][b] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < Dh; d++) {
+        __m512 kv[4];
+#pragma GCC unroll 4
+        for (int b = 0; b < nb; b++) kv[b] = _mm512_load_ps(kt + (b * Dh + d) * KB);
 #pragma GCC unroll 8
         for (int r = 0; r < QB; r++) {
-            _mm512_store_ps(s + r * ldS + c * KB, _mm512_mul_ps(a0[r], vscale));
-            if (c + 1 < nkb) _mm512_store_ps(s + r * ldS + (c + 1) * KB, _mm512_mul_ps(a1[r], vscale));
+            __m512 qv = _mm512_set1_ps(qr[r][d]);
+#pragma GCC unroll 4
+            for (int b = 0; b < nb; b++) a[r][b] = _mm512_fmadd_ps(qv, kv[b], a[r][b]);
         }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < QB; r++)
+#pragma GCC unroll 4
+        for (int b = 0; b < nb; b++) _mm512_store_ps(s + r * ldS + b * KB, _mm512_mul_ps(a[r][b], vscale));
+}
+
+/* The scores of QB query rows against key blocks c < nkb: tiles of 4 key blocks, then one of 1-3. */
+FDB_AVX512_TARGET __attribute__((noinline)) static void scores_rows(const float *const qr[QB], const float *kt,
+                                                                    int64_t nkb, int64_t Dh, float scale,
+                                                                    float *s, int64_t ldS)
+{
+    const __m512 vscale = _mm512_set1_ps(scale);
+    int64_t c = 0;
+    for (; c + 4 <= nkb; c += 4) scores_tile(qr, kt + c * Dh * KB, Dh, vscale, s + c * KB, ldS, 4);
+    switch (nkb - c) {
+    case 3: scores_tile(qr, kt + c * Dh * KB, Dh, vscale, s + c * KB, ldS, 3); break;
+    case 2: scores_tile(qr, kt + c * Dh * KB, Dh, vscale, s + c * KB, ldS, 2); break;
+    case 1: scores_tile(qr, kt + c * Dh * KB, Dh, vscale, s + c * KB, ldS, 1); break;
     }
 }
 
-/* o_r[dc .. dc+32] = sum_{j < nk} p[r * ldS + j] v[j, dc .. dc+32] for 8 rows r (16 accumulator
- * chains), over all channel chunks; rows with orow[r] == NULL are computed and dropped. Rows whose
- * p is zero beyond their own visible keys get exactly the sums they would get alone. */
-FDB_AVX512_TARGET static void pv_8xDh(const float *p, int64_t ldS, const float *v, int64_t nk,
-                                      int64_t rs, int64_t Dh, float *const orow[QB])
+/* The softmax numerators of QB score rows, in place: e[r, j] = exp(s[r, j] - m_r) for j < nk[r] and
+ * 0 for nk[r] <= j < nz (masked keys weigh 0), s[r, j] = s[r * ldS + j], m_r = max_{j < nk[r]} s[r, j];
+ * inv[r] = 1 / sum_j e[r, j]. The P V loop sums e v and scales the Dh outputs by inv once, instead
+ * of normalizing Lk scores. The QB rows go through fdb_exp16 side by side: independent chains that
+ * hide its ~70-cycle latency. */
+FDB_AVX512_TARGET __attribute__((noinline)) static void exp_rows(float *s, int64_t ldS, const int64_t nk[QB],
+                                                                 int64_t nz, float inv[QB])
 {
-    for (int64_t dc = 0; dc < Dh; dc += 32) {
-        __mmask16 m0 = lanes_mask(Dh - dc), m1 = lanes_mask(Dh - dc - 16);
-        __m512 o0[QB], o1[QB];
+    __m512 m[QB], acc[QB];
 #pragma GCC unroll 8
-        for (int r = 0; r < QB; r++) o0[r] = o1[r] = _mm512_setzero_ps();
-        for (int64_t j = 0; j < nk; j++) {
-            _mm_prefetch((const char *)(v + (j + PREFETCH_ROWS) * rs + dc), _MM_HINT_T0);
-            _mm_prefetch((const char *)(v + (j + PREFETCH_ROWS) * rs + dc + 16), _MM_HINT_T0);
-            __m512 v0 = _mm512_maskz_loadu_ps(m0, v + j * rs + dc);
-            __m512 v1 = _mm512_maskz_loadu_ps(m1, v + j * rs + dc + 16);
-#pragma GCC unroll 8
-            for (int r = 0; r < QB; r++) {
-                __m512 pv = _mm512_set1_ps(p[r * ldS + j]);
-                o0[r] = _mm512_fmadd_ps(pv, v0, o0[r]);
-                o1[r] = _mm512_fmadd_ps(pv, v1, o1[r]);
-            }
-        }
+    for (int r = 0; r < QB; r++) m[r] = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < nz; j += 16)
 #pragma GCC unroll 8
         for (int r = 0; r < QB; r++)
-            if (orow[r]) {
-                _mm512_mask_storeu_ps(orow[r] + dc, m0, o0[r]);
-                _mm512_mask_storeu_ps(orow[r] + dc + 16, m1, o1[r]);
-            }
+            m[r] = _mm512_mask_max_ps(m[r], lanes_mask(nk[r] - j), m[r], _mm512_load_ps(s + r * ldS + j));
+#pragma GCC unroll 8
+    for (int r = 0; r < QB; r++) {
+        m[r] = _mm512_set1_ps(_mm512_reduce_max_ps(m[r]));
+        acc[r] = _mm512_setzero_ps();
+    }
+    for (int64_t j = 0; j < nz; j += 16)
+#pragma GCC unroll 8
+        for (int r = 0; r < QB; r++) {
+            float *sr = s + r * ldS + j;
+            __m512 e = _mm512_maskz_mov_ps(lanes_mask(nk[r] - j), fdb_exp16(_mm512_sub_ps(_mm512_load_ps(sr), m[r])));
+            _mm512_store_ps(sr, e);
+            acc[r] = _mm512_add_ps(acc[r], e);
+        }
+#pragma GCC unroll 8
+    for (int r = 0; r < QB; r++) inv[r] = 1.0f / _mm512_reduce_add_ps(acc[r]);
+}
+
+/* o_r[dc .. dc + 16 nv] = inv_r sum_{j < nk} e[r * ldS + j] vp[j, dc .. dc + 16 nv] for QB rows r and
+ * nv <= 4 channel vectors: QB * nv <= 24 accumulators, each step loading nv V panel lines and QB
+ * broadcast e values for QB * nv FMAs. Rows with orow[r] == NULL are computed and dropped. Rows whose
+ * e is zero beyond their own visible keys get exactly the sums they would get alone. A template: nv
+ * is a constant wherever it is inlined. */
+FDB_AVX512_TARGET __attribute__((always_inline)) static inline void
+pv_tile(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, int64_t dc, int64_t Dh,
+        const float inv[QB], float *const orow[QB], const int nv)
+{
+    __m512 o[QB][4];
+#pragma GCC unroll 8
+    for (int r = 0; r < QB; r++)
+#pragma GCC unroll 4
+        for (int b = 0; b < nv; b++) o[r][b] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nk; j++) {
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int b = 0; b < nv; b++) vv[b] = _mm512_load_ps(vp + j * ldV + dc + 16 * b);
+#pragma GCC unroll 8
+        for (int r = 0; r < QB; r++) {
+            __m512 ev = _mm512_set1_ps(e[r * ldS + j]);
+#pragma GCC unroll 4
+            for (int b = 0; b < nv; b++) o[r][b] = _mm512_fmadd_ps(ev, vv[b], o[r][b]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < QB; r++)
+        if (orow[r]) {
+            __m512 vinv = _mm512_set1_ps(inv[r]);
+#pragma GCC unroll 4
+            for (int b = 0; b < nv; b++)
+                _mm512_mask_storeu_ps(orow[r] + dc + 16 * b, lanes_mask(Dh - dc - 16 * b), _mm512_mul_ps(o[r][b], vinv));
+        }
+}
+
+/* The P V product of QB rows over all ldV channels: tiles of 64 channels, then one of 16-48. */
+FDB_AVX512_TARGET __attribute__((noinline)) static void pv_rows(const float *e, int64_t ldS, const float *vp,
+                                                                int64_t ldV, int64_t nk, int64_t Dh,
+                                                                const float inv[QB], float *const orow[QB])
+{
+    int64_t dc = 0;
+    for (; dc + 64 <= ldV; dc += 64) pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, 4);
+    switch ((ldV - dc) / 16) {
+    case 3: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, 3); break;
+    case 2: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, 2); break;
+    case 1: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, 1); break;
     }
 }
 
+/* One (sequence, head) pair in three phases, so that each phase keeps its panel in L1 (48 KB):
+ * the scores of up to chunk_rows(ldS) queries (the K^T panel, 32 KB in DistilBERT, read once per QB
+ * queries), then per QB queries the softmax numerators and their P V product (the V panel). Done QB
+ * queries at a time instead, the two panels would evict each other every time. */
 FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const float *v, int64_t Lq,
                                           int64_t Lk, int64_t rs, int64_t Dh, int causal, float scale,
-                                          float *out, float *kt, float *s)
+                                          float *out, float *kt, float *vp, float *s)
 {
     int64_t ldS = (Lk + KB - 1) / KB * KB;   /* score row stride: Lk rounded up to a key block */
-    pack_kt(k, v, q, Lq, Lk, rs, Dh, kt);
-    for (int64_t i0 = 0; i0 < Lq; i0 += QB) {
-        int64_t rows = Lq - i0 < QB ? Lq - i0 : QB;
-        const float *qr[QB];
-        int64_t nk[QB], nk_max = 0;
-        for (int64_t r = 0; r < QB; r++) {
-            qr[r] = q + (i0 + (r < rows ? r : 0)) * rs;   /* missing rows repeat row 0, unused */
-            nk[r] = r < rows ? visible_keys(i0 + r, Lq, Lk, causal) : 0;
-            nk_max = nk[r] > nk_max ? nk[r] : nk_max;
+    int64_t ldV = (Dh + 15) / 16 * 16;       /* V panel row stride: Dh rounded up to 16 lanes */
+    int64_t chunk = chunk_rows(ldS);
+    pack_kv(k, v, Lk, rs, Dh, ldV, kt, vp);
+    for (int64_t c0 = 0; c0 < Lq; c0 += chunk) {
+        int64_t c1 = Lq - c0 < chunk ? Lq : c0 + chunk;
+        for (int64_t i0 = c0; i0 < c1; i0 += QB) {
+            const float *qr[QB];
+            for (int64_t r = 0; r < QB; r++)
+                qr[r] = q + (i0 + r < c1 ? i0 + r : i0) * rs;   /* missing rows repeat row i0, unused */
+            int64_t last = (c1 - i0 < QB ? c1 : i0 + QB) - 1;
+            int64_t nkb = (visible_keys(last, Lq, Lk, causal) + KB - 1) / KB;
+            scores_rows(qr, kt, nkb, Dh, scale, s + (i0 - c0) * ldS, ldS);
         }
-        int64_t nkb = (nk_max + KB - 1) / KB;
-        scores_8xN(qr, kt, nkb, Dh, scale, s, ldS);
-        for (int64_t r = 0; r < QB; r++) {
-            float *sr = s + r * ldS;
-            if (nk[r] > 0) fp_softmax_row_avx512(sr, nk[r]);
-            for (int64_t j = nk[r]; j < nk_max; j++) sr[j] = 0.0f;   /* masked keys weigh 0 */
+        for (int64_t i0 = c0; i0 < c1; i0 += QB) {
+            int64_t rows = c1 - i0 < QB ? c1 - i0 : QB;
+            int64_t nk[QB];
+            float *e = s + (i0 - c0) * ldS, inv[QB], *orow[QB];
+            for (int64_t r = 0; r < QB; r++) {
+                nk[r] = visible_keys(r < rows ? i0 + r : i0, Lq, Lk, causal);   /* as in the scores */
+                orow[r] = r < rows ? out + (i0 + r) * rs : NULL;
+            }
+            int64_t nk_max = nk[rows - 1];   /* the last row's */
+            exp_rows(e, ldS, nk, nk_max, inv);
+            pv_rows(e, ldS, vp, ldV, nk_max, Dh, inv, orow);
         }
-        float *orow[QB];
-        for (int64_t r = 0; r < QB; r++) orow[r] = r < rows ? out + (i0 + r) * rs : NULL;
-        pv_8xDh(s, ldS, v, nk_max, rs, Dh, orow);
     }
 }
 #endif
@@ -187,11 +308,16 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
         lk_max = Lk > lk_max ? Lk : lk_max;
     }
     if (!FP_X86) isa = FP_ISA_GENERIC;
-    int64_t ldS = (lk_max + KB - 1) / KB * KB;
-    /* per-thread scratch: AVX-512 needs K^T [ldS, Dh] and 8 score rows; generic one score row */
-    size_t kt_bytes = isa == FP_ISA_AVX512 ? (size_t)(ldS * Dh) * sizeof(float) : 0;
-    size_t s_bytes = (size_t)((isa == FP_ISA_AVX512 ? QB : 1) * ldS) * sizeof(float);
+    int64_t ldS = (lk_max + KB - 1) / KB * KB, ldV = (Dh + 15) / 16 * 16;
+    /* per-thread scratch: AVX-512 needs K^T [ldS, Dh], the V panel [lk_max, ldV] and chunk_rows(ldS')
+     * score rows for every pair's ldS' <= ldS (at most SCORE_FLOATS + QB ldS floats); generic one
+     * score row */
+    int avx = isa == FP_ISA_AVX512;
+    size_t kt_bytes = avx ? (size_t)(ldS * Dh) * sizeof(float) : 0;
+    size_t vp_bytes = avx ? (size_t)(lk_max * ldV) * sizeof(float) : 0;
+    size_t s_bytes = (size_t)(avx ? SCORE_FLOATS + QB * ldS : ldS) * sizeof(float);
     kt_bytes = (kt_bytes + 63) / 64 * 64 + 64;   /* aligned_alloc wants a multiple of 64; never 0 */
+    vp_bytes = (vp_bytes + 63) / 64 * 64 + 64;
     s_bytes = (s_bytes + 63) / 64 * 64 + 64;
     int64_t rs = H * Dh;
     int nt = nthreads < 1 ? 1 : nthreads;
@@ -199,8 +325,9 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
 
 #pragma omp parallel num_threads(nt)
     {
-        float *kt = aligned_alloc(64, kt_bytes), *s = aligned_alloc(64, s_bytes);
-        if (!kt || !s) {
+        float *kt = aligned_alloc(64, kt_bytes), *vp = aligned_alloc(64, vp_bytes);
+        float *s = aligned_alloc(64, s_bytes);
+        if (!kt || !vp || !s) {
 #pragma omp atomic write
             err = FP_ENOMEM;
         }
@@ -208,18 +335,19 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
         for (int64_t task = 0; task < B * H; task++) {
             int64_t b = task / H, h = task % H;
             int64_t q0 = cu_q[b], Lq = cu_q[b + 1] - q0, k0 = cu_k[b], Lk = cu_k[b + 1] - k0;
-            if (Lq == 0 || !kt || !s) continue;
+            if (Lq == 0 || !kt || !vp || !s) continue;
             const float *qb = q + q0 * rs + h * Dh, *kb = k + k0 * rs + h * Dh, *vb = v + k0 * rs + h * Dh;
             float *ob = out + q0 * rs + h * Dh;
 #if FP_X86
             if (isa == FP_ISA_AVX512) {
-                pair_avx512(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, kt, s);
+                pair_avx512(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, kt, vp, s);
                 continue;
             }
 #endif
             pair_generic(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, s);
         }
         free(kt);
+        free(vp);
         free(s);
     }
     return err;

@@ -12,12 +12,14 @@
  *
  * Work: one (sequence, head) pair per OpenMP work item, schedule(static); a pair's arithmetic does
  * not depend on the thread that runs it, so results do not depend on the thread count.
- * FP_ISA_AVX512: K^T of the pair is packed into 16-key column blocks; scores of 8 queries x 32 keys
- * accumulate in 16 zmm registers; each score row is softmaxed in place (fp_softmax_row_avx512) and
- * multiplied by V 8 rows x 32 head channels at a time (16 accumulators again: enough independent
- * FMA chains to hide the FMA latency). K, V and Q rows of one head are H*Dh floats apart, so they are
- * prefetched while K^T is packed. Memory: one [8, Lk] score block and the packed
- * K^T [Lk, Dh] per thread. FP_ISA_GENERIC: one query at a time, plain loops.
+ * FP_ISA_AVX512: the pair's K is packed into 16-key column blocks of K^T (16x16 register transposes)
+ * and V into a contiguous panel (its rows, H*Dh floats apart in the input, would all fall in a few L1
+ * sets). Then, per chunk of queries (as many as 64 KB of scores hold: Lq = 128 at once), two phases
+ * that each keep one panel in L1: all scores, 6 queries x 64 keys at a time in 24 zmm accumulators;
+ * then per 6 queries the softmax numerators e = exp(s - max s) (6 rows side by side, to overlap the
+ * exp latency) and e V, 6 queries x 64 head channels in 24 accumulators, each output row scaled once
+ * by 1 / sum e. Memory per thread: K^T [Lk, Dh], the V panel and <= 64 KB + 6 Lk floats of scores.
+ * FP_ISA_GENERIC: one query at a time, plain loops.
  */
 #ifndef FDBERT_ATTENTION_H
 #define FDBERT_ATTENTION_H

@@ -33,7 +33,7 @@ void fp_layer_norm(const float *x__nd, int64_t n, int64_t D, const float *w__d, 
 /* x, y f32 [rows, L], L >= 1. y may alias x. */
 void fp_softmax(const float *x__rl, int64_t rows, int64_t L, float *y__rl, int isa, int nthreads);
 
-/* One row in place: s[0:L] <- softmax(s[0:L]), L >= 1 (attention.c calls these). */
+/* One row in place: s[0:L] <- softmax(s[0:L]), L >= 1 (attention.c's generic path calls the first). */
 void fp_softmax_row_generic(float *s, int64_t L);
 void fp_softmax_row_avx512(float *s, int64_t L);
 
