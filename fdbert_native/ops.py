@@ -191,17 +191,25 @@ def _packed(qweight):  # QuantizedLinear -> dense packed s8 array or _qgemm.Pack
     return p
 
 
+#: Rows from which a block-sparse weight runs on the dense AMX GEMM instead of the VNNI SpMM
+#: (_dense_on_amx). Alone, the AMX GEMM of an 80%-sparse DistilBERT weight beats the SpMM from
+#: M = 64; inside a forward pass it must also stream 2.5x the weight bytes (dense s8 vs the SpMM's
+#: 8-byte 1x4 blocks), and the whole-model forward (6 layers, 2 threads, sequences of 128) was
+#: faster on the SpMM up to M = 512 (batch 1: 9.9-10.5 vs 11.0 ms; batch 4: 32-34 vs 36-37 ms) and
+#: on AMX from M = 1024 (batch 8: 64-66 vs 66-68 ms; batch 16: 132-136 vs 143-151 ms), 2026-11-22.
+SPARSE_ON_AMX_MIN_M = 1024
+
+
 def _dense_on_amx(qweight, M):  # -> dense packed s8 array | None
     """The dense packing of a block-sparse weight's codes when the AMX GEMM should run it, else None.
 
     On a CPU with AMX-INT8 the dense tile GEMM does the skipped zeros as well and still beats the
-    VNNI SpMM from M = _qgemm.AMX_AUTO_MIN_M tokens (`tdpbusd` is ~8x `vpdpbusd` per core; 80%
-    sparsity saves 5x): docs/kernels.md. The accumulators are the same integers (the skipped blocks
-    are zeros) and both paths share the avx512vnni epilogue, so the outputs are the same bits.
-    The dense codes (N x K bytes) are packed the first time and cached in
-    ``qweight.packed["native-dense"]``."""
+    VNNI SpMM at enough rows (`tdpbusd` is ~8x `vpdpbusd` per core; 80% sparsity saves 5x; see
+    SPARSE_ON_AMX_MIN_M). The accumulators are the same integers (the skipped blocks are zeros)
+    and both paths share the avx512vnni epilogue, so the outputs are the same bits. The dense
+    codes (N x K bytes) are packed the first time and cached in ``qweight.packed["native-dense"]``."""
     N, K = qweight.shape
-    if not _qgemm.amx_auto(M, N, K):
+    if M < SPARSE_ON_AMX_MIN_M or not _qgemm.amx_auto(M, N, K):
         return None
     p = qweight.packed.get("native-dense")
     if p is None:
@@ -363,7 +371,7 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
         return y + ops.linear(np.ascontiguousarray(a[:, lin.outliers]), lin.outlier_weight)
 
     xq = quantize(x, ql)
-    if ql.sparse and kl.sparse and vl.sparse and not _qgemm.amx_auto(n, D, D):
+    if ql.sparse and kl.sparse and vl.sparse and _dense_on_amx(ql, n) is None:
         # one repack of xq, one parallel region
         qkv = [np.empty((n, D), np.float32) for _ in range(3)]
         _qgemm.qspmm_f32_multi(xq, (pq, pk, pv), (ql.comp, kl.comp, vl.comp),
