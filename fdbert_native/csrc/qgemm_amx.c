@@ -31,6 +31,12 @@
  * very code the avx512vnni path runs on its accumulators, column chunks aligned alike (both start
  * at multiples of 16 channels), so float32 and u8 outputs are bit-identical to that path's.
  *
+ * Epilogue overlap: with GELU the epilogue of a 32 x 32 block takes longer than its tdpbusd, and
+ * the tile unit idles meanwhile. So blocks are stored into two alternating buffers and the GELU
+ * epilogue of the previous block runs in row slices between the tdpbusd of the current one (the
+ * tile unit and the vector units work at the same time): GELU -> u8, M = 1024, N = 3072, K = 768,
+ * 2 threads, 3.7 -> 3.0 ms. Cheap epilogues (no GELU) gained nothing that way and run whole.
+ *
  * Threads: the same (M chunk, N chunk) static schedule as qg_gemm; each OpenMP thread loads the
  * tile configuration at the start of the parallel region and releases the tiles at its end.
  * K is never split, so every thread count gives the same bits.
@@ -73,18 +79,40 @@ static const qg_tilecfg QG_AMX_CFG __attribute__((aligned(64))) = {
     .rows = {16, 16, 16, 16, 16, 16, 16, 16},
 };
 
+/* A stored 32 x 32 int32 block (row stride 32) whose epilogue has run for rows < done. */
+typedef struct {
+    const int32_t *tile;
+    int64_t m, n0, ncols;
+    int rows, done;
+} amx_pending;
+
+/* Run the epilogue of p's rows done .. upto - 1 (no-op when there are none). */
+static void amx_pending_run(amx_pending *p, int upto, int64_t N, const qg_epilogue *ep)
+{
+    if (upto > p->rows) upto = p->rows;
+    if (upto <= p->done) return;
+    qg_epilogue_rows(p->tile + p->done * 32, 32, p->m + p->done, upto - p->done, p->n0, p->ncols,
+                     N, ep, QG_ISA_AVX512VNNI);
+    p->done = upto;
+}
+
 /* tile[r][c] (row stride 32) = sum_{k < K64} a[r][k] * W[n0 + c, k], r < 32, c < 32:
- * a the packed A block (see above), w0 / w1 the two packed panels (stride 64 bytes per k-group). */
+ * a the packed A block (see above), w0 / w1 the two packed panels (stride 64 bytes per k-group).
+ * Between k-steps it runs slices of the previous block's epilogue (`prev`, finished on return):
+ * the tile unit and the vector units work at the same time, instead of the tile unit idling
+ * through every epilogue (the GELU->u8 one takes longer than the block's tdpbusd). */
 QG_AMX_TARGET
 static void amx_block(const uint8_t *a, int64_t K64, const int8_t *w0, const int8_t *w1,
-                      int32_t *tile)
+                      int32_t *tile, amx_pending *prev, int64_t N, const qg_epilogue *ep)
 {
     QG_AMX_BARRIER();   /* a was just written by amx_pack_a */
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
-    for (int64_t k = 0; k < K64; k += QG_AMX_KT) {
+    const int64_t steps = K64 / QG_AMX_KT;
+    if (!ep->gelu) amx_pending_run(prev, prev->rows, N, ep);   /* cheap: no need to interleave */
+    for (int64_t s = 0, k = 0; s < steps; s++, k += QG_AMX_KT) {
         /* A tiles of step k: 2 KB at a + 32 k; k-groups k/4 .. k/4 + 15 of a panel: byte 16 k */
         _tile_loadd(4, a + 32 * k, 64);
         _tile_loadd(5, a + 32 * k + 1024, 64);
@@ -92,9 +120,13 @@ static void amx_block(const uint8_t *a, int64_t K64, const int8_t *w0, const int
         _tile_loadd(7, w1 + 16 * k, 64);
         _tile_dpbusd(0, 4, 6);
         _tile_dpbusd(1, 4, 7);
+        if (ep->gelu) amx_pending_run(prev, (int)((2 * s + 1) * prev->rows / (2 * steps)), N, ep);
         _tile_dpbusd(2, 5, 6);
         _tile_dpbusd(3, 5, 7);
+        if (ep->gelu) amx_pending_run(prev, (int)((2 * s + 2) * prev->rows / (2 * steps)), N, ep);
     }
+    amx_pending_run(prev, prev->rows, N, ep);
+    QG_AMX_BARRIER();   /* the epilogue has read prev's tile: tile may be that buffer next time */
     _tile_stored(0, tile, 32 * sizeof(int32_t));
     _tile_stored(1, tile + 16, 32 * sizeof(int32_t));
     _tile_stored(2, tile + 16 * 32, 32 * sizeof(int32_t));
@@ -182,7 +214,10 @@ int qg_gemm_amx(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed
 #pragma omp parallel num_threads(nthreads)
     {
         uint8_t *apack = pads + padsize * amx_thread_num();
-        int32_t tile[QG_AMX_MR * QG_AMX_NB * 16] __attribute__((aligned(64)));
+        /* two stored blocks: the one being computed and the one whose epilogue runs meanwhile */
+        int32_t tiles[2][QG_AMX_MR * QG_AMX_NB * 16] __attribute__((aligned(64)));
+        amx_pending prev = {tiles[1], 0, 0, 0, 0, 0};   /* nothing pending yet */
+        int cur = 0;
         amx_begin();
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < n_mc * n_nc; t++) {
@@ -199,16 +234,18 @@ int qg_gemm_amx(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed
                     const int8_t *wb[QG_AMX_NB];
                     for (int j = 0; j < nb; j++)   /* a missing panel repeats the last; dropped */
                         wb[j] = packed + (b0 + (j < nvalid ? j : nvalid - 1)) * wstride;
-                    amx_block(apack, K64, wb[0], wb[1], tile);
+                    amx_block(apack, K64, wb[0], wb[1], tiles[cur], &prev, N, ep);
                     if (K64 < K) {
                         const uint8_t *xr[QG_AMX_MR];
                         for (int r = 0; r < rows; r++) xr[r] = x__mk + (m + r) * K;
-                        amx_block_ktail(xr, rows, K64, K, wb, tile);
+                        amx_block_ktail(xr, rows, K64, K, wb, tiles[cur]);
                     }
-                    qg_epilogue_rows(tile, nb * 16, m, rows, n0, ncols, N, ep, QG_ISA_AVX512VNNI);
+                    prev = (amx_pending){tiles[cur], m, n0, ncols, rows, 0};   /* runs during the next */
+                    cur ^= 1;
                 }
             }
         }
+        amx_pending_run(&prev, prev.rows, N, ep);   /* the thread's last block */
         amx_end();
     }
     free(pads);
