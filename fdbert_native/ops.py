@@ -269,10 +269,6 @@ def qlinear(x_u8, qweight, *, gelu=False, residual=None, out_scale=None,
 
 
 # ---- the fused INT8 encoder block ----------------------------------------------------------------------
-#: Pointwise / row ops on fewer elements than this run on one thread inside encoder_layer: at
-#: M = 128 tokens (98,304 elements) one thread takes ~20-30 us, and waking a sleeping OpenMP
-#: worker (OMP_WAIT_POLICY=PASSIVE, the fdbert default) costs as much again on a VM.
-SMALL_OP_ELEMENTS = 1 << 18
 
 _QLINEARS = ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2")
 
@@ -329,8 +325,9 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
 
     The same native kernels in the same order as the reference block composed from dispatched ops
     (so the same bits), called directly: no dispatch, no per-op checks after the first call on a
-    layer (its plan is cached), small pointwise ops on one thread, and Q, K, V sparse in one SpMM
-    call. Float outlier channels are added exactly where the reference block adds them (the small
+    layer (its plan is cached), and Q, K, V sparse in one SpMM call. (Small row ops used to run on
+    one thread to dodge OpenMP wake-ups; with fdbert's short spin before sleeping, two threads
+    took batch 1 from ~10.2 to ~9.5 ms.) Float outlier channels are added exactly where the reference block adds them (the small
     float product goes through ``fdbert.ops.linear``, as there). Declines float layers (the
     reference block then composes the native ops), Q/K/V with different input quantization (the
     reference raises its error) and shapes it does not expect.
@@ -351,18 +348,17 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
     if H * Dh != D or Dh == 0:
         raise Declined(f"encoder_layer: H {H} x Dh {Dh} != D {D}")
     (ql, pq), (kl, pk), (vl, pv), (ol, po), (l1, p1), (l2, p2) = plan
-    nt = 0                                               # kernels: the project-wide thread count
-    nts = 1 if n * max(D, 1) < SMALL_OP_ELEMENTS else 0  # small pointwise / row ops: one thread
+    nt = 0   # every kernel: the project-wide thread count
 
     def quantize(a, lin):
         out = np.empty(a.shape, np.uint8)
         _fp32.quantize_u8(a.reshape(-1), lin.x_scale, lin.x_zero_point, out.reshape(-1),
-                          num_threads=nts)
+                          num_threads=nt)
         return out
 
     def layer_norm(a, ln):
         out = np.empty_like(a)
-        _fp32.layer_norm(a, ln.weight, ln.bias, eps, out, num_threads=nts)
+        _fp32.layer_norm(a, ln.weight, ln.bias, eps, out, num_threads=nt)
         return out
 
     def plus_outliers(y, a, lin):   # y + a[:, outliers] @ outlier_weight.T, as the reference block
