@@ -103,6 +103,23 @@ def pack_sequences(sequences, token_type_ids=None) -> PackedBatch:
                        cu_seqlens=cu, rows=rows, cols=positions.astype(np.int64), padded_shape=(B, T))
 
 
+def pass_groups(cu_seqlens, max_tokens) -> list[tuple[int, int]]:
+    """Split B packed sequences into consecutive groups [i, j) of at most ``max_tokens`` tokens each
+    (a longer sequence forms a group alone); ``max_tokens`` None: one group. Empty batch: []."""
+    cu = np.asarray(cu_seqlens, dtype=np.int64)
+    B = len(cu) - 1
+    if max_tokens is None:
+        return [(0, B)] if B > 0 else []
+    groups, i = [], 0
+    while i < B:
+        j = i + 1
+        while j < B and cu[j + 1] - cu[i] <= max_tokens:
+            j += 1
+        groups.append((i, j))
+        i = j
+    return groups
+
+
 def unpack(x, packed: PackedBatch, fill=0.0):  # [n, ...] -> [B, T, ...]
     """Scatter per-token rows back to the padded layout; padding positions hold ``fill``."""
     out = np.full(packed.padded_shape + x.shape[1:], fill, dtype=x.dtype)

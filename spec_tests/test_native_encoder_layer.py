@@ -116,6 +116,22 @@ def test_the_model_runs_the_fused_block(tiny):
     assert cos.min() >= MIN_TOKEN_COSINE
 
 
+@pytest.mark.parametrize("sparsity", [None, 0.8])
+def test_passes_change_no_bit_on_the_native_backend(tiny, sparsity):
+    """Native kernels compute each row independently of the others: splitting a batch into passes
+    (Encoder.max_tokens_per_pass) gives the same bits."""
+    texts = sentences(24, seed=8)
+    model = fdbert.prune(tiny, sparsity) if sparsity else tiny
+    q = fdbert.quantize(model, texts, progress=False, outlier_threshold=None, measure_error=False)
+    batch = q.tokenize(texts[:12])
+    with fdbert.set_backend("native"):
+        q.max_tokens_per_pass = None
+        whole = q.forward_packed(batch)
+        q.max_tokens_per_pass = 25
+        split = q.forward_packed(batch)
+    np.testing.assert_array_equal(split, whole)
+
+
 def test_layers_it_cannot_run_are_declined(tiny):
     texts = sentences(16, seed=7)
     batch = tiny.tokenize(texts[:3])

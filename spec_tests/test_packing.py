@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import fdbert
-from fdbert.packing import pack, pack_sequences, unpack
+from fdbert.packing import pack, pack_sequences, pass_groups, unpack
 from fdbert.reference import heads
 from strategies import PADDING_SIDES, mask_for, padded_batches, random_encoder, small_configs
 from tolerances import PACKING_ATOL, PACKING_FP32_ATOL, FP32_MIN_D
@@ -203,3 +203,35 @@ def test_python_lists_and_other_integer_dtypes_are_accepted():
     np.testing.assert_array_equal(model([[1, 2, 3]], [[1, 1, 0]]), want)
     for dtype in (np.int32, np.uint8, np.uint64):
         np.testing.assert_array_equal(model(np.array([[1, 2, 3]], dtype), np.array([[1, 1, 0]], bool)), want)
+
+
+# ---- long batches run as several passes --------------------------------------------------------------
+@given(lengths=st.lists(st.integers(0, 40), max_size=12), max_tokens=st.integers(1, 100))
+def test_pass_groups_cover_the_batch_greedily(lengths, max_tokens):
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    groups = pass_groups(cu, max_tokens)
+    assert [i for i, _ in groups] == [0] * bool(groups) + [j for _, j in groups[:-1]]   # consecutive
+    assert (groups[-1][1] if groups else 0) == len(lengths)               # every sequence, once
+    for i, j in groups:
+        tokens = int(cu[j] - cu[i])
+        assert j > i and (tokens <= max_tokens or j == i + 1)               # a long sequence alone
+        if j < len(lengths):                                              # greedy: the next one did not fit
+            assert cu[j + 1] - cu[i] > max_tokens
+    assert pass_groups(cu, None) == ([(0, len(lengths))] if lengths else [])
+
+
+@pytest.mark.parametrize("max_tokens", [1, 7, 30, None])
+def test_a_batch_split_into_passes_gives_the_same_rows(max_tokens):
+    """Encoder.max_tokens_per_pass only changes how many sequences run together: float64
+    reference results equal one pass within the packing tolerance."""
+    from strategies import SmallConfig
+    model = random_encoder(SmallConfig("bert", 2, 2, 4, 8, 50, 32, 2, 1e-12, seed=3), np.float64)
+    rng = np.random.default_rng(4)
+    batch = pack_sequences([rng.integers(0, 50, n).tolist() for n in (5, 0, 12, 3, 9, 1)])
+    with fdbert.set_backend("reference", only=True):
+        model.max_tokens_per_pass = None
+        whole = model.forward_packed(batch)
+        model.max_tokens_per_pass = max_tokens
+        split = model.forward_packed(batch)
+    assert split.shape == whole.shape
+    np.testing.assert_allclose(split, whole, rtol=0, atol=PACKING_ATOL)
