@@ -154,25 +154,27 @@ static inline __m512 gelu16_avx512(__m512 y)
 }
 
 /* GELU feeding a u8 requantization needs only rint(gelu(y) / scale) to be right, not every bit of
- * gelu(y). gelu16_div_for_u8_avx512 first evaluates a cheaper erf in float32: on the same 16 pieces,
- * degree-5 least-squares fits (Chebyshev nodes) rounded to float32, one vpermps per coefficient for
- * 16 lanes (6 vpermps + 5 FMAs, vs 11 vpermt2pd + 10 FMAs per 8 lanes for the exact double path).
- * Its erf is within 5.9e-8 of the exact erf on 20 M inputs over [0, 4.5] (degree 4: 1.8e-7;
- * scripts in docs/kernels.md). Assuming 1e-6, the cheap t = g * float32(1 / scale) is within
+ * gelu(y). gelu16_rint_for_u8_avx512 first evaluates a cheaper erf in float32: on the same 16 pieces,
+ * degree-5 least-squares fits (Chebyshev nodes) in z = 8|x| - (2i + 1) (exact; piece 0 too: only the
+ * absolute error matters here, so it needs no relative-accuracy form), rounded to float32, one
+ * vpermps per coefficient for 16 lanes (6 vpermps + 5 FMAs, vs 11 vpermt2pd + 10 FMAs per 8 lanes
+ * for the exact double path). Its erf is within 5.9e-8 of the exact erf on 20 M inputs over
+ * [0, 4.5] (degree 4: 1.8e-7; the fit and check are in docs/kernels.md). Assuming 1e-6, the cheap t = g * float32(1 / scale) is within
  * |y| * 1.14e-6 / scale of the exact path's t = float32(gelu(y) / scale) (|gelu(y)| <= |y|; the
  * roundings of 1 + erf and of the products, the reciprocal's 2^-24 and the division's rounding
  * included). Where every lane's t is more than |y| * 2e-6 / scale away from a rounding boundary
- * k + 0.5, rint(t) equals the exact path's; otherwise (~0.01% of lanes at typical scales, and
- * NaN/inf) the whole vector takes the exact gelu16_avx512 and a true division. So the u8 codes are
- * those of the exact path, on every ISA, bit for bit. */
+ * k + 0.5, i.e. |t - rint(t)| < 0.5 - |y| * 2e-6 / scale, rint(t) equals the exact path's;
+ * otherwise (~0.01% of lanes at typical scales, and NaN/inf) the whole vector takes the exact
+ * gelu16_avx512 and a true division. So the u8 codes are those of the exact path, on every ISA,
+ * bit for bit. */
 #define QG_ERF_TF_DEG 5
-static const float QG_ERF_TF[QG_ERF_TF_DEG + 1][16] = {   /* [power][piece], as QG_ERF_T */
-    {1.128379225730896f, 0.4041168987751007f, 0.6232408881187439f, 0.7840750813484192f, 0.8883882164955139f, 0.9481700658798218f, 0.9784437417984009f, 0.9919900298118591f, 0.9973459839820862f, 0.9992170333862305f, 0.999794602394104f, 0.9999521374702454f, 0.9999901056289673f, 0.9999982118606567f, 0.9999997019767761f, 0.9999999403953552f},
-    {-0.37612637877464294f, 0.12254410237073898f, 0.0954374447464943f, 0.06559313088655472f, 0.03978424519300461f, 0.02129497192800045f, 0.010059031657874584f, 0.004193228203803301f, 0.0015426024328917265f, 0.0005008097505196929f, 0.00014348443073686212f, 3.62785613106098e-05f, 8.094849363260437e-06f, 1.5939729109959444e-06f, 2.7699169891093334e-07f, 4.247822360525788e-08f},
-    {0.11283791810274124f, -0.005744147580116987f, -0.007455961778759956f, -0.007174226455390453f, -0.005594692658632994f, -0.0036601205356419086f, -0.002043271902948618f, -0.000982796773314476f, -0.00040974997682496905f, -0.00014867124264128506f, -4.7075995098566636e-05f, -1.3035145457251929e-05f, -3.1610686619387707e-06f, -6.721380714225234e-07f, -1.2542523109004833e-07f, -2.055551995283622e-08f},
-    {-0.0268661230802536f, -0.00045874028000980616f, -0.00010873982682824135f, 0.00018148368690162897f, 0.00031728571048006415f, 0.0003084726631641388f, 0.00022430064564105123f, 0.00013172293256502599f, 6.452696834458038e-05f, 2.681740079424344e-05f, 9.551331459078938e-06f, 2.9344203085202025e-06f, 7.811771638444043e-07f, 1.80783203518331e-07f, 3.645889634640298e-08f, 6.419439646521141e-09f},
-    {0.00522247701883316f, 4.038423139718361e-05f, 4.2845138523261994e-05f, 2.7381051040720195e-05f, 6.917693553987192e-06f, -7.320074473682325e-06f, -1.2055973456881475e-05f, -1.0293715604348108e-05f, -6.446027327910997e-06f, -3.2241077860817313e-06f, -1.3347017784326454e-06f, -4.6595172875640856e-07f, -1.387262216212548e-07f, -3.5484116978068414e-08f, -7.837807736166269e-09f, -1.5005987563654344e-09f},
-    {-0.0008329037227667868f, 1.3832443528372096e-06f, -8.250441965174105e-07f, -2.0358027086331276e-06f, -1.8634398202266311e-06f, -9.351780931865505e-07f, -7.028967274891329e-08f, 3.457037962562026e-07f, 3.797672150085418e-07f, 2.551446129928081e-07f, 1.292850981826632e-07f, 5.27254435667146e-08f, 1.7830261711537787e-08f, 5.083612197864795e-09f, 1.2347290967440472e-09f, 2.5727667218866657e-10f},
+static const float QG_ERF_TF[QG_ERF_TF_DEG + 1][16] = {   /* [power][piece]: erf(1/8 + i/4 + z/8) */
+    {0.1403162032365799f, 0.4041168987751007f, 0.6232408881187439f, 0.7840750813484192f, 0.8883882164955139f, 0.9481700658798218f, 0.9784437417984009f, 0.9919900298118591f, 0.9973459839820862f, 0.9992170333862305f, 0.999794602394104f, 0.9999521374702454f, 0.9999901056289673f, 0.9999982118606567f, 0.9999997019767761f, 0.9999999403953552f},
+    {0.13886065781116486f, 0.12254410237073898f, 0.0954374447464943f, 0.06559313088655472f, 0.03978424519300461f, 0.02129497192800045f, 0.010059031657874584f, 0.004193228203803301f, 0.0015426024328917265f, 0.0005008097505196929f, 0.00014348443073686212f, 3.62785613106098e-05f, 8.094849363260437e-06f, 1.5939729109959444e-06f, 2.7699169891093334e-07f, 4.247822360525788e-08f},
+    {-0.002169649349525571f, -0.005744147580116987f, -0.007455961778759956f, -0.007174226455390453f, -0.005594692658632994f, -0.0036601205356419086f, -0.002043271902948618f, -0.000982796773314476f, -0.00040974997682496905f, -0.00014867124264128506f, -4.7075995098566636e-05f, -1.3035145457251929e-05f, -3.1610686619387707e-06f, -6.721380714225234e-07f, -1.2542523109004833e-07f, -2.055551995283622e-08f},
+    {-0.0007006216328591108f, -0.00045874028000980616f, -0.00010873982682824135f, 0.00018148368690162897f, 0.00031728571048006415f, 0.0003084726631641388f, 0.00022430064564105123f, 0.00013172293256502599f, 6.452696834458038e-05f, 2.681740079424344e-05f, 9.551331459078938e-06f, 2.9344203085202025e-06f, 7.811771638444043e-07f, 1.80783203518331e-07f, 3.645889634640298e-08f, 6.419439646521141e-09f},
+    {1.664509909460321e-05f, 4.038423139718361e-05f, 4.2845138523261994e-05f, 2.7381051040720195e-05f, 6.917693553987192e-06f, -7.320074473682325e-06f, -1.2055973456881475e-05f, -1.0293715604348108e-05f, -6.446027327910997e-06f, -3.2241077860817313e-06f, -1.3347017784326454e-06f, -4.6595172875640856e-07f, -1.387262216212548e-07f, -3.5484116978068414e-08f, -7.837807736166269e-09f, -1.5005987563654344e-09f},
+    {3.159423613396939e-06f, 1.3832443528372096e-06f, -8.250441965174105e-07f, -2.0358027086331276e-06f, -1.8634398202266311e-06f, -9.351780931865505e-07f, -7.028967274891329e-08f, 3.457037962562026e-07f, 3.797672150085418e-07f, 2.551446129928081e-07f, 1.292850981826632e-07f, 5.27254435667146e-08f, 1.7830261711537787e-08f, 5.083612197864795e-09f, 1.2347290967440472e-09f, 2.5727667218866657e-10f},
 };
 
 __attribute__((target("avx512f")))
@@ -183,32 +185,29 @@ static inline __m512 erf16_cheap_avx512(__m512 x)
                                     _mm512_set1_ps(4.0f));
     const __m512i i32 = _mm512_min_epi32(_mm512_cvttps_epi32(_mm512_mul_ps(fa, _mm512_set1_ps(4.0f))),
                                          _mm512_set1_epi32(15));
-    const __mmask16 first = _mm512_cmpeq_epi32_mask(i32, _mm512_setzero_si512());
-    const __m512 cf = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i32), _mm512_set1_ps(0.25f)),
-                                    _mm512_set1_ps(0.125f));
-    __m512 z = _mm512_mul_ps(_mm512_sub_ps(fa, cf), _mm512_set1_ps(8.0f));
-    z = _mm512_mask_mul_ps(z, first, fa, fa);
+    const __m512 c = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i32), _mm512_set1_ps(2.0f), _mm512_set1_ps(1.0f));
+    const __m512 z = _mm512_fmsub_ps(fa, _mm512_set1_ps(8.0f), c);   /* 8 (|x| - center), exact */
     __m512 p = _mm512_permutexvar_ps(i32, _mm512_loadu_ps(QG_ERF_TF[QG_ERF_TF_DEG]));
     for (int j = QG_ERF_TF_DEG - 1; j >= 0; j--)
         p = _mm512_fmadd_ps(p, z, _mm512_permutexvar_ps(i32, _mm512_loadu_ps(QG_ERF_TF[j])));
-    p = _mm512_mask_mul_ps(p, first, fa, p);
     return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(p),
                                _mm512_andnot_si512(absmask, _mm512_castps_si512(x))));
 }
 
-/* t = gelu(y) / scale, accurate enough that rint(t) is the exact path's (see above). */
+/* rint(gelu(y) / scale), the exact path's value (see above). */
 __attribute__((target("avx512f")))
-static inline __m512 gelu16_div_for_u8_avx512(__m512 y, __m512 scale, __m512 inv_scale,
+static inline __m512 gelu16_rint_for_u8_avx512(__m512 y, __m512 scale, __m512 inv_scale,
                                                __m512 margin_per_y)
 {
     const __m512 h = _mm512_mul_ps(_mm512_set1_ps(0.5f), y);
     const __m512 e = erf16_cheap_avx512(_mm512_mul_ps(y, _mm512_set1_ps(QG_INV_SQRT2F)));
     const __m512 t = _mm512_mul_ps(_mm512_mul_ps(h, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), inv_scale);
-    const __m512 frac = _mm512_sub_ps(t, _mm512_roundscale_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
-    const __m512 d = _mm512_abs_ps(_mm512_sub_ps(frac, _mm512_set1_ps(0.5f)));   /* to k + 0.5 */
-    const __m512 m = _mm512_mul_ps(_mm512_abs_ps(y), margin_per_y);
-    if (_mm512_cmp_ps_mask(d, m, _CMP_GT_OQ) == 0xFFFF) return t;   /* every lane decided */
-    return _mm512_div_ps(gelu16_avx512(y), scale);
+    const __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 limit = _mm512_fnmadd_ps(_mm512_abs_ps(y), margin_per_y, _mm512_set1_ps(0.5f));
+    if (_mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, r)), limit, _CMP_LT_OQ) == 0xFFFF)
+        return r;   /* every lane decided */
+    return _mm512_roundscale_ps(_mm512_div_ps(gelu16_avx512(y), scale),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 static inline uint8_t qg_requant(float y, float scale, float zp)
@@ -256,9 +255,9 @@ static void epilogue_rows_avx512(const int32_t *acc0, int64_t lda, int64_t m0, i
             if (ep->comp) a = _mm512_sub_epi32(a, _mm512_loadu_si512(ep->comp + n));
             __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(ep->mult + n));
             if (ep->bias) y = _mm512_add_ps(y, _mm512_loadu_ps(ep->bias + n));
-            __m512 t = y;   /* y / out_scale, for u8 outputs */
+            __m512 q = y;   /* rint(y / out_scale), for u8 outputs */
             if (gelu_u8) {
-                t = gelu16_div_for_u8_avx512(y, scale, inv_scale, margin_per_y);
+                q = gelu16_rint_for_u8_avx512(y, scale, inv_scale, margin_per_y);
             } else {
                 if (ep->gelu) y = gelu16_avx512(y);
                 if (ep->residual) y = _mm512_add_ps(y, _mm512_loadu_ps(ep->residual + m * N + n));
@@ -266,8 +265,9 @@ static void epilogue_rows_avx512(const int32_t *acc0, int64_t lda, int64_t m0, i
             if (ep->out_kind == QG_OUT_F32) {
                 _mm512_storeu_ps((float *)ep->out + m * N + n, y);
             } else {
-                if (!gelu_u8) t = _mm512_div_ps(y, scale);
-                __m512 q = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                if (!gelu_u8)
+                    q = _mm512_roundscale_ps(_mm512_div_ps(y, scale),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
                 q = _mm512_add_ps(q, zp);
                 q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
                 _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + m * N + n),
