@@ -145,14 +145,15 @@ def table(results, threads):
 def header(threads):
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     try:
-        from fdbert_native import _qgemm
-        isa = _qgemm.best_isa()
+        from fdbert_native.ops import op_paths
+        isa = op_paths()["qlinear"]
     except Exception:  # noqa: BLE001 - the native backend may be absent
         isa = "n/a"
     import os
-    wait = os.environ.get("OMP_WAIT_POLICY") or "unset (fdbert default: PASSIVE)"
-    return (f"{now}; fdbert {fdbert.__version__}; {threads} threads; OMP_WAIT_POLICY {wait}; "
-            f"numpy {np.__version__}; {platform.processor() or platform.machine()}; int8 isa {isa}; "
+    wait = ", ".join(f"{v}={os.environ[v]}" for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+                     if os.environ.get(v)) or "fdbert's default wait (spin ~0.6 ms, then sleep)"
+    return (f"{now}; fdbert {fdbert.__version__}; {threads} threads; {wait}; "
+            f"numpy {np.__version__}; {platform.processor() or platform.machine()}; int8 path {isa}; "
             f"seq {SEQ}; 1-min load average {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -54,8 +54,11 @@ def op_paths() -> dict[str, str]:
     path = _fp32.best_isa() if _fp32 is not None else "reference"
     paths = {op: path for op in FP32_OPS}
     qpath = _qgemm.best_isa() if _qgemm is not None else "reference"
-    if _qgemm is not None and _qgemm.AMX in _qgemm.supported_dense_isas():
-        qpath += f" (dense: amx for M >= {_qgemm.AMX_AUTO_MIN_M})"
+    if _qgemm is not None:
+        _request_amx_once()   # as the first packed weight would: the answer is what will run
+        if _qgemm.AMX in _qgemm.supported_dense_isas():
+            qpath += (f" (amx for dense weights from M = {_qgemm.AMX_AUTO_MIN_M} rows, for 1x4-sparse "
+                      f"ones from M = {SPARSE_ON_AMX_MIN_M})")
     paths.update({op: qpath for op in INT8_OPS})
     paths["linear"] = _linear_path()   # fdbert_native._sgemm (defined at the end of this file)
     paths["encoder_layer"] = "fused INT8 block; float layers decline to the reference block"
