@@ -187,8 +187,8 @@ def plot(results: dict, path: str | os.PathLike) -> Path | None:
                         fontsize=7, color=line.get_color())
     bound = results["options"]["latency_bound_ms"]
     ax.axvline(bound, color="grey", linestyle=":", linewidth=1)
-    ax.text(bound, ax.get_ylim()[0], f" {bound:g} ms bound", color="grey", fontsize=8,
-            va="bottom")
+    ax.text(bound, 0.01, f" {bound:g} ms bound", color="grey", fontsize=8, va="bottom",
+            transform=ax.get_xaxis_transform())   # x in data, y in axes fraction: inside the plot
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("latency per batch call, median (ms)")
