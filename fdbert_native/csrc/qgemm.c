@@ -423,16 +423,11 @@ int qg_gemm(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed, in
     const int mr = tk->mr, nb = tk->nblk;
     const int64_t Nb = (N + 15) / 16, wstride = ((K + 3) / 4) * 64;
     if (nthreads <= 0) nthreads = qg_default_threads();
-    /* M chunks of MC rows: x chunk ~256 KB (L2). N chunks of NCB 16-channel blocks: weights
-     * ~1 MB (L2, with the x chunk); halved while there are fewer than 2 tiles per thread. */
-    int64_t MC = (256 * 1024 / (K > 0 ? K : 1)) / mr * mr;
-    if (MC < mr) MC = mr;
-    if (MC > M) MC = (M + mr - 1) / mr * mr;
-    const int64_t n_mc = (M + MC - 1) / MC;
-    int64_t NCB = (1024 * 1024 / (wstride > 0 ? wstride : 1)) / nb * nb;
-    if (NCB < nb) NCB = nb;
-    while (NCB > nb && n_mc * ((Nb + NCB - 1) / NCB) < 2 * nthreads) NCB = (NCB / 2 + nb - 1) / nb * nb;
-    const int64_t n_nc = (Nb + NCB - 1) / NCB;
+    /* M chunks of MC rows, N chunks of NCB 16-channel blocks (qg_dense_chunks: L2-sized, equal,
+     * at least 2 per thread) */
+    int64_t MC, NCB;
+    qg_dense_chunks(M, K, Nb, wstride, mr, nb, nthreads, &MC, &NCB);
+    const int64_t n_mc = (M + MC - 1) / MC, n_nc = (Nb + NCB - 1) / NCB;
 
     /* Tiles in N-major static order: a thread keeps one weight chunk in its L2 while it walks
      * the M chunks, re-reading x (M*K) about N/(16*NCB) times instead of the weights M/MC times. */

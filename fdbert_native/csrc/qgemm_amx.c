@@ -196,15 +196,10 @@ int qg_gemm_amx(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed
     const int64_t Nb = (N + 15) / 16, wstride = ((K + 3) / 4) * 64;
     const int64_t K64 = K / QG_AMX_KT * QG_AMX_KT;
     if (nthreads <= 0) nthreads = qg_default_threads();
-    /* The chunking of qg_gemm: x chunk ~256 KB, weight chunk ~1 MB, >= 2 tiles per thread. */
-    int64_t MC = (256 * 1024 / (K > 0 ? K : 1)) / mr * mr;
-    if (MC < mr) MC = mr;
-    if (MC > M) MC = (M + mr - 1) / mr * mr;
-    const int64_t n_mc = (M + MC - 1) / MC;
-    int64_t NCB = (1024 * 1024 / (wstride > 0 ? wstride : 1)) / nb * nb;
-    if (NCB < nb) NCB = nb;
-    while (NCB > nb && n_mc * ((Nb + NCB - 1) / NCB) < 2 * nthreads) NCB = (NCB / 2 + nb - 1) / nb * nb;
-    const int64_t n_nc = (Nb + NCB - 1) / NCB;
+    /* The chunking of qg_gemm (qg_dense_chunks) */
+    int64_t MC, NCB;
+    qg_dense_chunks(M, K, Nb, wstride, mr, nb, nthreads, &MC, &NCB);
+    const int64_t n_mc = (M + MC - 1) / MC, n_nc = (Nb + NCB - 1) / NCB;
 
     /* Per-thread packed A blocks: 32 rows x K64 bytes, 64-byte aligned. */
     const int64_t padsize = ((int64_t)mr * (K64 > 0 ? K64 : 1) + 63) / 64 * 64;

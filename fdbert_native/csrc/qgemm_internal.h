@@ -29,6 +29,27 @@ typedef struct {
 
 int qg_default_threads(void);
 
+/* The dense GEMMs' (M chunk, N chunk) tiling, shared by qg_gemm and qg_gemm_amx. Chunk limits:
+ * x chunk ~256 KB and weight chunk ~1 MB (both in L2); at least 2 tasks per thread (N is split
+ * further when M gives too few); and chunks of equal size (to mr rows / nb 16-channel panels) whose
+ * count divides among the threads where M allows it -- with the limits alone M = 1024, K = 768 gave
+ * row chunks of 320, 320, 320, 64 and 2 threads 640 and 384 rows. Writes MC rows and NCB panels
+ * per chunk; the chunk counts are ceil(M / MC) and ceil(Nb / NCB). */
+static inline void qg_dense_chunks(int64_t M, int64_t K, int64_t Nb, int64_t wstride, int mr, int nb,
+                                   int nthreads, int64_t *MC, int64_t *NCB)
+{
+    int64_t mc_max = (256 * 1024 / (K > 0 ? K : 1)) / mr * mr, nc_max;
+    if (mc_max < mr) mc_max = mr;
+    nc_max = (1024 * 1024 / (wstride > 0 ? wstride : 1)) / nb * nb;
+    if (nc_max < nb) nc_max = nb;
+    const int64_t m_blocks = (M + mr - 1) / mr, n_blocks = (Nb + nb - 1) / nb;
+    int64_t n_mc = (M + mc_max - 1) / mc_max, n_nc = (Nb + nc_max - 1) / nc_max;
+    while (n_mc * n_nc < 2 * nthreads && n_nc < n_blocks) n_nc++;          /* enough tasks */
+    while ((n_mc * n_nc) % nthreads && n_mc < m_blocks) n_mc++;             /* a multiple of threads */
+    *MC = ((M + n_mc - 1) / n_mc + mr - 1) / mr * mr;                     /* equal, whole blocks */
+    *NCB = ((Nb + n_nc - 1) / n_nc + nb - 1) / nb * nb;
+}
+
 static inline int32_t qg_load_i32(const void *p)   /* unaligned 4-byte load without UB */
 {
     int32_t v;
