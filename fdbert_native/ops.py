@@ -57,8 +57,7 @@ def op_paths() -> dict[str, str]:
     if _qgemm is not None:
         _request_amx_once()   # as the first packed weight would: the answer is what will run
         if _qgemm.AMX in _qgemm.supported_dense_isas():
-            qpath += (f" (amx for dense weights from M = {_qgemm.AMX_AUTO_MIN_M} rows, for 1x4-sparse "
-                      f"ones from M = {SPARSE_ON_AMX_MIN_M})")
+            qpath += f" (amx from M = {_qgemm.AMX_AUTO_MIN_M} rows, 1x4-sparse weights too)"
     paths.update({op: qpath for op in INT8_OPS})
     paths["linear"] = _linear_path()   # fdbert_native._sgemm (defined at the end of this file)
     paths["encoder_layer"] = "fused INT8 block; float layers decline to the reference block"
@@ -194,25 +193,19 @@ def _packed(qweight):  # QuantizedLinear -> dense packed s8 array or _qgemm.Pack
     return p
 
 
-#: Rows from which a block-sparse weight runs on the dense AMX GEMM instead of the VNNI SpMM
-#: (_dense_on_amx). Alone, the AMX GEMM of an 80%-sparse DistilBERT weight beats the SpMM from
-#: M = 64; inside a forward pass it must also stream 2.5x the weight bytes (dense s8 vs the SpMM's
-#: 8-byte 1x4 blocks), and the whole-model forward (6 layers, 2 threads, sequences of 128) was
-#: faster on the SpMM up to M = 512 (batch 1: 9.9-10.5 vs 11.0 ms; batch 4: 32-34 vs 36-37 ms) and
-#: on AMX from M = 1024 (batch 8: 64-66 vs 66-68 ms; batch 16: 132-136 vs 143-151 ms), 2026-11-22.
-SPARSE_ON_AMX_MIN_M = 1024
-
-
 def _dense_on_amx(qweight, M):  # -> dense packed s8 array | None
     """The dense packing of a block-sparse weight's codes when the AMX GEMM should run it, else None.
 
     On a CPU with AMX-INT8 the dense tile GEMM does the skipped zeros as well and still beats the
-    VNNI SpMM at enough rows (`tdpbusd` is ~8x `vpdpbusd` per core; 80% sparsity saves 5x; see
-    SPARSE_ON_AMX_MIN_M). The accumulators are the same integers (the skipped blocks are zeros)
-    and both paths share the avx512vnni epilogue, so the outputs are the same bits. The dense
-    codes (N x K bytes) are packed the first time and cached in ``qweight.packed["native-dense"]``."""
+    VNNI SpMM wherever it runs at all (_qgemm.amx_auto: M >= AMX_AUTO_MIN_M rows): `tdpbusd` does
+    ~8x the MACs of `vpdpbusd` per core and 80% sparsity saves 5x. Measured on the whole 80%-sparse
+    DistilBERT forward (6 layers, 2 threads, sequences of 128; 2026-11-22), although the dense
+    codes are 2.5x the SpMM's bytes to stream: batch 1 8.7 vs 9.3-9.6 ms, batch 4 28 vs 33 ms,
+    batch 6 41 vs 50 ms. The accumulators are the same integers (the skipped blocks are zeros) and
+    both paths share the avx512vnni epilogue, so the outputs are the same bits. The dense codes
+    (N x K bytes) are packed the first time and cached in ``qweight.packed["native-dense"]``."""
     N, K = qweight.shape
-    if M < SPARSE_ON_AMX_MIN_M or not _qgemm.amx_auto(M, N, K):
+    if not _qgemm.amx_auto(M, N, K):
         return None
     p = qweight.packed.get("native-dense")
     if p is None:

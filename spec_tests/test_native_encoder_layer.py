@@ -71,9 +71,10 @@ def test_fused_block_equals_the_composed_native_block(tiny, sparsity):
         _compare(q, batch)
 
 
-def test_fused_sparse_block_on_amx_equals_the_spmm_block(tiny, monkeypatch):
-    """From SPARSE_ON_AMX_MIN_M tokens (lowered to 1 here) the fused block runs sparse weights on
-    the dense AMX GEMM, Q, K and V as three calls: the same bits as the SpMM block."""
+def test_fused_sparse_block_on_amx_equals_the_spmm_block(tiny):
+    """From AMX_AUTO_MIN_M tokens the fused block runs sparse weights on the dense AMX GEMM, Q, K
+    and V as three calls: the same bits as the SpMM block (AMX disabled)."""
+    import fdbert_native
     import fdbert_native._qgemm as qgemm
     texts = sentences(24, seed=7)
     q = fdbert.quantize(fdbert.prune(tiny, 0.8), texts, progress=False, outlier_threshold=None,
@@ -82,8 +83,8 @@ def test_fused_sparse_block_on_amx_equals_the_spmm_block(tiny, monkeypatch):
     if not qgemm.amx_auto(batch.cu_seqlens[-1], 16, 16):
         pytest.skip("AMX-INT8 is not usable here")
     x = _hidden(q, batch)
-    spmm = [nops.encoder_layer(x, batch.cu_seqlens, layer, q.config) for layer in q.weights.layers]
-    monkeypatch.setattr(nops, "SPARSE_ON_AMX_MIN_M", 1)
+    with fdbert_native.disabled_cpu_features({"amx_int8"}):
+        spmm = [nops.encoder_layer(x, batch.cu_seqlens, layer, q.config) for layer in q.weights.layers]
     amx = [nops.encoder_layer(x, batch.cu_seqlens, layer, q.config) for layer in q.weights.layers]
     assert all("native-dense" in layer.q_lin.packed for layer in q.weights.layers)
     for a, b in zip(amx, spmm):

@@ -75,12 +75,9 @@ def test_qlinear_native_equals_reference(M, N, K, density, sparse, x_zp, seed, i
 
 
 @pytest.mark.parametrize("M, N, K", [(64, 16, 64), (100, 37, 131), (128, 96, 768)])
-def test_sparse_weights_on_amx_give_the_spmm_bits(M, N, K, monkeypatch):
-    """With AMX a block-sparse weight runs on the dense AMX GEMM from SPARSE_ON_AMX_MIN_M rows
-    (fdbert_native.ops._dense_on_amx; lowered here to keep the test small): the same accumulators
-    and outputs as the SpMM."""
-    import fdbert_native.ops as nops
-    monkeypatch.setattr(nops, "SPARSE_ON_AMX_MIN_M", 1)
+def test_sparse_weights_on_amx_give_the_spmm_bits(M, N, K):
+    """With AMX a block-sparse weight runs on the dense AMX GEMM from AMX_AUTO_MIN_M rows
+    (fdbert_native.ops._dense_on_amx): the same accumulators and outputs as the SpMM."""
     rng = np.random.default_rng(M + N + K)
     q = _layer(rng, N, K, 0.2, True, 7)
     x = rng.integers(0, 256, (M, K), dtype=np.uint8)
