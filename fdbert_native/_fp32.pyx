@@ -35,6 +35,8 @@ cdef extern from "fp32_ops.h" nogil:
                         int nthreads)
     void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float *x, int isa,
                           int nthreads)
+    int fp_embedding(const int64_t *ids, int64_t n, const float *table, int64_t V, int64_t D,
+                     float *out, int nthreads)
 
 cdef extern from "attention.h" nogil:
     int FP_OK, FP_ENOMEM, FP_ENOKEYS
@@ -245,4 +247,22 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None
         raise ValueError("attention: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
     if rc == FP_ENOMEM:
         raise MemoryError("attention: out of memory for the per-thread scratch buffers")
+    return out
+
+
+def embedding(ids, table, out, num_threads=0):
+    """out[i] = table[ids[i]]: ids int64 [n], table f32 [V, D], out f32 [n, D]. IndexError if an id
+    lies outside [0, V) (NumPy's take would wrap a negative one; the native op declines those)."""
+    _check(ids, "ids", np.int64, (None,))
+    _check(table, "table", np.float32, (None, None))
+    cdef int64_t n = ids.shape[0], V = table.shape[0], D = table.shape[1]
+    _check(out, "out", np.float32, (n, D))
+    cdef int nt = _threads(num_threads), rc
+    cdef const int64_t *pi = <const int64_t *>_ptr(ids)
+    cdef const float *pt = <const float *>_ptr(table)
+    cdef float *po = <float *>_ptr(out)
+    with nogil:
+        rc = fp_embedding(pi, n, pt, V, D, po, nt)
+    if rc != 0:
+        raise IndexError(f"embedding: an id lies outside [0, {V})")
     return out

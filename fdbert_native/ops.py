@@ -7,7 +7,8 @@ runs instead (or, with ``set_backend("native", only=True)``, the call fails nami
 input is ever converted silently: a float64 array or a strided view costs a copy the caller should
 see. Invalid arguments the reference rejects too (a zero scale) raise the reference's own error.
 
-``embedding`` is absent here and falls through to the reference. The float32 ``linear`` runs on
+``embedding`` copies rows on the same OpenMP pool; an id outside [0, V) (which NumPy's take wraps
+when negative, or rejects) declines to the reference. The float32 ``linear`` runs on
 fdbert_native._sgemm (csrc/sgemm.c), on the same OpenMP pool as every other kernel, rather than
 on NumPy's BLAS, whose own thread pool would fight ours. ``encoder_layer`` runs a quantized block
 fused (:func:`encoder_layer`: the kernels of the reference INT8 block, in its order, without
@@ -39,7 +40,7 @@ except ImportError as _e:  # every INT8 GEMM declines
     _qgemm = None
     _QGEMM_MISSING = f"fdbert_native._qgemm did not import ({_e})"
 
-__all__ = ["linear", "layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8",
+__all__ = ["embedding", "linear", "layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8",
            "qlinear", "qlinear_s32", "encoder_layer", "op_paths"]
 
 #: The ops this module implements, each with one kernel family in fdbert_native._fp32.
@@ -59,6 +60,7 @@ def op_paths() -> dict[str, str]:
         if _qgemm.AMX in _qgemm.supported_dense_isas():
             qpath += f" (amx from M = {_qgemm.AMX_AUTO_MIN_M} rows, 1x4-sparse weights too)"
     paths.update({op: qpath for op in INT8_OPS})
+    paths["embedding"] = "row copy" if _fp32 is not None else "reference"
     paths["linear"] = _linear_path()   # fdbert_native._sgemm (defined at the end of this file)
     paths["encoder_layer"] = "fused INT8 block; float layers decline to the reference block"
     return paths
@@ -77,6 +79,18 @@ def _take(a, name, dtype, *, min_ndim=0):  # -> a, unchanged
     if not a.flags.c_contiguous:
         raise Declined(f"{name} is not C-contiguous")
     return a
+
+
+def embedding(ids, table):  # int64 [n], f32 [V, D] -> f32 [n, D]
+    """y[i] = table[ids[i]], the same bits as np.take (a copy)."""
+    _take(ids, "embedding: ids", np.int64)
+    _take(table, "embedding: table", np.float32)
+    if ids.ndim != 1 or table.ndim != 2:
+        raise Declined(f"embedding: ids must be [n] and table [V, D], got {ids.shape} and {table.shape}")
+    try:
+        return _fp32.embedding(ids, table, np.empty((ids.shape[0], table.shape[1]), np.float32))
+    except IndexError as exc:
+        raise Declined(f"{exc} (the reference wraps a negative id, or raises)") from None
 
 
 # ---- row ops: [..., D] viewed as [rows, D] ---------------------------------------------------------

@@ -7,6 +7,7 @@
 #include "fp32_ops.h"
 
 #include <math.h>
+#include <string.h>
 #include <stddef.h>
 
 #if defined(__x86_64__)
@@ -344,4 +345,17 @@ void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float 
 {
     const float params[2] = {scale, zp};
     run_pointwise(dequantize_generic, dequantize_avx512, 1, 4, q, n, x, params, isa, nthreads);
+}
+
+/* ================================================================ embedding: a row gather */
+
+int fp_embedding(const int64_t *ids, int64_t n, const float *table, int64_t V, int64_t D, float *out,
+                 int nthreads)
+{
+    for (int64_t i = 0; i < n; i++)   /* validate first: nothing is written on a bad id */
+        if (ids[i] < 0 || ids[i] >= V) return -1;
+    int nt = threads_for(n * D, nthreads);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t i = 0; i < n; i++) memcpy(out + i * D, table + ids[i] * D, (size_t)D * sizeof(float));
+    return 0;
 }

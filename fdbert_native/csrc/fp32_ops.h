@@ -49,4 +49,9 @@ void fp_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q
 void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float *x, int isa,
                       int nthreads);
 
+/* out[i, :] = table[ids[i], :]: ids int64 [n], table f32 [V, D], out f32 [n, D]. Returns 0, or -1
+ * (nothing written) when an id lies outside [0, V). A row copy: no ISA paths. */
+int fp_embedding(const int64_t *ids, int64_t n, const float *table__vd, int64_t V, int64_t D,
+                 float *out__nd, int nthreads);
+
 #endif /* FDBERT_FP32_OPS_H */
