@@ -94,6 +94,21 @@ def test_calibration_minmax_sees_the_layer_inputs(model, texts):
     assert set(cal) == {(i, n) for i in range(c.n_layers) for n in LINEARS}
 
 
+def test_calibrations_in_parallel_threads_do_not_collide(model, texts):
+    """Each calibration registers its own recording backend (a per-run name), selected in its own
+    context: two threads calibrating at once get what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+    halves = (texts[: len(texts) // 2], texts[len(texts) // 2:])
+    alone = [calibrate(model, h, progress=False) for h in halves]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda h: calibrate(model, h, progress=False), halves * 3))
+    for got, want in zip(together, alone * 3):
+        assert got.keys() == want.keys()
+        for key in want:
+            assert (got[key].lo, got[key].hi) == (want[key].lo, want[key].hi), key
+    assert not [n for n in fdbert.available_backends() if n.startswith("fdbert-calibration")]
+
+
 def test_percentile_range_on_a_hand_made_histogram():
     hist = np.array([1] + [0] * 8 + [9998] + [0] * 89 + [1])  # 100 bins over [0, 100], 10,000 values
     # p = 99.99: the CDF first reaches .9999 in bin 9 -> hi = its right edge 10; counted from the top,

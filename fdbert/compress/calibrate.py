@@ -20,6 +20,7 @@ destroys information the model relies on. docs/accuracy.md has the numbers.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from ._model import linear_names
 
 METHODS = ("minmax", "percentile")
 BINS = 4096
-_BACKEND = "fdbert-calibration"
+_BACKEND = "fdbert-calibration"   # + a per-run suffix: concurrent calibrations each get their own
 
 
 @dataclass
@@ -40,6 +41,9 @@ class Calibration:
     channel_lo: np.ndarray     # f32 [K] per-channel min over the calibration tokens
     channel_hi: np.ndarray     # f32 [K] per-channel max
     outliers: np.ndarray       # int32 [k_o] channels kept in float32 (sorted)
+
+
+_RUNS = itertools.count()
 
 
 class Recorder:
@@ -81,13 +85,14 @@ def run_recorded(model, texts, observe, batch_size=32, progress=True, desc="cali
     if progress:
         from ..progress import progress_bar
         batches = progress_bar(batches, total=len(batches), desc=desc)
-    backend.register_backend(_BACKEND, rec)
+    name = f"{_BACKEND}-{next(_RUNS)}"   # registered process-wide, selected for this context only
+    backend.register_backend(name, rec)
     try:
-        with backend.set_backend(_BACKEND):
+        with backend.set_backend(name):
             for batch in batches:
                 model.forward_packed(batch)
     finally:
-        backend.unregister_backend(_BACKEND)
+        backend.unregister_backend(name)
 
 
 def calibrate(model, texts, method="minmax", percentile=99.99, outlier_threshold=None, batch_size=32,
