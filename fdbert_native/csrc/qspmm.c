@@ -342,7 +342,8 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
                   cptrs[w_], Ns[w_], &eps[w_], isa, transpose);                                  \
     } while (0)
     /* One parallel region (each region start and barrier costs a wake-up of the sleeping workers:
-     * 20-60 us on a VM with OMP_WAIT_POLICY=PASSIVE, as much as a whole M = 128 SpMM). When the
+     * 20-60 us on a VM with OMP_WAIT_POLICY=PASSIVE, as much as a whole M = 128 SpMM; fdbert's
+     * default short spin hides most of it). When the
      * token tiles split evenly over the threads (M = 128, 2 threads: one tile each), every thread
      * repacks its own tiles and computes all their channel groups: no barrier at all. Otherwise
      * repack, barrier, then the (tile, group) tasks in token-major static order. */
