@@ -118,7 +118,7 @@ def _load_extension():
     # at 100% while the process only waits for requests -- the complaint users file against other
     # inference engines -- and steals the cores from the rest of the program. Sleeping at once
     # (OMP_WAIT_POLICY=PASSIVE) costs a futex wake-up, 50-100 us on a VM, at each of the ~30
-    # regions of a forward pass: 14.7 ms instead of 11.3 ms at batch 1 (docs/benchmarks.md). So a
+    # regions of a forward pass: 14.7 ms instead of 11.3-11.9 ms at batch 1 (docs/benchmarks.md). So a
     # worker spins DEFAULT_SPIN_COUNT iterations (~0.6 ms, measured ~19 ns each) -- long enough
     # to bridge the gaps inside a forward pass, short enough that an idle process uses no CPU --
     # and then sleeps. libgomp reads the variables once, when it is loaded, which importing _cpu
