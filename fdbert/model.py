@@ -70,8 +70,6 @@ class Encoder:
     round a row differently for another row count, within the float tolerances).
     """
 
-    max_tokens_per_pass: int | None = None   # set per instance in __init__
-
     def __init__(self, config: EncoderConfig, weights: EncoderWeights, tokenizer: Tokenizer | None = None,
                  pooling: PoolingConfig = PoolingConfig(), name: str = ""):
         self.config, self.weights, self.tokenizer, self.pooling, self.name = \

@@ -40,8 +40,8 @@ except ImportError as _e:  # every INT8 GEMM declines
     _qgemm = None
     _QGEMM_MISSING = f"fdbert_native._qgemm did not import ({_e})"
 
-__all__ = ["embedding", "linear", "layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8",
-           "qlinear", "qlinear_s32", "encoder_layer", "op_paths"]
+__all__ = ["embedding", "linear", "layer_norm", "softmax", "gelu", "attention", "quantize_u8",
+           "dequantize_u8", "qlinear", "qlinear_s32", "encoder_layer", "op_paths"]
 
 #: The ops this module implements, each with one kernel family in fdbert_native._fp32.
 FP32_OPS = ("layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8")
@@ -198,13 +198,22 @@ def _packed(qweight):  # QuantizedLinear -> dense packed s8 array or _qgemm.Pack
         if tuple(w.blocksize) != (1, 4):
             raise Declined(f"qlinear: blocksize {tuple(w.blocksize)}; the native SpMM takes (1, 4)")
         p = _qgemm.pack_bsr(w.data, w.indices, w.indptr, w.shape)
-        _request_amx_once()
     else:
         _take(qweight.weight, "qlinear: weight", np.int8)
         p, _ = _qgemm.pack_dense(qweight.weight)
-        _request_amx_once()
+    _request_amx_once()
     qweight.packed["native"] = p
     return p
+
+
+def _kernel_weight(qweight, packed, M):  # -> (packed weight the kernel reads, sparse?)
+    """``packed`` (from _packed) and whether it goes to the SpMM, or, for a sparse weight the AMX
+    GEMM should run at M rows, its dense packing (_dense_on_amx) for the dense GEMM."""
+    if qweight.sparse:
+        dense = _dense_on_amx(qweight, M)
+        if dense is not None:
+            return dense, False
+    return packed, qweight.sparse
 
 
 def _dense_on_amx(qweight, M):  # -> dense packed s8 array | None
@@ -253,12 +262,8 @@ def _check_qlinear_input(x_u8, qweight):  # -> (M, N)
 def qlinear_s32(x_u8, qweight):  # u8 [M, K], QuantizedLinear [N, K] -> s32 [M, N]
     """acc[m, n] = sum_k x[m, k] * wq[n, k], exact in int32 (bit-identical to the reference)."""
     M, N = _check_qlinear_input(x_u8, qweight)
-    p = _packed(qweight)
-    out = np.empty((M, N), np.int32)
-    if qweight.sparse:
-        pd = _dense_on_amx(qweight, M)
-        return _qgemm.qspmm_s32(x_u8, p, out) if pd is None else _qgemm.qgemm_s32(x_u8, pd, out)
-    return _qgemm.qgemm_s32(x_u8, p, out)
+    p, sparse = _kernel_weight(qweight, _packed(qweight), M)
+    return (_qgemm.qspmm_s32 if sparse else _qgemm.qgemm_s32)(x_u8, p, np.empty((M, N), np.int32))
 
 
 def qlinear(x_u8, qweight, *, gelu=False, residual=None, out_scale=None,
@@ -316,11 +321,7 @@ def _qlin(x_u8, lin, packed, nt, *, gelu=False, residual=None, out_qparams=None)
     with enough rows the dense AMX GEMM (_dense_on_amx); f32 out, or u8 with out_qparams."""
     M, N = x_u8.shape[0], lin.shape[0]
     ep = (lin.comp, lin.mult, lin.bias)
-    sparse = lin.sparse
-    if sparse:
-        dense = _dense_on_amx(lin, M)
-        if dense is not None:
-            packed, sparse = dense, False
+    packed, sparse = _kernel_weight(lin, packed, M)
     if out_qparams is None:
         fn = _qgemm.qspmm_f32 if sparse else _qgemm.qgemm_f32
         return fn(x_u8, packed, *ep, np.empty((M, N), np.float32), residual=residual, gelu=gelu,
@@ -337,8 +338,9 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
     (so the same bits), called directly: no dispatch, no per-op checks after the first call on a
     layer (its plan is cached), and Q, K, V sparse in one SpMM call. (Small row ops used to run on
     one thread to dodge OpenMP wake-ups; with fdbert's short spin before sleeping, two threads
-    took batch 1 from ~10.2 to ~9.5 ms.) Float outlier channels are added exactly where the reference block adds them (the small
-    float product goes through ``fdbert.ops.linear``, as there). Declines float layers (the
+    took batch 1 from ~10.2 to ~9.5 ms.) Float outlier channels are added exactly where the
+    reference block adds them (the small float product goes through ``fdbert.ops.linear``, as
+    there). Declines float layers (the
     reference block then composes the native ops), Q/K/V with different input quantization (the
     reference raises its error) and shapes it does not expect.
     """
