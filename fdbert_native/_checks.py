@@ -1,4 +1,5 @@
-"""Argument checks shared by the thin Cython wrappers (_fp32, _qgemm, _sgemm)."""
+"""Argument checks shared by the thin Cython wrappers (_fp32, _qgemm, _sgemm), and the ISA-path
+table of _fp32 and _sgemm."""
 
 import numpy as np
 
@@ -33,3 +34,37 @@ def empty_aligned(shape, dtype, align=64):
     raw = np.empty(n + align, np.uint8)
     start = (-raw.ctypes.data) % align
     return raw[start:start + n].view(dtype).reshape(shape)
+
+
+class IsaPaths:
+    """The ISA paths of one kernel family, lowest to highest, each with the CPU-feature mask it needs
+    (fdbert_native._cpu bits); a path may run when all of them are in ``usable_mask()`` (the CPU,
+    the OS and fdbert_native's disabled features)."""
+
+    def __init__(self, names, needs, usable_mask):
+        self.names, self._needs, self._usable = tuple(names), tuple(needs), usable_mask
+
+    def isa_supported(self, name):
+        """True if path `name` may run now (CPU, OS state and fdbert_native's disabled features)."""
+        if name not in self.names:
+            raise ValueError(f"isa must be one of {self.names}, got {name!r}")
+        need = self._needs[self.names.index(name)]
+        return (self._usable() & need) == need
+
+    def supported_isas(self):
+        """The paths that may run now, lowest to highest."""
+        usable = self._usable()
+        return tuple(n for n, need in zip(self.names, self._needs) if (usable & need) == need)
+
+    def best_isa(self):
+        """What isa="auto" runs now."""
+        return self.supported_isas()[-1]
+
+    def index(self, name):  # "auto" or a path name -> its position in names; ValueError if it cannot run
+        if name == "auto":
+            name = self.best_isa()
+        if name not in self.names:
+            raise ValueError(f"isa must be 'auto' or one of {self.names}, got {name!r}")
+        if not self.isa_supported(name):
+            raise ValueError(f"isa {name!r} cannot run on this CPU now (available: {self.supported_isas()})")
+        return self.names.index(name)

@@ -16,11 +16,14 @@ CPU cannot run raises ValueError. ``num_threads`` <= 0 means fdbert_native.get_n
 """
 import numpy as np
 
+from fdbert_native._checks import IsaPaths, check_array as _check
+from fdbert_native._cpu import usable_mask
+
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t
 
 from fdbert_native._cpu cimport (FDB_AVX2, FDB_AVX512BW, FDB_AVX512DQ, FDB_AVX512F, FDB_AVX512VL,
-                                 FDB_FMA, cpu_mask, num_threads)
+                                 FDB_FMA, num_threads)
 
 cnp.import_array()
 
@@ -38,40 +41,12 @@ cdef uint64_t _AVX512_MASK = (_AVX2_MASK | (<uint64_t>1 << FDB_AVX512F)
                               | (<uint64_t>1 << FDB_AVX512DQ))
 
 
-def isa_supported(name):
-    """True if path `name` may run now (CPU, OS state and fdbert_native's disabled features)."""
-    if name == "generic":
-        return True
-    if name == "avx2":
-        return (cpu_mask() & _AVX2_MASK) == _AVX2_MASK
-    if name == "avx512":
-        return (cpu_mask() & _AVX512_MASK) == _AVX512_MASK
-    raise ValueError(f"isa must be one of {ISAS}, got {name!r}")
-
-
-def supported_isas():
-    """The paths that may run now, lowest to highest."""
-    return tuple(name for name in ISAS if isa_supported(name))
-
-
-def best_isa():
-    """What isa="auto" runs now."""
-    for name in reversed(ISAS):   # (no negative indexing: the build sets wraparound=False)
-        if isa_supported(name):
-            return name
+_PATHS = IsaPaths(ISAS, (0, _AVX2_MASK, _AVX512_MASK), usable_mask)
+isa_supported, supported_isas, best_isa = _PATHS.isa_supported, _PATHS.supported_isas, _PATHS.best_isa
 
 
 cdef int _isa(name) except -1:
-    if name == "auto":
-        name = best_isa()
-    if name not in ISAS:
-        raise ValueError(f"isa must be 'auto' or one of {ISAS}, got {name!r}")
-    if not isa_supported(name):
-        raise ValueError(f"isa {name!r} cannot run on this CPU now (available: {supported_isas()})")
-    return {"generic": SG_ISA_GENERIC, "avx2": SG_ISA_AVX2, "avx512": SG_ISA_AVX512}[name]
-
-
-from fdbert_native._checks import check_array as _check
+    return (SG_ISA_GENERIC, SG_ISA_AVX2, SG_ISA_AVX512)[_PATHS.index(name)]
 
 
 cdef int _threads(n):
