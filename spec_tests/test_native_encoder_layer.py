@@ -106,7 +106,7 @@ def test_the_model_runs_the_fused_block(tiny):
 
     nops.encoder_layer = spy
     try:
-        with fdbert.set_backend("native"):   # (only=True cannot run a model: no native embedding)
+        with fdbert.set_backend("native", only=True):   # every op of the forward pass is native
             got = q.forward_packed(batch)
     finally:
         nops.encoder_layer = real

@@ -173,6 +173,7 @@ def _check_case(isa, c, sparse):
     np.testing.assert_array_equal(out, exact(x, w))
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["qgemm", "qspmm"])
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 @SETTINGS
 @given(c=cases())
@@ -182,21 +183,8 @@ def _check_case(isa, c, sparse):
 @example(c=HARD[3])
 @example(c=HARD[4])
 @example(c=HARD[5])
-def test_qgemm_s32_exact(isa, c):
-    _check_case(isa, c, sparse=False)
-
-
-@pytest.mark.parametrize("isa", ISA_PARAMS)
-@SETTINGS
-@given(c=cases())
-@example(c=HARD[0])
-@example(c=HARD[1])
-@example(c=HARD[2])
-@example(c=HARD[3])
-@example(c=HARD[4])
-@example(c=HARD[5])
-def test_qspmm_s32_exact(isa, c):
-    _check_case(isa, c, sparse=True)
+def test_s32_exact(isa, sparse, c):
+    _check_case(isa, c, sparse=sparse)
 
 
 @functools.lru_cache(maxsize=None)
