@@ -33,6 +33,9 @@ cdef extern from "fp32_ops.h" nogil:
     void fp_gelu(const float *x, int64_t n, float *y, int isa, int nthreads)
     void fp_erf(const float *x, int64_t n, float *y, int isa, int nthreads)
     void fp_exp(const float *x, int64_t n, float *y, int isa, int nthreads)
+    void fp_layer_norm_u8(const float *x, int64_t n, int64_t D, const float *w, const float *b,
+                          float eps, float *y, float scale, float zp, uint8_t *q, int isa,
+                          int nthreads)
     void fp_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
                         int nthreads)
     void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float *x, int isa,
@@ -44,7 +47,10 @@ cdef extern from "attention.h" nogil:
     int FP_OK, FP_ENOMEM, FP_ENOKEYS
     int fp_attention(const float *q, const float *k, const float *v, const int32_t *cu_q,
                      const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
-                     float *out, int isa, int nthreads)
+                     float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa, int nthreads)
+    ctypedef struct fp_attn_u8:
+        float scale
+        float zp
 
 #: ISA paths, lowest to highest (the FP_ISA_* order in fp32_ops.h).
 ISAS = ("generic", "avx512")
@@ -89,6 +95,28 @@ def layer_norm(x, weight, bias, eps, out, isa="auto", num_threads=0):
     with nogil:
         fp_layer_norm(px, n, D, pw, pb, e, po, i, nt)
     return out
+
+
+def layer_norm_quantize_u8(x, weight, bias, eps, out, scale, zero_point, out_u8, isa="auto",
+                           num_threads=0):
+    """layer_norm(x, weight, bias, eps, out), then quantize_u8(out, scale, zero_point, out_u8), in
+    one pass over the rows (the same bits as the two calls): out f32 and out_u8 u8 [n, D]."""
+    _check(x, "x", np.float32, (None, None))
+    cdef int64_t n = x.shape[0], D = x.shape[1]
+    _check(weight, "weight", np.float32, (D,))
+    _check(bias, "bias", np.float32, (D,))
+    _check(out, "out", np.float32, (n, D))
+    _check(out_u8, "out_u8", np.uint8, (n, D))
+    cdef float s = _qscale(scale), z = _qzero_point(zero_point), e = eps
+    cdef int i = _isa(isa), nt = _threads(num_threads)
+    cdef const float *px = <const float *>_ptr(x)
+    cdef const float *pw = <const float *>_ptr(weight)
+    cdef const float *pb = <const float *>_ptr(bias)
+    cdef float *po = <float *>_ptr(out)
+    cdef uint8_t *pq = <uint8_t *>_ptr(out_u8)
+    with nogil:
+        fp_layer_norm_u8(px, n, D, pw, pb, e, po, s, z, pq, i, nt)
+    return out, out_u8
 
 
 def softmax(x, out, isa="auto", num_threads=0):
@@ -138,6 +166,22 @@ def exp(x, out, isa="auto", num_threads=0):
     return _unary(fp_exp, x, out, isa, num_threads)
 
 
+cdef float _qscale(scale) except -1:
+    """A quantization scale as the kernels take it: a finite float32 > 0."""
+    cdef float s = scale
+    if not (s > 0 and s < float("inf")):
+        raise ValueError(f"scale must be a finite float32 > 0, got {scale!r}")
+    return s
+
+
+cdef float _qzero_point(zero_point) except -1:
+    """A u8 zero point as the kernels take it: an integer in [0, 255], as a float."""
+    cdef float z = zero_point
+    if not (0 <= zero_point <= 255 and z == int(zero_point)):
+        raise ValueError(f"zero_point must be an integer in [0, 255], got {zero_point!r}")
+    return z
+
+
 def quantize_u8(x, scale, zero_point, out, isa="auto", num_threads=0):
     """out = u8(clip(rint(x / scale) + zero_point, 0, 255)) in float32: x f32 [n], out u8 [n].
 
@@ -146,11 +190,7 @@ def quantize_u8(x, scale, zero_point, out, isa="auto", num_threads=0):
     _check(x, "x", np.float32, (None,))
     cdef int64_t n = x.shape[0]
     _check(out, "out", np.uint8, (n,))
-    cdef float s = scale, z = zero_point
-    if not (s > 0 and s < float("inf")):
-        raise ValueError(f"scale must be a finite float32 > 0, got {scale!r}")
-    if not (0 <= zero_point <= 255 and z == int(zero_point)):
-        raise ValueError(f"zero_point must be an integer in [0, 255], got {zero_point!r}")
+    cdef float s = _qscale(scale), z = _qzero_point(zero_point)
     cdef int i = _isa(isa), nt = _threads(num_threads)
     cdef const float *px = <const float *>_ptr(x)
     cdef uint8_t *po = <uint8_t *>_ptr(out)
@@ -164,9 +204,7 @@ def dequantize_u8(q, scale, zero_point, out, isa="auto", num_threads=0):
     _check(q, "q", np.uint8, (None,))
     cdef int64_t n = q.shape[0]
     _check(out, "out", np.float32, (n,))
-    cdef float s = scale, z = zero_point
-    if not (0 <= zero_point <= 255 and z == int(zero_point)):
-        raise ValueError(f"zero_point must be an integer in [0, 255], got {zero_point!r}")
+    cdef float s = scale, z = _qzero_point(zero_point)
     cdef int i = _isa(isa), nt = _threads(num_threads)
     cdef const uint8_t *pq = <const uint8_t *>_ptr(q)
     cdef float *po = <float *>_ptr(out)
@@ -192,12 +230,14 @@ cdef bint _cu_ok(const int32_t *cu, int64_t B, int64_t n) noexcept:
 
 
 def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None, isa="auto",
-              num_threads=0):
+              num_threads=0, quantize=None):
     """out[rows of b, h] = softmax(q_bh k_bh^T * scale [causal, aligned at the end]) v_bh.
 
     q, out f32 [nq, H, Dh]; k, v f32 [nk, H, Dh]; cu_seqlens_q, cu_seqlens_k int32 [B + 1] with
-    0 <= cu[b] <= cu[b+1] <= n. ``out`` must be zero-filled by the caller: rows outside every
-    sequence are left untouched. scale None means 1/sqrt(Dh), rounded to float32.
+    0 <= cu[b] <= cu[b+1] <= n. Rows outside every sequence are left untouched (zero-fill ``out``
+    first unless the sequences cover it). scale None means 1/sqrt(Dh), rounded to float32.
+    quantize=(x_scale, x_zero_point): ``out`` is u8 [nq, H, Dh] and receives
+    quantize_u8(attention, x_scale, x_zero_point) -- the same bits as the two calls, in one pass.
     """
     _check(q, "q", np.float32, (None, None, None))
     cdef int64_t nq = q.shape[0], H = q.shape[1], Dh = q.shape[2]
@@ -209,7 +249,10 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None
     if B < 0:
         raise ValueError("cu_seqlens_q must have B + 1 >= 1 entries")
     _check(cu_seqlens_k, "cu_seqlens_k", np.int32, (B + 1,))
-    _check(out, "out", np.float32, (nq, H, Dh))
+    _check(out, "out", np.float32 if quantize is None else np.uint8, (nq, H, Dh))
+    cdef fp_attn_u8 qp
+    if quantize is not None:
+        qp.scale, qp.zp = _qscale(quantize[0]), _qzero_point(quantize[1])
     for name, cu, n in (("cu_seqlens_q", cu_seqlens_q, nq), ("cu_seqlens_k", cu_seqlens_k, nk)):
         if not _cu_ok(<const int32_t *>_ptr(cu), B, n):
             raise ValueError(f"{name} must be non-decreasing within [0, {n}], got {cu}")
@@ -220,9 +263,10 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None
     cdef const float *pv = <const float *>_ptr(v)
     cdef const int32_t *pcq = <const int32_t *>_ptr(cu_seqlens_q)
     cdef const int32_t *pck = <const int32_t *>_ptr(cu_seqlens_k)
-    cdef float *po = <float *>_ptr(out)
+    cdef float *po = <float *>_ptr(out) if quantize is None else NULL
+    cdef uint8_t *poq = <uint8_t *>_ptr(out) if quantize is not None else NULL
     with nogil:
-        rc = fp_attention(pq, pk, pv, pcq, pck, B, H, Dh, c, sc, po, i, nt)
+        rc = fp_attention(pq, pk, pv, pcq, pck, B, H, Dh, c, sc, po, poq, &qp, i, nt)
     if rc == FP_ENOKEYS:
         raise ValueError("attention: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
     if rc == FP_ENOMEM:

@@ -373,6 +373,11 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
         _fp32.layer_norm(a, ln.weight, ln.bias, eps, out, num_threads=nt)
         return out
 
+    def layer_norm_quantize(a, ln, lin):   # (layer_norm(a), quantize(layer_norm(a), lin)), one pass
+        return _fp32.layer_norm_quantize_u8(a, ln.weight, ln.bias, eps, np.empty_like(a),
+                                            lin.x_scale, lin.x_zero_point,
+                                            np.empty(a.shape, np.uint8), num_threads=nt)
+
     def plus_outliers(y, a, lin):   # y + a[:, outliers] @ outlier_weight.T, as the reference block
         if not len(lin.outliers):
             return y
@@ -388,12 +393,18 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
     else:
         qkv = [_qlin(xq, lin, p, nt) for lin, p in ((ql, pq), (kl, pk), (vl, pv))]
     q, k, v = (plus_outliers(y, x, lin).reshape(n, H, Dh) for y, lin in zip(qkv, (ql, kl, vl)))
-    a = np.zeros((n, H, Dh), np.float32)
-    _fp32.attention(q, k, v, cu_seqlens, cu_seqlens, a, num_threads=nt)
-    a = a.reshape(n, D)
-    y = plus_outliers(_qlin(quantize(a, ol), ol, po, nt, residual=x), a, ol)
-    x = layer_norm(y, layer.sa_layer_norm)
-    xq = quantize(x, l1)
+    # cu_seqlens runs from 0 to n: every row of the attention output is written
+    if not len(ol.outliers):   # attention emits the O projection's u8 input directly
+        aq = np.empty((n, H, Dh), np.uint8)
+        _fp32.attention(q, k, v, cu_seqlens, cu_seqlens, aq, num_threads=nt,
+                        quantize=(ol.x_scale, ol.x_zero_point))
+        y = _qlin(aq.reshape(n, D), ol, po, nt, residual=x)
+    else:
+        a = np.empty((n, H, Dh), np.float32)
+        _fp32.attention(q, k, v, cu_seqlens, cu_seqlens, a, num_threads=nt)
+        a = a.reshape(n, D)
+        y = plus_outliers(_qlin(quantize(a, ol), ol, po, nt, residual=x), a, ol)
+    x, xq = layer_norm_quantize(y, layer.sa_layer_norm, l1)
     if not len(l1.outliers) and not len(l2.outliers):   # GELU + requantize fused: FFN1 emits u8
         hq = _qlin(xq, l1, p1, nt, gelu=True,
                    out_qparams=(float(l2.x_scale), float(l2.x_zero_point)))

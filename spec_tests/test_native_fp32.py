@@ -212,6 +212,27 @@ def test_layer_norm_paths_agree_bit_for_bit():
         assert a.tobytes() == c.tobytes(), D
 
 
+@SETTINGS
+@given(n=st.integers(0, 9), D=widths, seed=seeds, xscale=st.sampled_from([1e-3, 0.02, 0.3]),
+       zp=st.integers(0, 255))
+@example(n=3, D=768, seed=0, xscale=0.02, zp=128)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_layer_norm_quantize_is_layer_norm_then_quantize(isa, n, D, seed, xscale, zp):
+    """The fused kernel returns the bytes of layer_norm and of quantize_u8 of its output (same
+    path), for 1-4 threads; the f32 output is the layer_norm one."""
+    rng = rng_of(seed)
+    x = rng.normal(0, 3, (n, D)).astype(np.float32)
+    w, b = rng.normal(1, 0.5, D).astype(np.float32), rng.normal(0, 1, D).astype(np.float32)
+    s32 = np.float32(xscale)
+    y = _fp32.layer_norm(x, w, b, 1e-12, np.empty_like(x), isa=isa)
+    yq = _fp32.quantize_u8(y.reshape(-1), s32, zp, np.empty(y.size, np.uint8), isa=isa).reshape(y.shape)
+    got = run_all_threads(lambda nt: np.concatenate([a.reshape(-1).view(np.uint8) for a in
+                                                     _fp32.layer_norm_quantize_u8(
+        x, w, b, 1e-12, np.empty_like(x), s32, zp, np.empty(x.shape, np.uint8), isa=isa,
+        num_threads=nt)]))
+    np.testing.assert_array_equal(got, np.concatenate([y.reshape(-1).view(np.uint8), yq.reshape(-1)]))
+
+
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_layer_norm_many_rows_threads(isa):
     rng = rng_of(11)
@@ -434,6 +455,38 @@ def test_attention_decoder_step_equals_full_causal_rows(isa, batch, n_new):
     step = _fp32.attention(np.ascontiguousarray(k[rows]), k, v, cu_q, cu_k,
                            np.zeros((len(rows),) + k.shape[1:], np.float32), causal=True, scale=scale, isa=isa)
     assert step.tobytes() == full[rows].tobytes()
+
+
+@SETTINGS
+@given(batch=packed_batches(), xscale=st.sampled_from([1e-3, 0.01, 0.05]), zp=st.integers(0, 255))
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_attention_quantized_output_is_attention_then_quantize(isa, batch, xscale, zp):
+    """quantize=(scale, zp) gives the bytes of quantize_u8 applied to the float32 output of the same
+    path (the fused block's attention -> u8 input of the O projection), for 1-4 threads; rows
+    outside every sequence are left untouched in both."""
+    q, k, v, cu_q, cu_k, causal, scale = batch
+    s32 = np.float32(xscale)
+    a = _fp32.attention(q, k, v, cu_q, cu_k, np.zeros_like(q), causal=causal, scale=scale, isa=isa)
+    want = _fp32.quantize_u8(a.reshape(-1), s32, zp, np.empty(a.size, np.uint8), isa=isa).reshape(a.shape)
+    outside = np.ones(len(q), bool)
+    for b in range(len(cu_q) - 1):
+        outside[cu_q[b]:cu_q[b + 1]] = False
+    want[outside] = 7   # the sentinel the untouched rows keep
+    got = run_all_threads(lambda nt: _fp32.attention(
+        q, k, v, cu_q, cu_k, np.full(q.shape, 7, np.uint8), causal=causal, scale=scale, isa=isa,
+        num_threads=nt, quantize=(s32, zp)))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_attention_quantize_arguments_are_checked():
+    q = np.ones((2, 1, 4), np.float32)
+    cu = np.array([0, 2], np.int32)
+    with pytest.raises(TypeError, match="out must have dtype uint8, got float32"):
+        _fp32.attention(q, q, q, cu, cu, np.zeros_like(q), quantize=(0.1, 0))
+    with pytest.raises(ValueError, match="scale must be"):
+        _fp32.attention(q, q, q, cu, cu, np.zeros(q.shape, np.uint8), quantize=(0.0, 0))
+    with pytest.raises(ValueError, match="zero_point must be"):
+        _fp32.attention(q, q, q, cu, cu, np.zeros(q.shape, np.uint8), quantize=(0.1, 256))
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)

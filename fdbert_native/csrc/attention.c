@@ -34,8 +34,18 @@ static inline int64_t visible_keys(int64_t i, int64_t Lq, int64_t Lk, int causal
 }
 
 /* ---------------------------------------------------------------- generic: one query at a time */
+/* The INT8 contract's quantize of one value (fp32_ops.c's generic quantize). */
+static inline uint8_t quantize1(float y, const fp_attn_u8 *qp)
+{
+    float r = nearbyintf(y / qp->scale) + qp->zp;
+    r = r < 0.0f ? 0.0f : r;
+    r = r > 255.0f ? 255.0f : r;
+    return (uint8_t)r;
+}
+
 static void pair_generic(const float *q, const float *k, const float *v, int64_t Lq, int64_t Lk,
-                         int64_t rs, int64_t Dh, int causal, float scale, float *out, float *s)
+                         int64_t rs, int64_t Dh, int causal, float scale, float *out, uint8_t *outq,
+                         const fp_attn_u8 *qp, float *s)
 {
     /* q, k, v, out point at the pair's first row and head; consecutive rows are rs floats apart. */
     for (int64_t i = 0; i < Lq; i++) {
@@ -48,11 +58,11 @@ static void pair_generic(const float *q, const float *k, const float *v, int64_t
             s[j] = dot * scale;
         }
         fp_softmax_row_generic(s, nk);
-        float *oi = out + i * rs;
-        for (int64_t d = 0; d < Dh; d++) oi[d] = 0.0f;
-        for (int64_t j = 0; j < nk; j++) {
-            const float *vj = v + j * rs;
-            for (int64_t d = 0; d < Dh; d++) oi[d] += s[j] * vj[d];
+        for (int64_t d = 0; d < Dh; d++) {
+            float o = 0.0f;
+            for (int64_t j = 0; j < nk; j++) o += s[j] * v[j * rs + d];
+            if (outq) outq[i * rs + d] = quantize1(o, qp);
+            else out[i * rs + d] = o;
         }
     }
 }
@@ -217,7 +227,8 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void exp_rows(float *s, int64
  * is a constant wherever it is inlined. */
 FDB_AVX512_TARGET __attribute__((always_inline)) static inline void
 pv_tile(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, int64_t dc, int64_t Dh,
-        const float inv[QB], float *const orow[QB], const int nv)
+        const float inv[QB], float *const orow[QB], uint8_t *const qrow[QB], const fp_attn_u8 *qp,
+        const int nv)
 {
     __m512 o[QB][4];
 #pragma GCC unroll 8
@@ -236,26 +247,34 @@ pv_tile(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, i
         }
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < QB; r++)
-        if (orow[r]) {
-            __m512 vinv = _mm512_set1_ps(inv[r]);
+    for (int r = 0; r < QB; r++) {
+        const __m512 vinv = _mm512_set1_ps(inv[r]);
+        if (qrow[r]) {
+            const __m512 scale = _mm512_set1_ps(qp->scale), zp = _mm512_set1_ps(qp->zp);
+#pragma GCC unroll 4
+            for (int b = 0; b < nv; b++)
+                _mm512_mask_cvtepi32_storeu_epi8(qrow[r] + dc + 16 * b, lanes_mask(Dh - dc - 16 * b),
+                                                 fdb_quantize16(_mm512_mul_ps(o[r][b], vinv), scale, zp));
+        } else if (orow[r]) {
 #pragma GCC unroll 4
             for (int b = 0; b < nv; b++)
                 _mm512_mask_storeu_ps(orow[r] + dc + 16 * b, lanes_mask(Dh - dc - 16 * b), _mm512_mul_ps(o[r][b], vinv));
         }
+    }
 }
 
 /* The P V product of QB rows over all ldV channels: tiles of 64 channels, then one of 16-48. */
 FDB_AVX512_TARGET __attribute__((noinline)) static void pv_rows(const float *e, int64_t ldS, const float *vp,
                                                                 int64_t ldV, int64_t nk, int64_t Dh,
-                                                                const float inv[QB], float *const orow[QB])
+                                                                const float inv[QB], float *const orow[QB],
+                                                                uint8_t *const qrow[QB], const fp_attn_u8 *qp)
 {
     int64_t dc = 0;
-    for (; dc + 64 <= ldV; dc += 64) pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, 4);
+    for (; dc + 64 <= ldV; dc += 64) pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, qrow, qp, 4);
     switch ((ldV - dc) / 16) {
-    case 3: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, 3); break;
-    case 2: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, 2); break;
-    case 1: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, 1); break;
+    case 3: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, qrow, qp, 3); break;
+    case 2: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, qrow, qp, 2); break;
+    case 1: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, qrow, qp, 1); break;
     }
 }
 
@@ -265,7 +284,8 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void pv_rows(const float *e, 
  * queries at a time instead, the two panels would evict each other every time. */
 FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const float *v, int64_t Lq,
                                           int64_t Lk, int64_t rs, int64_t Dh, int causal, float scale,
-                                          float *out, float *kt, float *vp, float *s)
+                                          float *out, uint8_t *outq, const fp_attn_u8 *qp, float *kt,
+                                          float *vp, float *s)
 {
     int64_t ldS = (Lk + KB - 1) / KB * KB;   /* score row stride: Lk rounded up to a key block */
     int64_t ldV = (Dh + 15) / 16 * 16;       /* V panel row stride: Dh rounded up to 16 lanes */
@@ -285,13 +305,15 @@ FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const 
             int64_t rows = c1 - i0 < QB ? c1 - i0 : QB;
             int64_t nk[QB];
             float *e = s + (i0 - c0) * ldS, inv[QB], *orow[QB];
+            uint8_t *qrow[QB];
             for (int64_t r = 0; r < QB; r++) {
                 nk[r] = visible_keys(r < rows ? i0 + r : i0, Lq, Lk, causal);   /* as in the scores */
-                orow[r] = r < rows ? out + (i0 + r) * rs : NULL;
+                orow[r] = r < rows && out ? out + (i0 + r) * rs : NULL;
+                qrow[r] = r < rows && outq ? outq + (i0 + r) * rs : NULL;
             }
             int64_t nk_max = nk[rows - 1];   /* the last row's */
             exp_rows(e, ldS, nk, nk_max, inv);
-            pv_rows(e, ldS, vp, ldV, nk_max, Dh, inv, orow);
+            pv_rows(e, ldS, vp, ldV, nk_max, Dh, inv, orow, qrow, qp);
         }
     }
 }
@@ -299,7 +321,7 @@ FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const 
 
 int fp_attention(const float *q, const float *k, const float *v, const int32_t *cu_q,
                  const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
-                 float *out, int isa, int nthreads)
+                 float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa, int nthreads)
 {
     int64_t lk_max = 0;
     for (int64_t b = 0; b < B; b++) {
@@ -337,14 +359,15 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
             int64_t q0 = cu_q[b], Lq = cu_q[b + 1] - q0, k0 = cu_k[b], Lk = cu_k[b + 1] - k0;
             if (Lq == 0 || !kt || !vp || !s) continue;
             const float *qb = q + q0 * rs + h * Dh, *kb = k + k0 * rs + h * Dh, *vb = v + k0 * rs + h * Dh;
-            float *ob = out + q0 * rs + h * Dh;
+            float *ob = outq ? NULL : out + q0 * rs + h * Dh;
+            uint8_t *obq = outq ? outq + q0 * rs + h * Dh : NULL;
 #if FP_X86
             if (isa == FP_ISA_AVX512) {
-                pair_avx512(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, kt, vp, s);
+                pair_avx512(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, obq, qp, kt, vp, s);
                 continue;
             }
 #endif
-            pair_generic(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, s);
+            pair_generic(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, obq, qp, s);
         }
         free(kt);
         free(vp);

@@ -28,10 +28,19 @@
 
 enum { FP_OK = 0, FP_ENOMEM = -2, FP_ENOKEYS = -4 };
 
-/* Returns FP_OK, FP_ENOMEM, or FP_ENOKEYS when a query would see no key (Lk = 0 < Lq, or causal
- * with Lk < Lq): its softmax is undefined, and nothing has been written. */
+/* The quantization of a u8 output: outq = u8(clip(rint(out / scale) + zp, 0, 255)), exactly
+ * fp_quantize_u8's arithmetic (the INT8 contract), so one call gives the bits of attention then
+ * quantize_u8 -- without writing and re-reading the float32 output. */
+typedef struct {
+    float scale, zp;
+} fp_attn_u8;
+
+/* Writes out (f32), or when outq is not NULL outq u8 [nq, H, Dh] quantized with *qp instead (out is
+ * then not touched and may be NULL). Returns FP_OK, FP_ENOMEM, or FP_ENOKEYS when a query would see
+ * no key (Lk = 0 < Lq, or causal with Lk < Lq): its softmax is undefined, and nothing has been
+ * written. */
 int fp_attention(const float *q__nhd, const float *k__nhd, const float *v__nhd, const int32_t *cu_q,
                  const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
-                 float *out__nhd, int isa, int nthreads);
+                 float *out__nhd, uint8_t *outq__nhd, const fp_attn_u8 *qp, int isa, int nthreads);
 
 #endif /* FDBERT_ATTENTION_H */

@@ -306,13 +306,9 @@ FDB_AVX512_TARGET static void quantize_avx512(const void *xv, int64_t n, void *q
     const float *x = xv;
     uint8_t *q = qv;
     const __m512 scale = _mm512_set1_ps(params[0]), zp = _mm512_set1_ps(params[1]);
-    const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
     for (int64_t j = 0; j < n; j += LANES) {
         __mmask16 k = tail_mask(n - j);
-        __m512 r = _mm512_div_ps(_mm512_maskz_loadu_ps(k, x + j), scale);
-        r = _mm512_roundscale_ps(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), lo), hi);
-        _mm512_mask_cvtepi32_storeu_epi8(q + j, k, _mm512_cvtps_epi32(r));  /* exact: r integral */
+        _mm512_mask_cvtepi32_storeu_epi8(q + j, k, fdb_quantize16(_mm512_maskz_loadu_ps(k, x + j), scale, zp));
     }
 }
 
@@ -345,6 +341,30 @@ void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float 
 {
     const float params[2] = {scale, zp};
     run_pointwise(dequantize_generic, dequantize_avx512, 1, 4, q, n, x, params, isa, nthreads);
+}
+
+/* ================================================================ layer_norm, then quantize_u8 */
+
+/* The two ops in one pass over the rows: each row is quantized right after its layer norm,
+ * while it is still in L1, with the arithmetic of fp_layer_norm and fp_quantize_u8 (so the same
+ * bits as the two calls), in one parallel region instead of two. */
+void fp_layer_norm_u8(const float *x, int64_t n, int64_t D, const float *w, const float *b, float eps,
+                      float *y, float scale, float zp, uint8_t *q, int isa, int nthreads)
+{
+    const float params[2] = {scale, zp};
+    int nt = threads_for(n * D, nthreads);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < n; r++) {
+#if FP_X86
+        if (isa == FP_ISA_AVX512) {
+            layer_norm_row_avx512(x + r * D, D, w, b, eps, y + r * D);
+            quantize_avx512(y + r * D, D, q + r * D, params);
+            continue;
+        }
+#endif
+        layer_norm_row_generic(x + r * D, D, w, b, eps, y + r * D);
+        quantize_generic(y + r * D, D, q + r * D, params);
+    }
 }
 
 /* ================================================================ embedding: a row gather */

@@ -30,6 +30,11 @@ enum { FP_ISA_GENERIC = 0, FP_ISA_AVX512 = 1, FP_ISA_COUNT = 2 };
 void fp_layer_norm(const float *x__nd, int64_t n, int64_t D, const float *w__d, const float *b__d,
                    float eps, float *y__nd, int isa, int nthreads);
 
+/* fp_layer_norm into y, then fp_quantize_u8(y) into q u8 [n, D]: the same bits, one pass. */
+void fp_layer_norm_u8(const float *x__nd, int64_t n, int64_t D, const float *w__d, const float *b__d,
+                      float eps, float *y__nd, float scale, float zp, uint8_t *q__nd, int isa,
+                      int nthreads);
+
 /* x, y f32 [rows, L], L >= 1. y may alias x. */
 void fp_softmax(const float *x__rl, int64_t rows, int64_t L, float *y__rl, int isa, int nthreads);
 

@@ -17,6 +17,9 @@
  *                 regenerate with the script in docs/kernels.md ("float32 ops"). Measured over
  *                 every float32 in [0, 4.5]: <= 1 ulp from the correctly rounded erf.
  * Both use FMA: these results are within a tolerance of libm's, never bit-matched to it.
+ *   fdb_quantize16(x, scale, zp)  the INT8 contract's u8(clip(rint(x / scale) + zp, 0, 255)) as
+ *                 int32 lanes: a true division, round half to even, the clip in float. Exact:
+ *                 bit-identical to the reference (fp32_ops.c's quantize and attention.c use it).
  */
 #ifndef FDBERT_FP32_VECMATH_H
 #define FDBERT_FP32_VECMATH_H
@@ -82,6 +85,13 @@ FDB_AVX512_TARGET static inline __m512 fdb_erf16(__m512 x)
     y = _mm512_mask_mov_ps(y, big, _mm512_set1_ps(1.0f));
     y = _mm512_min_ps(y, _mm512_set1_ps(1.0f));
     return _mm512_or_ps(y, _mm512_and_ps(x, sign));                   /* erf(-x) = -erf(x) */
+}
+
+FDB_AVX512_TARGET static inline __m512i fdb_quantize16(__m512 x, __m512 scale, __m512 zp)
+{
+    __m512 r = _mm512_roundscale_ps(_mm512_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+    return _mm512_cvtps_epi32(r);   /* exact: r is integral */
 }
 
 #endif /* FDBERT_FP32_VECMATH_H */
