@@ -52,6 +52,10 @@ def show_config(file=None) -> dict:
     from . import __version__, backend, ops
     op_names = [n for n in dir(ops) if not n.startswith("_") and callable(getattr(ops, n))
                 and n not in ("call",)]
+    native = _native()
+    # op_paths first: it asks for the AMX permission the first packed weight would ask for, so the
+    # feature line below says what the kernels will use (amx_* included)
+    native_paths = native.op_paths() if native and hasattr(native, "op_paths") else None
     info = {
         "fdbert": __version__,
         "python": platform.python_version(),
@@ -62,9 +66,8 @@ def show_config(file=None) -> dict:
         "threads": get_num_threads(),
         "ops": {name: backend.resolve(name) for name in op_names},
     }
-    native = _native()
-    if native and hasattr(native, "op_paths"):
-        info["native_paths"] = native.op_paths()
+    if native_paths is not None:
+        info["native_paths"] = native_paths
     if file is not False:
         import sys
         out = file or sys.stdout

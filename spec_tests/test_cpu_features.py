@@ -401,3 +401,17 @@ def test_baseline_code_has_no_avx():
             assert used == {}, so.name
         glue = {f: n for f, n in used.items() if f.startswith(("__pyx_", "PyInit_"))}
         assert glue == {}, so.name
+
+
+@needs_native
+def test_show_config_lists_the_amx_features_the_int8_ops_use():
+    """In a fresh process (no AMX grant yet): the feature line of show_config / `fdbert info`
+    includes amx_* exactly when it reports the INT8 ops running on AMX."""
+    r = run_python("""
+        import json, fdbert
+        info = fdbert.show_config(file=False)
+        print(json.dumps([info["native_paths"]["qlinear"], info["cpu_features"]]))
+    """)
+    assert r.returncode == 0, r.stderr
+    qpath, features = json.loads(r.stdout)
+    assert ("amx from" in qpath) == ("amx_int8" in features), (qpath, features)
