@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fdbert_native
+from int8_data import exact, make_w, make_x
 from subproc import run_python
 
 pytestmark = pytest.mark.native_only
@@ -34,31 +35,6 @@ SETTINGS = settings(max_examples=300, deadline=None,
 SIZES = st.one_of(st.integers(1, 300),
                   st.sampled_from([1, 2, 3, 4, 5, 7, 13, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65,
                                    127, 128, 129, 191, 251, 256, 257, 293, 300]))
-
-
-def make_x(rng, M, K, mode):
-    """x u8 [M, K]: uniform, extremes (0/255) or all 255."""
-    if mode == "max":
-        return np.full((M, K), 255, np.uint8)
-    if mode == "extreme":
-        return rng.choice(np.array([0, 255], np.uint8), size=(M, K))
-    return rng.integers(0, 256, (M, K), dtype=np.uint8)
-
-
-def make_w(rng, N, K, mode):
-    """w s8 [N, K]: uniform in [-128, 127], extremes (-128, -127, 127), all 127 or all -128."""
-    if mode == "max":
-        return np.full((N, K), 127, np.int8)
-    if mode == "min":
-        return np.full((N, K), -128, np.int8)
-    if mode == "extreme":
-        return rng.choice(np.array([-128, -127, 127], np.int8), size=(N, K))
-    return rng.integers(-128, 128, (N, K), dtype=np.int8)
-
-
-def exact(x, w):
-    """The oracle: int64 product, [M, K] x [N, K] -> [M, N]."""
-    return x.astype(np.int64) @ w.astype(np.int64).T
 
 
 @SETTINGS
