@@ -84,7 +84,7 @@ int qg_gemm(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed, in
  *                          run (n, kc) = blk[cptr[n*S + kc] : cptr[n*S + kc + 1]]
  * Weight bytes past K in the last block column must be zero (SciPy pads with zeros); kernels
  * read x through a zero-padded private copy, never out of bounds. */
-#define QG_SP_KC 128
+#define QG_SP_KC 256
 #define QG_SP_UNROLL 2
 
 int qg_bsr_validate(const int32_t *indices, const int32_t *indptr, int64_t N, int64_t K, int64_t nnz);
