@@ -47,7 +47,8 @@ cdef extern from "attention.h" nogil:
     int FP_OK, FP_ENOMEM, FP_ENOKEYS
     int fp_attention(const float *q, const float *k, const float *v, const int32_t *cu_q,
                      const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
-                     float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa, int nthreads)
+                     const int64_t *rs, float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa,
+                     int nthreads)
     ctypedef struct fp_attn_u8:
         float scale
         float zp
@@ -229,21 +230,42 @@ cdef bint _cu_ok(const int32_t *cu, int64_t B, int64_t n) noexcept:
     return True
 
 
+cdef int64_t _row_stride(a, name, shape) except -1:
+    """The row stride (in float32 elements) of `a`, f32 [n, H, Dh] with C-contiguous rows [H, Dh]
+    that do not overlap: C-contiguous, or a row-strided view (qkv[:, 0] of qkv [n, 3, H, Dh])."""
+    try:
+        _check(a, name, np.float32, shape)   # type, dtype and shape first, then contiguity
+        return a.shape[1] * a.shape[2]
+    except ValueError as e:
+        if "C-contiguous" not in str(e):
+            raise
+    cdef int64_t H = a.shape[1], Dh = a.shape[2], st = a.strides[0]
+    if not (a.strides[2] == 4 and (a.strides[1] == 4 * Dh or H == 1) and st % 4 == 0
+            and st >= 4 * H * Dh):
+        raise ValueError(f"{name} must have C-contiguous, non-overlapping rows [H, Dh] (a C-contiguous "
+                         f"array or a row-strided view such as qkv[:, 0]), got strides {a.strides}")
+    return st // 4
+
+
 def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None, isa="auto",
               num_threads=0, quantize=None):
     """out[rows of b, h] = softmax(q_bh k_bh^T * scale [causal, aligned at the end]) v_bh.
 
     q, out f32 [nq, H, Dh]; k, v f32 [nk, H, Dh]; cu_seqlens_q, cu_seqlens_k int32 [B + 1] with
-    0 <= cu[b] <= cu[b+1] <= n. Rows outside every sequence are left untouched (zero-fill ``out``
+    0 <= cu[b] <= cu[b+1] <= n. ``out`` is C-contiguous; q, k and v need only contiguous rows
+    [H, Dh]: row-strided views such as ``qkv[:, 0]`` of a fused QKV output [n, 3, H, Dh] are read
+    in place. Rows outside every sequence are left untouched (zero-fill ``out``
     first unless the sequences cover it). scale None means 1/sqrt(Dh), rounded to float32.
     quantize=(x_scale, x_zero_point): ``out`` is u8 [nq, H, Dh] and receives
     quantize_u8(attention, x_scale, x_zero_point) -- the same bits as the two calls, in one pass.
     """
-    _check(q, "q", np.float32, (None, None, None))
+    cdef int64_t rs[4]
+    rs[0] = _row_stride(q, "q", (None, None, None))
     cdef int64_t nq = q.shape[0], H = q.shape[1], Dh = q.shape[2]
-    _check(k, "k", np.float32, (None, H, Dh))
+    rs[1] = _row_stride(k, "k", (None, H, Dh))
     cdef int64_t nk = k.shape[0]
-    _check(v, "v", np.float32, (nk, H, Dh))
+    rs[2] = _row_stride(v, "v", (nk, H, Dh))
+    rs[3] = H * Dh
     _check(cu_seqlens_q, "cu_seqlens_q", np.int32, (None,))
     cdef int64_t B = cu_seqlens_q.shape[0] - 1
     if B < 0:
@@ -266,7 +288,7 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None
     cdef float *po = <float *>_ptr(out) if quantize is None else NULL
     cdef uint8_t *poq = <uint8_t *>_ptr(out) if quantize is not None else NULL
     with nogil:
-        rc = fp_attention(pq, pk, pv, pcq, pck, B, H, Dh, c, sc, po, poq, &qp, i, nt)
+        rc = fp_attention(pq, pk, pv, pcq, pck, B, H, Dh, c, sc, rs, po, poq, &qp, i, nt)
     if rc == FP_ENOKEYS:
         raise ValueError("attention: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
     if rc == FP_ENOMEM:

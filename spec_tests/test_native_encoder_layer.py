@@ -62,8 +62,11 @@ def tiny():
     return tiny_text_model(seed=11, n_layers=2, n_heads=2, head_dim=8, d_ffn=40)
 
 
+@pytest.mark.parametrize("qkv_fused_max", [0, 10**9], ids=["qkv-three-gemms", "qkv-one-gemm"])
 @pytest.mark.parametrize("sparsity", [None, 0.8])
-def test_fused_block_equals_the_composed_native_block(tiny, sparsity):
+def test_fused_block_equals_the_composed_native_block(tiny, sparsity, qkv_fused_max, monkeypatch):
+    """Q, K and V as three linears or as one stacked GEMM (nops.QKV_FUSED_MAX_TOKENS) alike."""
+    monkeypatch.setattr(nops, "QKV_FUSED_MAX_TOKENS", qkv_fused_max)
     texts = sentences(24, seed=5)
     model = fdbert.prune(tiny, sparsity) if sparsity else tiny
     q = fdbert.quantize(model, texts, progress=False, outlier_threshold=None, measure_error=False)

@@ -478,6 +478,35 @@ def test_attention_quantized_output_is_attention_then_quantize(isa, batch, xscal
     np.testing.assert_array_equal(got, want)
 
 
+@SETTINGS
+@given(batch=packed_batches(causal=False), quantized=st.booleans())
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_attention_reads_row_strided_qkv_in_place(isa, batch, quantized):
+    """q, k, v as the thirds of one fused QKV output [n, 3, H, Dh] (row-strided views, read without a
+    copy) give the bytes of their C-contiguous copies, f32 and u8 outputs, 1-4 threads."""
+    q, k, v, cu_q, cu_k, causal, scale = batch
+    n = max(len(q), len(k))
+    qkv = np.full((n, 3) + q.shape[1:], np.nan, np.float32)   # rows past an input stay NaN: unread
+    qkv[:len(q), 0], qkv[:len(k), 1], qkv[:len(k), 2] = q, k, v
+    views = qkv[:len(q), 0], qkv[:len(k), 1], qkv[:len(k), 2]
+    assert not any(a.flags.c_contiguous for a in views if len(a) > 1)
+    kw = dict(causal=causal, scale=scale, isa=isa)
+    if quantized:
+        kw["quantize"] = (np.float32(0.01), 100)
+    empty = (lambda: np.zeros(q.shape, np.uint8)) if quantized else (lambda: np.zeros_like(q))
+    want = _fp32.attention(q, k, v, cu_q, cu_k, empty(), **kw)
+    got = run_all_threads(lambda nt: _fp32.attention(*views, cu_q, cu_k, empty(), num_threads=nt, **kw))
+    assert got.tobytes() == want.tobytes()
+
+
+def test_attention_refuses_overlapping_or_strided_rows():
+    a = np.ones((4, 2, 8), np.float32)
+    cu = np.array([0, 4], np.int32)
+    for bad in (a[:, :, ::2], a[:, ::-1], np.lib.stride_tricks.as_strided(a, (4, 2, 8), (32, 32, 4))):
+        with pytest.raises(ValueError, match="C-contiguous, non-overlapping rows"):
+            _fp32.attention(bad, bad, bad, cu, cu, np.zeros(bad.shape, np.float32))
+
+
 def test_attention_quantize_arguments_are_checked():
     q = np.ones((2, 1, 4), np.float32)
     cu = np.array([0, 2], np.int32)

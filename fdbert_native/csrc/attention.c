@@ -44,15 +44,16 @@ static inline uint8_t quantize1(float y, const fp_attn_u8 *qp)
 }
 
 static void pair_generic(const float *q, const float *k, const float *v, int64_t Lq, int64_t Lk,
-                         int64_t rs, int64_t Dh, int causal, float scale, float *out, uint8_t *outq,
+                         const int64_t rs[4], int64_t Dh, int causal, float scale, float *out, uint8_t *outq,
                          const fp_attn_u8 *qp, float *s)
 {
-    /* q, k, v, out point at the pair's first row and head; consecutive rows are rs floats apart. */
+    /* q, k, v, out point at the pair's first row and head; consecutive rows of q, k, v and out are
+     * rs[0], rs[1], rs[2] and rs[3] elements apart. */
     for (int64_t i = 0; i < Lq; i++) {
-        const float *qi = q + i * rs;
+        const float *qi = q + i * rs[0];
         int64_t nk = visible_keys(i, Lq, Lk, causal);
         for (int64_t j = 0; j < nk; j++) {
-            const float *kj = k + j * rs;
+            const float *kj = k + j * rs[1];
             float dot = 0.0f;
             for (int64_t d = 0; d < Dh; d++) dot += qi[d] * kj[d];
             s[j] = dot * scale;
@@ -60,9 +61,9 @@ static void pair_generic(const float *q, const float *k, const float *v, int64_t
         fp_softmax_row_generic(s, nk);
         for (int64_t d = 0; d < Dh; d++) {
             float o = 0.0f;
-            for (int64_t j = 0; j < nk; j++) o += s[j] * v[j * rs + d];
-            if (outq) outq[i * rs + d] = quantize1(o, qp);
-            else out[i * rs + d] = o;
+            for (int64_t j = 0; j < nk; j++) o += s[j] * v[j * rs[2] + d];
+            if (outq) outq[i * rs[3] + d] = quantize1(o, qp);
+            else out[i * rs[3] + d] = o;
         }
     }
 }
@@ -121,12 +122,12 @@ FDB_AVX512_TARGET static inline void transpose16(__m512 r[16])
  *                                score loop.
  * K and V rows of one head lie H*Dh floats apart (3 KB in DistilBERT), all in the same few L1 sets:
  * the P V loop would miss L1 on nearly every row of the strided original. */
-FDB_AVX512_TARGET static void pack_kv(const float *k, const float *v, int64_t Lk, int64_t rs, int64_t Dh,
+FDB_AVX512_TARGET static void pack_kv(const float *k, const float *v, int64_t Lk, const int64_t rs[4], int64_t Dh,
                                       int64_t ldV, float *kt, float *vp)
 {
     for (int64_t j = 0; j < Lk; j++)
         for (int64_t d0 = 0; d0 < ldV; d0 += 16)
-            _mm512_store_ps(vp + j * ldV + d0, _mm512_maskz_loadu_ps(lanes_mask(Dh - d0), v + j * rs + d0));
+            _mm512_store_ps(vp + j * ldV + d0, _mm512_maskz_loadu_ps(lanes_mask(Dh - d0), v + j * rs[2] + d0));
     int64_t nkb = (Lk + KB - 1) / KB;
     for (int64_t c = 0; c < nkb; c++) {
         int64_t nrow = Lk - c * KB < KB ? Lk - c * KB : KB;
@@ -135,7 +136,7 @@ FDB_AVX512_TARGET static void pack_kv(const float *k, const float *v, int64_t Lk
             __m512 r[16];
 #pragma GCC unroll 16
             for (int jj = 0; jj < 16; jj++)
-                r[jj] = jj < nrow ? _mm512_maskz_loadu_ps(m, k + (c * KB + jj) * rs + d0) : _mm512_setzero_ps();
+                r[jj] = jj < nrow ? _mm512_maskz_loadu_ps(m, k + (c * KB + jj) * rs[1] + d0) : _mm512_setzero_ps();
             transpose16(r);
 #pragma GCC unroll 16
             for (int e = 0; e < 16; e++)
@@ -283,7 +284,7 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void pv_rows(const float *e, 
  * queries), then per QB queries the softmax numerators and their P V product (the V panel). Done QB
  * queries at a time instead, the two panels would evict each other every time. */
 FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const float *v, int64_t Lq,
-                                          int64_t Lk, int64_t rs, int64_t Dh, int causal, float scale,
+                                          int64_t Lk, const int64_t rs[4], int64_t Dh, int causal, float scale,
                                           float *out, uint8_t *outq, const fp_attn_u8 *qp, float *kt,
                                           float *vp, float *s)
 {
@@ -296,7 +297,7 @@ FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const 
         for (int64_t i0 = c0; i0 < c1; i0 += QB) {
             const float *qr[QB];
             for (int64_t r = 0; r < QB; r++)
-                qr[r] = q + (i0 + r < c1 ? i0 + r : i0) * rs;   /* missing rows repeat row i0, unused */
+                qr[r] = q + (i0 + r < c1 ? i0 + r : i0) * rs[0];   /* missing rows repeat row i0, unused */
             int64_t last = (c1 - i0 < QB ? c1 : i0 + QB) - 1;
             int64_t nkb = (visible_keys(last, Lq, Lk, causal) + KB - 1) / KB;
             scores_rows(qr, kt, nkb, Dh, scale, s + (i0 - c0) * ldS, ldS);
@@ -308,8 +309,8 @@ FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const 
             uint8_t *qrow[QB];
             for (int64_t r = 0; r < QB; r++) {
                 nk[r] = visible_keys(r < rows ? i0 + r : i0, Lq, Lk, causal);   /* as in the scores */
-                orow[r] = r < rows && out ? out + (i0 + r) * rs : NULL;
-                qrow[r] = r < rows && outq ? outq + (i0 + r) * rs : NULL;
+                orow[r] = r < rows && out ? out + (i0 + r) * rs[3] : NULL;
+                qrow[r] = r < rows && outq ? outq + (i0 + r) * rs[3] : NULL;
             }
             int64_t nk_max = nk[rows - 1];   /* the last row's */
             exp_rows(e, ldS, nk, nk_max, inv);
@@ -321,7 +322,8 @@ FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const 
 
 int fp_attention(const float *q, const float *k, const float *v, const int32_t *cu_q,
                  const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
-                 float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa, int nthreads)
+                 const int64_t rs[4], float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa,
+                 int nthreads)
 {
     int64_t lk_max = 0;
     for (int64_t b = 0; b < B; b++) {
@@ -341,7 +343,6 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
     kt_bytes = (kt_bytes + 63) / 64 * 64 + 64;   /* aligned_alloc wants a multiple of 64; never 0 */
     vp_bytes = (vp_bytes + 63) / 64 * 64 + 64;
     s_bytes = (s_bytes + 63) / 64 * 64 + 64;
-    int64_t rs = H * Dh;
     int nt = nthreads < 1 ? 1 : nthreads;
     int err = FP_OK;
 
@@ -358,9 +359,9 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
             int64_t b = task / H, h = task % H;
             int64_t q0 = cu_q[b], Lq = cu_q[b + 1] - q0, k0 = cu_k[b], Lk = cu_k[b + 1] - k0;
             if (Lq == 0 || !kt || !vp || !s) continue;
-            const float *qb = q + q0 * rs + h * Dh, *kb = k + k0 * rs + h * Dh, *vb = v + k0 * rs + h * Dh;
-            float *ob = outq ? NULL : out + q0 * rs + h * Dh;
-            uint8_t *obq = outq ? outq + q0 * rs + h * Dh : NULL;
+            const float *qb = q + q0 * rs[0] + h * Dh, *kb = k + k0 * rs[1] + h * Dh, *vb = v + k0 * rs[2] + h * Dh;
+            float *ob = outq ? NULL : out + q0 * rs[3] + h * Dh;
+            uint8_t *obq = outq ? outq + q0 * rs[3] + h * Dh : NULL;
 #if FP_X86
             if (isa == FP_ISA_AVX512) {
                 pair_avx512(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, obq, qp, kt, vp, s);

@@ -7,8 +7,11 @@
  * j <= i + Lk - Lq only (the mask is aligned at the end: a KV-cache decoder step has Lq = 1).
  * The twin of fdbert/reference/attention.py (EET, Li et al. 2021, sec. 3: no padding is computed).
  *
- * q, out f32 [nq, H, Dh]; k, v f32 [nk, H, Dh]; cu_q, cu_k int32 [B + 1], C-contiguous. The caller
- * validates 0 <= cu[b] <= cu[b+1] <= n and zero-fills `out` (rows outside every sequence stay 0).
+ * q, out f32 [nq, H, Dh]; k, v f32 [nk, H, Dh]; cu_q, cu_k int32 [B + 1]. Each row [H, Dh] is
+ * contiguous; consecutive rows of q, k, v and out lie rs[0], rs[1], rs[2], rs[3] >= H Dh elements
+ * apart (H Dh when C-contiguous; 3 H Dh when q, k and v are the thirds of one fused QKV GEMM's
+ * output [n, 3, H, Dh]). The caller validates 0 <= cu[b] <= cu[b+1] <= n; rows outside every
+ * sequence are not written.
  *
  * Work: one (sequence, head) pair per OpenMP work item, schedule(static); a pair's arithmetic does
  * not depend on the thread that runs it, so results do not depend on the thread count.
@@ -41,6 +44,7 @@ typedef struct {
  * written. */
 int fp_attention(const float *q__nhd, const float *k__nhd, const float *v__nhd, const int32_t *cu_q,
                  const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
-                 float *out__nhd, uint8_t *outq__nhd, const fp_attn_u8 *qp, int isa, int nthreads);
+                 const int64_t rs[4], float *out__nhd, uint8_t *outq__nhd, const fp_attn_u8 *qp,
+                 int isa, int nthreads);
 
 #endif /* FDBERT_ATTENTION_H */
