@@ -100,21 +100,7 @@ FDB_AVX512_TARGET static void layer_norm_row_avx512(const float *x, int64_t D, c
 }
 #endif
 
-void fp_layer_norm(const float *x, int64_t n, int64_t D, const float *w, const float *b, float eps,
-                   float *y, int isa, int nthreads)
-{
-    int nt = threads_for(n * D, nthreads);
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t r = 0; r < n; r++) {
-#if FP_X86
-        if (isa == FP_ISA_AVX512) {
-            layer_norm_row_avx512(x + r * D, D, w, b, eps, y + r * D);
-            continue;
-        }
-#endif
-        layer_norm_row_generic(x + r * D, D, w, b, eps, y + r * D);
-    }
-}
+/* (fp_layer_norm and fp_layer_norm_u8 follow the quantize kernels, which the second uses.) */
 
 /* ================================================================ softmax */
 
@@ -343,28 +329,40 @@ void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float 
     run_pointwise(dequantize_generic, dequantize_avx512, 1, 4, q, n, x, params, isa, nthreads);
 }
 
-/* ================================================================ layer_norm, then quantize_u8 */
+/* ================================================================ layer_norm entry points */
 
-/* The two ops in one pass over the rows: each row is quantized right after its layer norm,
- * while it is still in L1, with the arithmetic of fp_layer_norm and fp_quantize_u8 (so the same
- * bits as the two calls), in one parallel region instead of two. */
-void fp_layer_norm_u8(const float *x, int64_t n, int64_t D, const float *w, const float *b, float eps,
-                      float *y, float scale, float zp, uint8_t *q, int isa, int nthreads)
+/* Rows split over threads; with q, each row is also quantized (params = {scale, zp}) right after its
+ * layer norm, while it is still in L1, with fp_quantize_u8's arithmetic: the bits of the two calls,
+ * in one pass and one parallel region. */
+static void layer_norm_rows(const float *x, int64_t n, int64_t D, const float *w, const float *b,
+                            float eps, float *y, uint8_t *q, const float *params, int isa, int nthreads)
 {
-    const float params[2] = {scale, zp};
     int nt = threads_for(n * D, nthreads);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t r = 0; r < n; r++) {
 #if FP_X86
         if (isa == FP_ISA_AVX512) {
             layer_norm_row_avx512(x + r * D, D, w, b, eps, y + r * D);
-            quantize_avx512(y + r * D, D, q + r * D, params);
+            if (q) quantize_avx512(y + r * D, D, q + r * D, params);
             continue;
         }
 #endif
         layer_norm_row_generic(x + r * D, D, w, b, eps, y + r * D);
-        quantize_generic(y + r * D, D, q + r * D, params);
+        if (q) quantize_generic(y + r * D, D, q + r * D, params);
     }
+}
+
+void fp_layer_norm(const float *x, int64_t n, int64_t D, const float *w, const float *b, float eps,
+                   float *y, int isa, int nthreads)
+{
+    layer_norm_rows(x, n, D, w, b, eps, y, NULL, NULL, isa, nthreads);
+}
+
+void fp_layer_norm_u8(const float *x, int64_t n, int64_t D, const float *w, const float *b, float eps,
+                      float *y, float scale, float zp, uint8_t *q, int isa, int nthreads)
+{
+    const float params[2] = {scale, zp};
+    layer_norm_rows(x, n, D, w, b, eps, y, q, params, isa, nthreads);
 }
 
 /* ================================================================ embedding: a row gather */
