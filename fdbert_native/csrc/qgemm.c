@@ -335,16 +335,11 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
 #define SFX avx512vnni
-#define VEC __m512i
-#define VPB 1
 #define MR 6
 #define NBLK 4
-#define VZERO() _mm512_setzero_si512()
-#define VLOADU(p) _mm512_loadu_si512((const void *)(p))
-#define VSTOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
-#define VBCAST32(i) _mm512_set1_epi32(i)
-#define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
-#define DOT(acc, lo, hi, w) ((void)(hi), _mm512_dpbusd_epi32((acc), (lo), (w)))
+#define QG_SIMD_BITS 512
+#define QG_SIMD_VNNI 1
+#include "qgemm_simd.inc"
 #include "qgemm_dense.inc"
 #pragma GCC pop_options
 
@@ -352,16 +347,11 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw")
 #define SFX avx512bw
-#define VEC __m512i
-#define VPB 1
 #define MR 4
 #define NBLK 2
-#define VZERO() _mm512_setzero_si512()
-#define VLOADU(p) _mm512_loadu_si512((const void *)(p))
-#define VSTOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
-#define VBCAST32(i) _mm512_set1_epi32(i)
-#define XSPLIT QG_SPLIT7_512
-#define DOT QG_DOT_SPLIT7_512
+#define QG_SIMD_BITS 512
+#define QG_SIMD_VNNI 0
+#include "qgemm_simd.inc"
 #include "qgemm_dense.inc"
 #pragma GCC pop_options
 
@@ -369,16 +359,11 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #pragma GCC push_options
 #pragma GCC target("avx2,avxvnni")
 #define SFX avx2_vnni
-#define VEC __m256i
-#define VPB 2
 #define MR 4
 #define NBLK 1
-#define VZERO() _mm256_setzero_si256()
-#define VLOADU(p) _mm256_loadu_si256((const __m256i *)(p))
-#define VSTOREU(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
-#define VBCAST32(i) _mm256_set1_epi32(i)
-#define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
-#define DOT(acc, lo, hi, w) ((void)(hi), _mm256_dpbusd_avx_epi32((acc), (lo), (w)))
+#define QG_SIMD_BITS 256
+#define QG_SIMD_VNNI 1
+#include "qgemm_simd.inc"
 #include "qgemm_dense.inc"
 #pragma GCC pop_options
 
@@ -386,16 +371,11 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #define SFX avx2
-#define VEC __m256i
-#define VPB 2
 #define MR 2
 #define NBLK 1
-#define VZERO() _mm256_setzero_si256()
-#define VLOADU(p) _mm256_loadu_si256((const __m256i *)(p))
-#define VSTOREU(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
-#define VBCAST32(i) _mm256_set1_epi32(i)
-#define XSPLIT QG_SPLIT7_256
-#define DOT QG_DOT_SPLIT7_256
+#define QG_SIMD_BITS 256
+#define QG_SIMD_VNNI 0
+#include "qgemm_simd.inc"
 #include "qgemm_dense.inc"
 #pragma GCC pop_options
 

@@ -113,68 +113,44 @@ static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
 #define SFX avx512vnni
-#define VEC __m512i
-#define LANES 16
 #define MV 4
 #define U QG_SP_UNROLL
-#define VZERO() _mm512_setzero_si512()
-#define VLOADU(p) _mm512_loadu_si512((const void *)(p))
-#define VSTOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
-#define VBCAST32(i) _mm512_set1_epi32(i)
-#define VADD(a, b) _mm512_add_epi32((a), (b))
-#define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
-#define DOT(acc, lo, hi, w) ((void)(hi), _mm512_dpbusd_epi32((acc), (lo), (w)))
+#define QG_SIMD_BITS 512
+#define QG_SIMD_VNNI 1
+#include "qgemm_simd.inc"
 #include "qspmm_tile.inc"
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw")
 #define SFX avx512bw
-#define VEC __m512i
-#define LANES 16
 #define MV 2
 #define U QG_SP_UNROLL
-#define VZERO() _mm512_setzero_si512()
-#define VLOADU(p) _mm512_loadu_si512((const void *)(p))
-#define VSTOREU(p, v) _mm512_storeu_si512((void *)(p), (v))
-#define VBCAST32(i) _mm512_set1_epi32(i)
-#define VADD(a, b) _mm512_add_epi32((a), (b))
-#define XSPLIT QG_SPLIT7_512
-#define DOT QG_DOT_SPLIT7_512
+#define QG_SIMD_BITS 512
+#define QG_SIMD_VNNI 0
+#include "qgemm_simd.inc"
 #include "qspmm_tile.inc"
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx2,avxvnni")
 #define SFX avx2_vnni
-#define VEC __m256i
-#define LANES 8
 #define MV 4
 #define U QG_SP_UNROLL
-#define VZERO() _mm256_setzero_si256()
-#define VLOADU(p) _mm256_loadu_si256((const __m256i *)(p))
-#define VSTOREU(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
-#define VBCAST32(i) _mm256_set1_epi32(i)
-#define VADD(a, b) _mm256_add_epi32((a), (b))
-#define XSPLIT(xv, lo, hi) ((lo) = (xv), (hi) = (lo))
-#define DOT(acc, lo, hi, w) ((void)(hi), _mm256_dpbusd_avx_epi32((acc), (lo), (w)))
+#define QG_SIMD_BITS 256
+#define QG_SIMD_VNNI 1
+#include "qgemm_simd.inc"
 #include "qspmm_tile.inc"
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #define SFX avx2
-#define VEC __m256i
-#define LANES 8
 #define MV 2
 #define U QG_SP_UNROLL
-#define VZERO() _mm256_setzero_si256()
-#define VLOADU(p) _mm256_loadu_si256((const __m256i *)(p))
-#define VSTOREU(p, v) _mm256_storeu_si256((__m256i *)(p), (v))
-#define VBCAST32(i) _mm256_set1_epi32(i)
-#define VADD(a, b) _mm256_add_epi32((a), (b))
-#define XSPLIT QG_SPLIT7_256
-#define DOT QG_DOT_SPLIT7_256
+#define QG_SIMD_BITS 256
+#define QG_SIMD_VNNI 0
+#include "qgemm_simd.inc"
 #include "qspmm_tile.inc"
 #pragma GCC pop_options
 
