@@ -40,6 +40,7 @@ cdef extern from "fp32_ops.h" nogil:
                         int nthreads)
     void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float *x, int isa,
                           int nthreads)
+    int32_t fp_fma_peak_loop(int64_t iters)
     int fp_embedding(const int64_t *ids, int64_t n, const float *table, int64_t V, int64_t D,
                      float *out, int nthreads)
 
@@ -312,3 +313,18 @@ def embedding(ids, table, out, num_threads=0):
     if rc != 0:
         raise IndexError(f"embedding: an id lies outside [0, {V})")
     return out
+
+
+def fma_peak_gmacs(iters=20_000_000):
+    """Measured single-thread float32 FMA peak, GMAC/s: a register-only loop of 24 vfmadd231ps zmm
+    chains (the attention kernel's ceiling). Needs the avx512 path."""
+    import time
+    if not isa_supported("avx512"):
+        raise RuntimeError(f"the avx512 path is not usable here (supported: {supported_isas()})")
+    cdef int64_t n = iters
+    fp_fma_peak_loop(n // 10)   # warm up the clock
+    t = time.perf_counter()
+    with nogil:
+        fp_fma_peak_loop(n)
+    dt = time.perf_counter() - t
+    return n * 24 * 16 / dt / 1e9

@@ -56,6 +56,7 @@ cdef extern from "qgemm.h" nogil:
 cdef extern from "qgemm_amx.h" nogil:
     int qg_gemm_amx(const uint8_t *x, int64_t M, int64_t K, const int8_t *packed, int64_t N,
                     const qg_epilogue *ep, int nthreads)
+    int32_t qg_amx_peak_loop(int64_t iters)
 
 #: ISA paths, lowest to highest (the qg_isa enum order in qgemm.h).
 ISAS = ("generic", "avx2", "avx2_vnni", "avx512bw", "avx512vnni")
@@ -381,3 +382,19 @@ def vnni_peak_gmacs(iters=20_000_000):
         qg_vnni_peak_loop(n)
     dt = time.perf_counter() - t
     return n * 24 * 64 / dt / 1e9
+
+
+def amx_peak_gmacs(iters=2_000_000):
+    """Measured single-thread AMX-INT8 peak, GMAC/s: a loop of register-only tdpbusd (16,384 MACs
+    each), the dense AMX GEMM's 2 x 2 pattern without its tile loads. Needs the "amx" path."""
+    import time
+    if not qg_isa_supported(_AMX_INDEX):
+        raise RuntimeError(f"the amx path is not usable here (dense paths: {supported_dense_isas()})")
+    cdef int64_t n = iters
+    with nogil:
+        qg_amx_peak_loop(n // 10)   # warm up
+    t = time.perf_counter()
+    with nogil:
+        qg_amx_peak_loop(n)
+    dt = time.perf_counter() - t
+    return n * 4 * 16384 / dt / 1e9

@@ -665,3 +665,12 @@ def test_empty_and_scalar_shapes(shape):
         assert nops.layer_norm(x, np.ones(shape[-1], np.float32), np.zeros(shape[-1], np.float32), 1e-5).shape == shape
     assert nops.gelu(x).shape == shape
     assert np.array_equal(nops.quantize_u8(x, 0.5, 1), int8.quantize_u8(x, 0.5, 1))
+
+
+def test_fma_peak_probe_measures_and_refuses_without_avx512():
+    """The benchmark ceiling (benchmarks/roofline.py)."""
+    if _fp32.isa_supported("avx512"):
+        assert _fp32.fma_peak_gmacs(1000) > 0
+    with fdbert_native.disabled_cpu_features(["avx512f"]):
+        with pytest.raises(RuntimeError, match="avx512 path is not usable"):
+            _fp32.fma_peak_gmacs(1000)

@@ -137,3 +137,12 @@ def test_environment_variable_and_missing_grant_turn_the_path_off():
     assert r.returncode == 0, r.stderr
     before, granted, after = r.stdout.split()
     assert (before, after) == ("False", "False")
+
+
+def test_amx_peak_probe_measures_and_refuses_without_amx():
+    """The benchmark ceiling (benchmarks/roofline.py): a positive rate, and a RuntimeError naming the
+    usable paths when AMX is switched off."""
+    assert q.amx_peak_gmacs(1000) > 0
+    with fdbert_native.disabled_cpu_features(["amx_int8"]):
+        with pytest.raises(RuntimeError, match="amx path is not usable"):
+            q.amx_peak_gmacs(1000)

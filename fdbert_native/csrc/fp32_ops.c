@@ -377,3 +377,50 @@ int fp_embedding(const int64_t *ids, int64_t n, const float *table, int64_t V, i
     for (int64_t i = 0; i < n; i++) memcpy(out + i * D, table + ids[i] * D, (size_t)D * sizeof(float));
     return 0;
 }
+
+/* ================================================================ peak probe */
+
+#if FP_X86
+/* 24 independent register-only vfmadd231ps zmm chains (latency 4 x 2 ports, with room), in asm so
+ * the compiler adds no spills or moves: 24 * 16 multiply-adds per iteration. */
+FDB_AVX512_TARGET int32_t fp_fma_peak_loop(int64_t iters)
+{
+    if (iters <= 0) return 0;
+    __asm__ volatile(
+        "vxorps %%zmm24, %%zmm24, %%zmm24\n\t"
+        "vxorps %%zmm25, %%zmm25, %%zmm25\n\t"
+        "1:\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm0\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm1\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm2\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm3\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm4\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm5\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm6\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm7\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm8\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm9\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm10\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm11\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm12\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm13\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm14\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm15\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm16\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm17\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm18\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm19\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm20\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm21\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm22\n\t"
+        "vfmadd231ps %%zmm25, %%zmm24, %%zmm23\n\t"
+        "dec %0\n\t"
+        "jnz 1b\n\t"
+        : "+r"(iters)
+        :
+        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "cc");
+    return (int32_t)iters;
+}
+#else
+int32_t fp_fma_peak_loop(int64_t iters) { (void)iters; return -1; }
+#endif

@@ -59,4 +59,8 @@ void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float 
 int fp_embedding(const int64_t *ids, int64_t n, const float *table__vd, int64_t V, int64_t D,
                  float *out__nd, int nthreads);
 
+/* 24 * 16 * iters float32 multiply-adds in registers (a peak probe for benchmarks; AVX-512 only:
+ * the caller checks, -1 elsewhere). */
+int32_t fp_fma_peak_loop(int64_t iters);
+
 #endif /* FDBERT_FP32_OPS_H */

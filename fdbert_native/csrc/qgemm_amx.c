@@ -199,6 +199,30 @@ static int amx_thread_num(void)
 #endif
 }
 
+/* The tile unit's peak: 4 tdpbusd per iteration on register-resident tiles (C tmm0..3 += A tmm4..5 x
+ * B tmm6..7, the kernel's 2 x 2 pattern), no loads. Returns 0; the caller checked AMX is usable. */
+QG_AMX_TARGET
+int32_t qg_amx_peak_loop(int64_t iters)
+{
+    _tile_loadconfig(&QG_AMX_CFG);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_zero(4);
+    _tile_zero(5);
+    _tile_zero(6);
+    _tile_zero(7);
+    for (int64_t i = 0; i < iters; i++) {
+        _tile_dpbusd(0, 4, 6);
+        _tile_dpbusd(1, 4, 7);
+        _tile_dpbusd(2, 5, 6);
+        _tile_dpbusd(3, 5, 7);
+    }
+    _tile_release();
+    return 0;
+}
+
 int qg_gemm_amx(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed, int64_t N,
                 const qg_epilogue *ep, int nthreads)
 {

@@ -19,4 +19,7 @@
 int qg_gemm_amx(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed, int64_t N,
                 const qg_epilogue *ep, int nthreads);
 
+/* 4 * iters register-only tdpbusd (a peak probe for benchmarks). */
+int32_t qg_amx_peak_loop(int64_t iters);
+
 #endif
