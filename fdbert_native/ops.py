@@ -362,13 +362,13 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
 
     The same native kernels in the same order as the reference block composed from dispatched ops
     (so the same bits), called directly: no dispatch, no per-op checks after the first call on a
-    layer (its plan is cached), and Q, K, V sparse in one SpMM call. (Small row ops used to run on
-    one thread to dodge OpenMP wake-ups; with fdbert's short spin before sleeping, two threads
-    took batch 1 from ~10.2 to ~9.5 ms.) Float outlier channels are added exactly where the
-    reference block adds them (the small float product goes through ``fdbert.ops.linear``, as
-    there). Declines float layers (the
-    reference block then composes the native ops), Q/K/V with different input quantization (the
-    reference raises its error) and shapes it does not expect.
+    layer (its plan is cached); Q, K and V in one call (one SpMM for sparse weights the VNNI path
+    runs, else one stacked GEMM up to QKV_FUSED_MAX_TOKENS tokens); each LayerNorm that feeds a
+    linear quantizes in the same pass, and attention writes the O projection's u8 input. Float
+    outlier channels are added exactly where the reference block adds them (the small float
+    product goes through ``fdbert.ops.linear``, as there). Declines float layers (the reference
+    block then composes the native ops), Q/K/V with different input quantization (the reference
+    raises its error) and shapes it does not expect.
     """
     if _qgemm is None:
         raise Declined(_QGEMM_MISSING)
