@@ -1,5 +1,7 @@
-"""Argument checks shared by the thin Cython wrappers (_fp32, _qgemm, _sgemm), and the ISA-path
-table of _fp32 and _sgemm."""
+"""Argument checks shared by the thin Cython wrappers (_fp32, _qgemm, _sgemm), the ISA-path
+table of _fp32 and _sgemm, and the timing of their peak probes."""
+
+import time
 
 import numpy as np
 
@@ -68,3 +70,12 @@ class IsaPaths:
         if not self.isa_supported(name):
             raise ValueError(f"isa {name!r} cannot run on this CPU now (available: {self.supported_isas()})")
         return self.names.index(name)
+
+
+def time_peak(run, iters, macs_per_iter):
+    """GMAC/s of run(iters), a register-only peak loop doing macs_per_iter multiply-adds per
+    iteration (run(iters // 10) first, to bring the clock up)."""
+    run(iters // 10)
+    t = time.perf_counter()
+    run(iters)
+    return iters * macs_per_iter / (time.perf_counter() - t) / 1e9

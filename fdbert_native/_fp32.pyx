@@ -14,7 +14,7 @@ CPU cannot run raises ValueError. ``num_threads`` <= 0 means fdbert_native.get_n
 """
 import numpy as np
 
-from fdbert_native._checks import IsaPaths, check_array as _check
+from fdbert_native._checks import IsaPaths, check_array as _check, time_peak as _time_peak
 from fdbert_native._cpu import usable_mask
 
 cimport numpy as cnp
@@ -315,16 +315,14 @@ def embedding(ids, table, out, num_threads=0):
     return out
 
 
+def _fma_loop(int64_t n):
+    with nogil:
+        fp_fma_peak_loop(n)
+
+
 def fma_peak_gmacs(iters=20_000_000):
     """Measured single-thread float32 FMA peak, GMAC/s: a register-only loop of 24 vfmadd231ps zmm
     chains (the attention kernel's ceiling). Needs the avx512 path."""
-    import time
     if not isa_supported("avx512"):
         raise RuntimeError(f"the avx512 path is not usable here (supported: {supported_isas()})")
-    cdef int64_t n = iters
-    fp_fma_peak_loop(n // 10)   # warm up the clock
-    t = time.perf_counter()
-    with nogil:
-        fp_fma_peak_loop(n)
-    dt = time.perf_counter() - t
-    return n * 24 * 16 / dt / 1e9
+    return _time_peak(_fma_loop, iters, 24 * 16)

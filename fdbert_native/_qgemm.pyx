@@ -131,7 +131,8 @@ def _isa_index(name, check=True, dense=False):
     return i
 
 
-from fdbert_native._checks import check_array as _check, empty_aligned as _empty_aligned
+from fdbert_native._checks import (check_array as _check, empty_aligned as _empty_aligned,
+                                   time_peak as _time_peak)
 
 
 cdef inline void *_ptr(a):
@@ -370,31 +371,26 @@ def qspmm_f32_multi(x, ws, comps, mults, biases, outs, isa="auto", num_threads=0
     return outs
 
 
-def vnni_peak_gmacs(iters=20_000_000):
-    """Measured single-thread vpdpbusd zmm peak, GMAC/s: a register-only loop of 24 chains."""
-    import time
-    if not qg_isa_supported(4):
-        raise RuntimeError(f"avx512vnni is not usable here (supported: {supported_isas()})")
-    cdef int64_t n = iters
-    qg_vnni_peak_loop(n // 10)   # warm up the clock
-    t = time.perf_counter()
+def _vnni_loop(int64_t n):
     with nogil:
         qg_vnni_peak_loop(n)
-    dt = time.perf_counter() - t
-    return n * 24 * 64 / dt / 1e9
+
+
+def _amx_loop(int64_t n):
+    with nogil:
+        qg_amx_peak_loop(n)
+
+
+def vnni_peak_gmacs(iters=20_000_000):
+    """Measured single-thread vpdpbusd zmm peak, GMAC/s: a register-only loop of 24 chains."""
+    if not qg_isa_supported(4):
+        raise RuntimeError(f"avx512vnni is not usable here (supported: {supported_isas()})")
+    return _time_peak(_vnni_loop, iters, 24 * 64)
 
 
 def amx_peak_gmacs(iters=2_000_000):
     """Measured single-thread AMX-INT8 peak, GMAC/s: a loop of register-only tdpbusd (16,384 MACs
     each), the dense AMX GEMM's 2 x 2 pattern without its tile loads. Needs the "amx" path."""
-    import time
     if not qg_isa_supported(_AMX_INDEX):
         raise RuntimeError(f"the amx path is not usable here (dense paths: {supported_dense_isas()})")
-    cdef int64_t n = iters
-    with nogil:
-        qg_amx_peak_loop(n // 10)   # warm up
-    t = time.perf_counter()
-    with nogil:
-        qg_amx_peak_loop(n)
-    dt = time.perf_counter() - t
-    return n * 4 * 16384 / dt / 1e9
+    return _time_peak(_amx_loop, iters, 4 * 16384)
