@@ -34,15 +34,6 @@ static inline int64_t visible_keys(int64_t i, int64_t Lq, int64_t Lk, int causal
 }
 
 /* ---------------------------------------------------------------- generic: one query at a time */
-/* The INT8 contract's quantize of one value (fp32_ops.c's generic quantize). */
-static inline uint8_t quantize1(float y, const fp_attn_u8 *qp)
-{
-    float r = nearbyintf(y / qp->scale) + qp->zp;
-    r = r < 0.0f ? 0.0f : r;
-    r = r > 255.0f ? 255.0f : r;
-    return (uint8_t)r;
-}
-
 static void pair_generic(const float *q, const float *k, const float *v, int64_t Lq, int64_t Lk,
                          const int64_t rs[4], int64_t Dh, int causal, float scale, float *out, uint8_t *outq,
                          const fp_attn_u8 *qp, float *s)
@@ -62,7 +53,7 @@ static void pair_generic(const float *q, const float *k, const float *v, int64_t
         for (int64_t d = 0; d < Dh; d++) {
             float o = 0.0f;
             for (int64_t j = 0; j < nk; j++) o += s[j] * v[j * rs[2] + d];
-            if (outq) outq[i * rs[3] + d] = quantize1(o, qp);
+            if (outq) outq[i * rs[3] + d] = fp_quantize1(o, qp->scale, qp->zp);
             else out[i * rs[3] + d] = o;
         }
     }

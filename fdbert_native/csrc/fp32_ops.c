@@ -270,12 +270,7 @@ static void quantize_generic(const void *xv, int64_t n, void *qv, const float *p
     const float *x = xv;
     uint8_t *q = qv;
     const float scale = params[0], zp = params[1];
-    for (int64_t j = 0; j < n; j++) {
-        float r = nearbyintf(x[j] / scale) + zp;
-        r = r < 0.0f ? 0.0f : r;
-        r = r > 255.0f ? 255.0f : r;
-        q[j] = (uint8_t)r;
-    }
+    for (int64_t j = 0; j < n; j++) q[j] = fp_quantize1(x[j], scale, zp);
 }
 
 static void dequantize_generic(const void *qv, int64_t n, void *xv, const float *params)

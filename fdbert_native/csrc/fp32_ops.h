@@ -21,6 +21,7 @@
 #ifndef FDBERT_FP32_OPS_H
 #define FDBERT_FP32_OPS_H
 
+#include <math.h>
 #include <stdint.h>
 
 /* ISA paths, lowest to highest. */
@@ -46,6 +47,17 @@ void fp_softmax_row_avx512(float *s, int64_t L);
 void fp_gelu(const float *x, int64_t n, float *y, int isa, int nthreads);
 void fp_erf(const float *x, int64_t n, float *y, int isa, int nthreads);
 void fp_exp(const float *x, int64_t n, float *y, int isa, int nthreads);
+
+/* One value of the INT8 contract's quantize, u8(clip(rint(x / scale) + zp, 0, 255)) in float32:
+ * a true division, nearbyintf (round half to even in the default mode), the clip before the
+ * conversion. The generic paths of fp_quantize_u8 and of fp_attention's u8 output. */
+static inline uint8_t fp_quantize1(float x, float scale, float zp)
+{
+    float r = nearbyintf(x / scale) + zp;
+    r = r < 0.0f ? 0.0f : r;
+    r = r > 255.0f ? 255.0f : r;
+    return (uint8_t)r;
+}
 
 /* q u8 [n] <- x f32 [n]; scale > 0 finite, zp an integer in [0, 255] given as a float. */
 void fp_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
