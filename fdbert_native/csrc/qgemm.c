@@ -236,46 +236,105 @@ static void epilogue_row_generic(const int32_t *acc, int64_t m, int64_t n0, int6
     }
 }
 
+/* The AVX-512 epilogue of 16 accumulators a whose lanes carry the channel parameters comp (zeros
+ * where the epilogue has none), mult and bias: y = (a - comp) * mult (+ bias: added only if the
+ * epilogue has one, as -0 + 0 is +0), then GELU. Residual and store are the caller's. */
+typedef struct {
+    __m512 scale, zp, inv_scale, margin_per_y;
+    int gelu_u8, u8, bias;
+} ep16_consts;
+
+__attribute__((target("avx512f")))
+static inline ep16_consts ep16_setup(const qg_epilogue *ep)
+{
+    ep16_consts k;
+    k.scale = _mm512_set1_ps(ep->out_scale);
+    k.zp = _mm512_set1_ps(ep->out_zp);
+    k.inv_scale = _mm512_set1_ps(1.0f / ep->out_scale);   /* the cheap GELU path only */
+    k.margin_per_y = _mm512_set1_ps(2e-6f / ep->out_scale);
+    k.u8 = ep->out_kind == QG_OUT_U8;
+    k.bias = ep->bias != NULL;
+    /* GELU then u8 without residual (FFN1 of the INT8 block): the cheap-first path above */
+    k.gelu_u8 = ep->gelu && !ep->residual && k.u8;
+    return k;
+}
+
+/* y before any residual, or for gelu_u8 already rint(gelu(y) / scale). */
+__attribute__((target("avx512f"), always_inline))
+static inline __m512 ep16_avx512(__m512i a, __m512i comp, __m512 mult, __m512 bias, int gelu,
+                                 const ep16_consts *k)
+{
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, comp)), mult);
+    if (k->bias) y = _mm512_add_ps(y, bias);
+    if (k->gelu_u8) return gelu16_rint_for_u8_avx512(y, k->scale, k->inv_scale, k->margin_per_y);
+    return gelu ? gelu16_avx512(y) : y;
+}
+
+/* rint(y / scale) (already done for gelu_u8) + zp, clamped to 0..255, as int32. */
+__attribute__((target("avx512f"), always_inline))
+static inline __m512i ep16_code(__m512 q, int rounded, const ep16_consts *k)
+{
+    if (!rounded)
+        q = _mm512_roundscale_ps(_mm512_div_ps(q, k->scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, k->zp), _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+    return _mm512_cvtps_epi32(q);
+}
+
 __attribute__((target("avx512f")))
 static void epilogue_rows_avx512(const int32_t *acc0, int64_t lda, int64_t m0, int64_t rows, int64_t n0,
                                  int64_t len, int64_t N, const qg_epilogue *ep)
 {
-    const __m512 scale = _mm512_set1_ps(ep->out_scale), zp = _mm512_set1_ps(ep->out_zp);
-    /* GELU then u8 without residual (FFN1 of the INT8 block): the cheap-first path above */
-    const int gelu_u8 = ep->gelu && !ep->residual && ep->out_kind == QG_OUT_U8;
-    const __m512 margin_per_y = _mm512_set1_ps(2e-6f / ep->out_scale);
-    const __m512 inv_scale = _mm512_set1_ps(1.0f / ep->out_scale);   /* the cheap GELU path only */
+    const ep16_consts k = ep16_setup(ep);
     for (int64_t r = 0; r < rows; r++) {
         const int32_t *acc = acc0 + r * lda;
         const int64_t m = m0 + r;
         int64_t i = 0;
         for (; i + 16 <= len; i += 16) {
             const int64_t n = n0 + i;
-            __m512i a = _mm512_loadu_si512(acc + i);
-            if (ep->comp) a = _mm512_sub_epi32(a, _mm512_loadu_si512(ep->comp + n));
-            __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(a), _mm512_loadu_ps(ep->mult + n));
-            if (ep->bias) y = _mm512_add_ps(y, _mm512_loadu_ps(ep->bias + n));
-            __m512 q = y;   /* rint(y / out_scale), for u8 outputs */
-            if (gelu_u8) {
-                q = gelu16_rint_for_u8_avx512(y, scale, inv_scale, margin_per_y);
-            } else {
-                if (ep->gelu) y = gelu16_avx512(y);
-                if (ep->residual) y = _mm512_add_ps(y, _mm512_loadu_ps(ep->residual + m * N + n));
-            }
-            if (ep->out_kind == QG_OUT_F32) {
+            __m512 y = ep16_avx512(_mm512_loadu_si512(acc + i),
+                                   ep->comp ? _mm512_loadu_si512(ep->comp + n) : _mm512_setzero_si512(),
+                                   _mm512_loadu_ps(ep->mult + n),
+                                   ep->bias ? _mm512_loadu_ps(ep->bias + n) : _mm512_setzero_ps(),
+                                   ep->gelu, &k);
+            if (ep->residual) y = _mm512_add_ps(y, _mm512_loadu_ps(ep->residual + m * N + n));
+            if (ep->out_kind == QG_OUT_F32)
                 _mm512_storeu_ps((float *)ep->out + m * N + n, y);
-            } else {
-                if (!gelu_u8)
-                    q = _mm512_roundscale_ps(_mm512_div_ps(y, scale),
-                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-                q = _mm512_add_ps(q, zp);
-                q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+            else
                 _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + m * N + n),
-                                 _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(q)));
-            }
+                                 _mm512_cvtepi32_epi8(ep16_code(y, k.gelu_u8, &k)));
         }
         if (i < len) epilogue_row_generic(acc, m, n0, i, len, N, ep);
     }
+}
+
+/* Channel-major (qspmm.c): row c of T holds channel n0 + c for ntok tokens; in place, each int32
+ * becomes y's float bits (f32 outputs; the residual is added after the transpose) or the u8 code.
+ * The same arithmetic per element as epilogue_rows_avx512 (one channel per vector instead of 16). */
+__attribute__((target("avx512f")))
+static void epilogue_channels_avx512(int32_t *T, int64_t ldt, int64_t n0, int64_t nch, int64_t ntok,
+                                     const qg_epilogue *ep)
+{
+    const ep16_consts k = ep16_setup(ep);
+    for (int64_t c = 0; c < nch; c++) {
+        const int64_t n = n0 + c;
+        const __m512i comp = _mm512_set1_epi32(ep->comp ? ep->comp[n] : 0);
+        const __m512 mult = _mm512_set1_ps(ep->mult[n]), bias = _mm512_set1_ps(ep->bias ? ep->bias[n] : 0.0f);
+        int32_t *t = T + c * ldt;
+        for (int64_t i = 0; i < ntok; i += 16) {
+            const __m512 y = ep16_avx512(_mm512_loadu_si512(t + i), comp, mult, bias, ep->gelu, &k);
+            _mm512_storeu_si512(t + i, k.u8 ? ep16_code(y, k.gelu_u8, &k) : _mm512_castps_si512(y));
+        }
+    }
+}
+
+int qg_epilogue_channels(int32_t *T, int64_t ldt, int64_t n0, int64_t nch, int64_t ntok,
+                         const qg_epilogue *ep, int isa)
+{
+    if (isa < QG_ISA_AVX512BW || ep->out_kind == QG_OUT_S32 || (ep->residual && ep->out_kind == QG_OUT_U8)
+        || ntok % 16)
+        return 0;
+    epilogue_channels_avx512(T, ldt, n0, nch, ntok, ep);
+    return 1;
 }
 
 void qg_epilogue_rows(const int32_t *acc, int64_t lda, int64_t m0, int64_t rows, int64_t n0,

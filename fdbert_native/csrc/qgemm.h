@@ -115,6 +115,14 @@ void qg_epilogue_row(const int32_t *acc, int64_t m, int64_t n0, int64_t len, int
 void qg_epilogue_rows(const int32_t *acc, int64_t lda, int64_t m0, int64_t rows, int64_t n0,
                       int64_t len, int64_t N, const qg_epilogue *ep, int isa);
 
+/* The epilogue on a channel-major tile (qspmm.c), in place: row c of T (stride ldt) holds the
+ * accumulators of channel n0 + c for ntok tokens; each becomes the float bits of y before any
+ * residual (f32 outputs) or the u8 code as int32 (u8 outputs). Returns 0 without touching T where
+ * it does not apply (isa below AVX-512BW, s32 outputs, u8 with a residual, ntok not a multiple of
+ * 16): the caller then takes the row path. */
+int qg_epilogue_channels(int32_t *T, int64_t ldt, int64_t n0, int64_t nch, int64_t ntok,
+                         const qg_epilogue *ep, int isa);
+
 /* Peak probe for the benchmark: `iters` x 24 independent register-only vpdpbusd zmm.
  * Returns a value depending on the result so the loop is not optimised away. */
 int32_t qg_vnni_peak_loop(int64_t iters);

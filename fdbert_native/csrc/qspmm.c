@@ -8,8 +8,9 @@
  * pattern: broadcast its 4 weight bytes and multiply against xt[j][m0 : m0+16], 16 tokens x 4 k
  * in one contiguous 64-byte load. Each output channel n walks only its own nonzero blocks, so
  * the work is exactly nnz * M * 4 MACs whatever the sparsity pattern (no 4x4-tile fill-in), and
- * the accumulators come out token-major per channel; a 16-channel x tile-tokens int32 buffer is
- * transposed into output rows before the shared epilogue (qg_epilogue_row).
+ * the accumulators come out token-major per channel, in a channel x tile-tokens int32 buffer. On
+ * AVX-512 the epilogue runs there, one channel per vector (qg_epilogue_channels), and 16x16 blocks
+ * are then transposed into output rows; other ISAs transpose first and take the row epilogue.
  *
  * Kernel versions (qspmm_tile.inc compiled per ISA):
  *   generic     plain C over the BSR arrays and the original x (the oracle for the SIMD paths)
@@ -177,9 +178,9 @@ static void transpose16_generic(const void *src, int64_t lds, void *dst, int64_t
 }
 
 /* The same in registers: 32-bit and 64-bit unpacks inside 128-bit lanes, then two rounds of
- * 128-bit lane shuffles; 64 shuffles per 256 words. */
-__attribute__((target("avx512f")))
-static void transpose16_avx512(const void *src, int64_t lds, void *dst, int64_t ldd)
+ * 128-bit lane shuffles; 64 shuffles per 256 words. Row j of the result goes to out[j]. */
+__attribute__((target("avx512f"), always_inline))
+static inline void transpose16_regs_avx512(const void *src, int64_t lds, __m512i out[16])
 {
     __m512i r[16], t[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const char *)src + i * lds);
@@ -198,11 +199,39 @@ static void transpose16_avx512(const void *src, int64_t lds, void *dst, int64_t 
         const __m512i x1 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0xEE);
         const __m512i y0 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0x44);
         const __m512i y1 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0xEE);
-        char *d = (char *)dst;
-        _mm512_storeu_si512(d + (0 + e) * ldd, _mm512_shuffle_i32x4(x0, y0, 0x88));
-        _mm512_storeu_si512(d + (4 + e) * ldd, _mm512_shuffle_i32x4(x0, y0, 0xDD));
-        _mm512_storeu_si512(d + (8 + e) * ldd, _mm512_shuffle_i32x4(x1, y1, 0x88));
-        _mm512_storeu_si512(d + (12 + e) * ldd, _mm512_shuffle_i32x4(x1, y1, 0xDD));
+        out[0 + e] = _mm512_shuffle_i32x4(x0, y0, 0x88);
+        out[4 + e] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
+        out[8 + e] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+        out[12 + e] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void transpose16_avx512(const void *src, int64_t lds, void *dst, int64_t ldd)
+{
+    __m512i rows[16];
+    transpose16_regs_avx512(src, lds, rows);
+    for (int j = 0; j < 16; j++) _mm512_storeu_si512((char *)dst + j * ldd, rows[j]);
+}
+
+/* A 16-channel x 16-token block of T after qg_epilogue_channels (float bits or u8 codes) into
+ * output rows m .. m+15, columns n .. n+15: the transpose, then the residual add (f32) or the
+ * narrowing to bytes (u8) on the way out. */
+__attribute__((target("avx512f")))
+static void transpose16_store_avx512(const int32_t *src, int64_t lds, const qg_epilogue *ep,
+                                     int64_t m, int64_t n, int64_t N)
+{
+    __m512i rows[16];
+    transpose16_regs_avx512(src, lds, rows);
+    for (int j = 0; j < 16; j++) {
+        const int64_t o = (m + j) * N + n;
+        if (ep->out_kind == QG_OUT_U8) {
+            _mm_storeu_si128((__m128i *)((uint8_t *)ep->out + o), _mm512_cvtepi32_epi8(rows[j]));
+        } else {
+            __m512 y = _mm512_castsi512_ps(rows[j]);
+            if (ep->residual) y = _mm512_add_ps(y, _mm512_loadu_ps(ep->residual + o));
+            _mm512_storeu_ps((float *)ep->out + o, y);
+        }
     }
 }
 
@@ -230,6 +259,26 @@ static void repack_tile(const uint8_t *x__mk, int64_t K, int64_t m0, int64_t row
 
 enum { QG_SP_MAX_TOKENS = 64, QG_SP_GROUP = 32 };   /* tile tokens (max), channels per task */
 
+/* Row m, columns n .. n+len of the output from values that went through the epilogue already
+ * (qg_epilogue_channels; or raw s32): float bits plus the residual, u8 codes, or int32. */
+static void store_final(const int32_t *src, int64_t m, int64_t n, int64_t len, int64_t N,
+                        const qg_epilogue *ep)
+{
+    for (int64_t i = 0; i < len; i++) {
+        const int64_t o = m * N + n + i;
+        if (ep->out_kind == QG_OUT_S32) {
+            ((int32_t *)ep->out)[o] = src[i];
+        } else if (ep->out_kind == QG_OUT_U8) {
+            ((uint8_t *)ep->out)[o] = (uint8_t)src[i];
+        } else {
+            float y;
+            memcpy(&y, src + i, 4);
+            if (ep->residual) y = y + ep->residual[o];
+            ((float *)ep->out)[o] = y;
+        }
+    }
+}
+
 /* One task: token tile mt (its repacked xt tile) x the QG_SP_GROUP channels from g0, through the
  * epilogue into out. */
 static void spmm_task(const qg_sparse_kernel *sk, const uint8_t *xt, int64_t mt, int64_t g0,
@@ -247,24 +296,27 @@ static void spmm_task(const qg_sparse_kernel *sk, const uint8_t *xt, int64_t mt,
         for (int64_t n0 = g0; n0 < gend; n0 += 16)
             sk->fn(xtile, blk, cptr + n0 * S + kc, S, (int)(gend - n0 < 16 ? gend - n0 : 16),
                    kc > 0, T + (n0 - g0) * TM);
-    /* ... then T [channel][token] -> output rows, 16 tokens at a time: s32 16x16 blocks go
-     * straight to out; otherwise R [16 tokens][group] feeds one epilogue call per row. */
+    /* ... then T [channel][token] -> output rows, 16 tokens at a time. On AVX-512 the epilogue
+     * runs on T itself, one channel per vector (its parameters broadcast once), and whole 16x16
+     * blocks are transposed straight into the output (s32 too); otherwise, and for the partial
+     * blocks at the edges, R [16 tokens][group] takes the transposed block first. */
     const int64_t gw = gend - g0;   /* channels in this group */
     if (gw % 16) memset(T + gw * TM, 0, (size_t)((16 - gw % 16) * TM) * sizeof(int32_t));
+    const int chan = qg_epilogue_channels(T, TM, g0, gw, TM, ep, isa);
     for (int64_t v = 0; v < rows; v += 16) {
         const int64_t rv = rows - v < 16 ? rows - v : 16;
+        const int64_t cs = rv == 16 ? gw / 16 * 16 : 0;   /* columns from cs on go through R */
         for (int64_t c0 = 0; c0 < gw; c0 += 16) {
-            if (ep->out_kind == QG_OUT_S32 && rv == 16 && c0 + 16 <= gw)
+            if (c0 < cs && ep->out_kind == QG_OUT_S32)
                 transpose(T + c0 * TM + v, TM * 4, (int32_t *)ep->out + (m0 + v) * N + g0 + c0, N * 4);
+            else if (c0 < cs && chan)
+                transpose16_store_avx512(T + c0 * TM + v, TM * 4, ep, m0 + v, g0 + c0, N);
             else
                 transpose(T + c0 * TM + v, TM * 4, R + c0, QG_SP_GROUP * 4);
         }
-        if (ep->out_kind == QG_OUT_S32) {
-            if (rv == 16 && gw % 16 == 0) continue;   /* all went straight to out */
-            const int64_t cs = rv == 16 ? gw / 16 * 16 : 0;   /* columns still in R */
-            for (int64_t r = 0; r < rv; r++)
-                memcpy((int32_t *)ep->out + (m0 + v + r) * N + g0 + cs, R + r * QG_SP_GROUP + cs,
-                       (size_t)(gw - cs) * sizeof(int32_t));
+        if (ep->out_kind == QG_OUT_S32 || chan) {   /* R holds final values: copy the edge part */
+            for (int64_t r = 0; r < rv && cs < gw; r++)
+                store_final(R + r * QG_SP_GROUP + cs, m0 + v + r, g0 + cs, gw - cs, N, ep);
         } else {
             qg_epilogue_rows(R, QG_SP_GROUP, m0 + v, rv, g0, gw, N, ep, isa);
         }
