@@ -23,6 +23,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 import fdbert
+from fdbert.compress._model import with_attention
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -74,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--extra-sparsities", type=float, nargs="*", default=[],
                     help="also evaluate one-shot pruning at these sparsities (fp32 and INT8)")
     ap.add_argument("--sparse-only", action="store_true", help="skip the dense INT8 variants")
+    ap.add_argument("--only", default=None, metavar="TEXT",
+                    help="evaluate only the variants whose name contains TEXT (and fp32)")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
 
@@ -93,6 +96,9 @@ def main(argv=None) -> int:
             model, calib, "percentile", 99.99, progress=False, outlier_threshold=None, measure_error=False),
         "int8 min-max + float outlier channels (default)": lambda: fdbert.quantize(
             model, calib, "minmax", progress=False, measure_error=False),
+        "fp32 + int8 attention": lambda: with_attention(model, "int8"),
+        "int8 default + int8 attention": lambda: fdbert.quantize(
+            model, calib, "minmax", progress=False, measure_error=False, attention="int8"),
         f"fp32 sparse {args.sparsity:.0%} {args.block}": lambda: sparse,
         f"int8 sparse {args.sparsity:.0%} {args.block} (default quantize)": lambda: fdbert.quantize(
             sparse, calib, "minmax", progress=False, measure_error=False),
@@ -104,6 +110,8 @@ def main(argv=None) -> int:
             p, calib, "minmax", progress=False, measure_error=False))(pruned)
     if args.sparse_only:
         variants = {k: v for k, v in variants.items() if k == "fp32" or "sparse" in k}
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k == "fp32" or args.only in k}
     ref = model.encode(sentences, normalize=True)
     results = []
     for name, build in variants.items():

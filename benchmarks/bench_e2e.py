@@ -8,6 +8,7 @@ the last hidden states of a 4 x 128 batch):
   fp32-native        the float model on the native backend
   int8-dense         fdbert.quantize (min-max, calibrated on 8 random 128-token sequences), native
   int8-sparse-80     fdbert.prune(0.8, (1, 4)) then fdbert.quantize, native  (the issue's target)
+  int8-sparse-80-qattn   the same with attention="int8" (INT8 q k^T and P v, docs/int8.md)
 
 For each: batch-1 latency median / p90 / p99, throughput (sequences/s) at batch 8 and 32, and the best
 throughput whose batch latency p99 stays <= 10 ms over batch sizes 1..32. Every sequence has 128
@@ -33,7 +34,7 @@ from fdbert.weights import EmbeddingWeights, EncoderLayerWeights, EncoderWeights
 
 SEQ = 128
 TARGETS = "batch-1 latency <= 5 ms, throughput >= 250 seq/s"
-VARIANTS = ("fp32-reference", "fp32-native", "int8-dense", "int8-sparse-80")
+VARIANTS = ("fp32-reference", "fp32-native", "int8-dense", "int8-sparse-80", "int8-sparse-80-qattn")
 CONFIG = EncoderConfig("distilbert", vocab_size=30522, d_model=768, n_layers=6, n_heads=12, d_ffn=3072,
                        max_positions=512)
 
@@ -71,9 +72,11 @@ def build_variants(names):
             out[name] = (base, name.split("-")[1])
         elif name == "int8-dense":
             out[name] = (fdbert.quantize(base, calib, progress=False, measure_error=False), "native")
-        elif name == "int8-sparse-80":
+        elif name in ("int8-sparse-80", "int8-sparse-80-qattn"):
             pruned = fdbert.prune(base, sparsity=0.8, block=(1, 4))
-            out[name] = (fdbert.quantize(pruned, calib, progress=False, measure_error=False), "native")
+            attention = "int8" if name.endswith("-qattn") else "fp32"
+            out[name] = (fdbert.quantize(pruned, calib, progress=False, measure_error=False,
+                                         attention=attention), "native")
         else:
             raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
     return out

@@ -55,6 +55,7 @@ def _step(i, text):
 def main(args=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import fdbert
+    from .compress._model import with_attention
 
     threads = min(2, os.cpu_count() or 1)
     fdbert.set_num_threads(threads)
@@ -76,7 +77,9 @@ def main(args=None) -> int:
     print(f"compressed in {time.perf_counter() - t0:.1f} s")
 
     variants = [("fdbert reference fp32", fp32, "reference"), ("fdbert native fp32", fp32, "native"),
-                ("fdbert native INT8", int8, "native"), ("fdbert native INT8 80% sparse", sparse, "native")]
+                ("fdbert native INT8", int8, "native"),
+                ("fdbert native INT8 + INT8 attention", with_attention(int8, "int8"), "native"),
+                ("fdbert native INT8 80% sparse", sparse, "native")]
     available = fdbert.available_backends()
     variants = [v for v in variants if available.get(v[2]) is None]
 

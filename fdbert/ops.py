@@ -49,6 +49,15 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
     return call("attention", q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale)
 
 
+def attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
+    """:func:`attention` with both matmuls in INT8: per sequence and head, q, k and v become s8 codes
+    (symmetric, absmax / 127), q k^T and P v run as exact int32 sums, and the softmax weights are u8
+    (255 for each row's largest; the row's integer sum normalises). Same arguments and result;
+    equations in :mod:`fdbert.reference.attention_int8`. Raises ValueError on non-finite input.
+    """
+    return call("attention_int8", q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale)
+
+
 def encoder_layer(x, cu_seqlens, layer, config):
     """One post-LN transformer encoder block (DistilBERT/BERT) on a packed batch: f32 [n, D] -> [n, D].
 

@@ -112,7 +112,7 @@ def save(model, path) -> Path:
         "pooling": {"mode": model.pooling.mode, "normalize": model.pooling.normalize},
         "tokenizer_max_length": model.tokenizer.max_length if model.tokenizer is not None else None,
         "compression": getattr(model, "compression", None) or {},
-        "linears": kinds, "files": files,
+        "linears": kinds, "attention": [layer.attention for layer in w.layers], "files": files,
     }
     tmp = path / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
@@ -225,6 +225,12 @@ def load(path):
         raise CorruptModelError(f"{path / META_FILE}: bad config or pooling ({e})") from None
     kinds = meta["linears"]
     D = config.d_model
+    attention = meta.get("attention", ["fp32"] * config.n_layers)   # absent: saved before INT8 attention
+    if (not isinstance(attention, list) or len(attention) != config.n_layers
+            or any(a not in EncoderLayerWeights.ATTENTION_KINDS for a in attention)):
+        raise CorruptModelError(f"{path / META_FILE}: 'attention' must list one of "
+                                f"{EncoderLayerWeights.ATTENTION_KINDS} per layer ({config.n_layers}), "
+                                f"got {attention!r}")
     emb = EmbeddingWeights(
         _get(tensors, "embeddings.word_embeddings", np.float32, 2, where),
         _get(tensors, "embeddings.position_embeddings", np.float32, 2, where),
@@ -242,7 +248,7 @@ def load(path):
         for name in ("sa_layer_norm", "output_layer_norm"):
             mods[name] = LayerNorm(_get(tensors, f"layers.{i}.{name}.weight", np.float32, 1, where),
                                    _get(tensors, f"layers.{i}.{name}.bias", np.float32, 1, where))
-        layers.append(EncoderLayerWeights(**mods))
+        layers.append(EncoderLayerWeights(**mods, attention=attention[i]))
     heads = HeadWeights(**{name: _get_linear(tensors, kinds, f"heads.{name}.", where)
                            for name in HEADS if f"heads.{name}." in kinds})
     tokenizer = None

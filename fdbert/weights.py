@@ -39,8 +39,20 @@ class EncoderLayerWeights:
     lin1: Linear                        # [F, D]   FFN up
     lin2: Linear                        # [D, F]   FFN down
     output_layer_norm: LayerNorm        # [D]      after FFN + residual
+    attention: str = "fp32"             # "fp32": ops.attention; "int8": ops.attention_int8
 
     LINEARS = ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2")
+    ATTENTION_KINDS = ("fp32", "int8")
+
+    def __post_init__(self):
+        if self.attention not in self.ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {self.ATTENTION_KINDS}, got {self.attention!r}")
+
+    def attend(self, q, k, v, cu_seqlens):  # f32 [n, H, Dh] x3 -> [n, H, Dh]: the op this layer uses
+        """Self-attention of this layer's kind over a packed batch (fdbert.ops.attention[_int8])."""
+        from . import ops
+        op = ops.attention_int8 if self.attention == "int8" else ops.attention
+        return op(q, k, v, cu_seqlens, cu_seqlens)
 
 
 @dataclass(eq=False)

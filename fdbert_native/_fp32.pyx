@@ -1,4 +1,4 @@
-# distutils: sources = fdbert_native/csrc/fp32_ops.c fdbert_native/csrc/attention.c
+# distutils: sources = fdbert_native/csrc/fp32_ops.c fdbert_native/csrc/attention.c fdbert_native/csrc/attention_int8.c
 # distutils: depends = fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/attention.h fdbert_native/csrc/fp32_vecmath.h
 # distutils: libraries = m
 """Float32 kernels: layer norm, softmax, GELU, attention, and the INT8 quantize / dequantize.
@@ -21,7 +21,8 @@ cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.math cimport sqrt
 
-from fdbert_native._cpu cimport FDB_AVX512BW, FDB_AVX512DQ, FDB_AVX512F, FDB_AVX512VL, num_threads
+from fdbert_native._cpu cimport (FDB_AVX512BW, FDB_AVX512DQ, FDB_AVX512F, FDB_AVX512VL,
+                                 FDB_AVX512VNNI, num_threads)
 
 cnp.import_array()
 
@@ -45,7 +46,12 @@ cdef extern from "fp32_ops.h" nogil:
                      float *out, int nthreads)
 
 cdef extern from "attention.h" nogil:
-    int FP_OK, FP_ENOMEM, FP_ENOKEYS
+    int FP_OK, FP_ENOMEM, FP_ENOKEYS, FP_ENONFINITE, FP_ETOOLONG, FP_I8_GENERIC, FP_I8_AVX512VNNI
+    int FP_I8_MAX_KEYS
+    int fp_attention_int8(const float *q, const float *k, const float *v, const int32_t *cu_q,
+                          const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal,
+                          float scale, const int64_t *rs, float *out, uint8_t *outq,
+                          const fp_attn_u8 *qp, int isa, int nthreads)
     int fp_attention(const float *q, const float *k, const float *v, const int32_t *cu_q,
                      const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
                      const int64_t *rs, float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa,
@@ -63,6 +69,11 @@ cdef uint64_t _AVX512_MASK = ((<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB
 
 _PATHS = IsaPaths(ISAS, (0, _AVX512_MASK), usable_mask)
 isa_supported, supported_isas, best_isa = _PATHS.isa_supported, _PATHS.supported_isas, _PATHS.best_isa
+
+#: ISA paths of attention_int8, lowest to highest (FP_I8_* in attention.h).
+INT8_ATTENTION_ISAS = ("generic", "avx512vnni")
+INT8_ATTENTION_PATHS = IsaPaths(INT8_ATTENTION_ISAS,
+                                (0, _AVX512_MASK | (<uint64_t>1 << FDB_AVX512VNNI)), usable_mask)
 
 
 cdef int _isa(name) except -1:
@@ -248,6 +259,57 @@ cdef int64_t _row_stride(a, name, shape) except -1:
     return st // 4
 
 
+cdef class _AttentionArgs:
+    """attention's and attention_int8's arguments, checked, as the C kernels take them."""
+    cdef int64_t rs[4]
+    cdef int64_t B, H, Dh
+    cdef float scale
+    cdef fp_attn_u8 qp
+    cdef const float *q
+    cdef const float *k
+    cdef const float *v
+    cdef const int32_t *cu_q
+    cdef const int32_t *cu_k
+    cdef float *out
+    cdef uint8_t *outq
+
+    def __init__(self, q, k, v, cu_seqlens_q, cu_seqlens_k, out, scale, quantize):
+        self.rs[0] = _row_stride(q, "q", (None, None, None))
+        cdef int64_t nq = q.shape[0]
+        self.H, self.Dh = q.shape[1], q.shape[2]
+        self.rs[1] = _row_stride(k, "k", (None, self.H, self.Dh))
+        cdef int64_t nk = k.shape[0]
+        self.rs[2] = _row_stride(v, "v", (nk, self.H, self.Dh))
+        self.rs[3] = self.H * self.Dh
+        _check(cu_seqlens_q, "cu_seqlens_q", np.int32, (None,))
+        self.B = cu_seqlens_q.shape[0] - 1
+        if self.B < 0:
+            raise ValueError("cu_seqlens_q must have B + 1 >= 1 entries")
+        _check(cu_seqlens_k, "cu_seqlens_k", np.int32, (self.B + 1,))
+        _check(out, "out", np.float32 if quantize is None else np.uint8, (nq, self.H, self.Dh))
+        if quantize is not None:
+            self.qp.scale, self.qp.zp = _qscale(quantize[0]), _qzero_point(quantize[1])
+        for name, cu, n in (("cu_seqlens_q", cu_seqlens_q, nq), ("cu_seqlens_k", cu_seqlens_k, nk)):
+            if not _cu_ok(<const int32_t *>_ptr(cu), self.B, n):
+                raise ValueError(f"{name} must be non-decreasing within [0, {n}], got {cu}")
+        self.scale = (1.0 / sqrt(<double>self.Dh)) if scale is None else scale
+        self.q, self.k, self.v = <const float *>_ptr(q), <const float *>_ptr(k), <const float *>_ptr(v)
+        self.cu_q, self.cu_k = <const int32_t *>_ptr(cu_seqlens_q), <const int32_t *>_ptr(cu_seqlens_k)
+        self.out = <float *>_ptr(out) if quantize is None else NULL
+        self.outq = <uint8_t *>_ptr(out) if quantize is not None else NULL
+
+
+cdef _attention_error(int rc, name):
+    if rc == FP_ENOKEYS:
+        raise ValueError(f"{name}: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
+    if rc == FP_ENONFINITE:
+        raise ValueError(f"{name}: q, k and v must be finite (a NaN or inf has no INT8 code)")
+    if rc == FP_ETOOLONG:
+        raise ValueError(f"{name}: a sequence has more than {FP_I8_MAX_KEYS} keys")
+    if rc == FP_ENOMEM:
+        raise MemoryError(f"{name}: out of memory for the per-thread scratch buffers")
+
+
 def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None, isa="auto",
               num_threads=0, quantize=None):
     """out[rows of b, h] = softmax(q_bh k_bh^T * scale [causal, aligned at the end]) v_bh.
@@ -260,40 +322,28 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None
     quantize=(x_scale, x_zero_point): ``out`` is u8 [nq, H, Dh] and receives
     quantize_u8(attention, x_scale, x_zero_point) -- the same bits as the two calls, in one pass.
     """
-    cdef int64_t rs[4]
-    rs[0] = _row_stride(q, "q", (None, None, None))
-    cdef int64_t nq = q.shape[0], H = q.shape[1], Dh = q.shape[2]
-    rs[1] = _row_stride(k, "k", (None, H, Dh))
-    cdef int64_t nk = k.shape[0]
-    rs[2] = _row_stride(v, "v", (nk, H, Dh))
-    rs[3] = H * Dh
-    _check(cu_seqlens_q, "cu_seqlens_q", np.int32, (None,))
-    cdef int64_t B = cu_seqlens_q.shape[0] - 1
-    if B < 0:
-        raise ValueError("cu_seqlens_q must have B + 1 >= 1 entries")
-    _check(cu_seqlens_k, "cu_seqlens_k", np.int32, (B + 1,))
-    _check(out, "out", np.float32 if quantize is None else np.uint8, (nq, H, Dh))
-    cdef fp_attn_u8 qp
-    if quantize is not None:
-        qp.scale, qp.zp = _qscale(quantize[0]), _qzero_point(quantize[1])
-    for name, cu, n in (("cu_seqlens_q", cu_seqlens_q, nq), ("cu_seqlens_k", cu_seqlens_k, nk)):
-        if not _cu_ok(<const int32_t *>_ptr(cu), B, n):
-            raise ValueError(f"{name} must be non-decreasing within [0, {n}], got {cu}")
-    cdef float sc = (1.0 / sqrt(<double>Dh)) if scale is None else scale
+    cdef _AttentionArgs a = _AttentionArgs(q, k, v, cu_seqlens_q, cu_seqlens_k, out, scale, quantize)
     cdef int i = _isa(isa), nt = _threads(num_threads), c = bool(causal), rc
-    cdef const float *pq = <const float *>_ptr(q)
-    cdef const float *pk = <const float *>_ptr(k)
-    cdef const float *pv = <const float *>_ptr(v)
-    cdef const int32_t *pcq = <const int32_t *>_ptr(cu_seqlens_q)
-    cdef const int32_t *pck = <const int32_t *>_ptr(cu_seqlens_k)
-    cdef float *po = <float *>_ptr(out) if quantize is None else NULL
-    cdef uint8_t *poq = <uint8_t *>_ptr(out) if quantize is not None else NULL
     with nogil:
-        rc = fp_attention(pq, pk, pv, pcq, pck, B, H, Dh, c, sc, rs, po, poq, &qp, i, nt)
-    if rc == FP_ENOKEYS:
-        raise ValueError("attention: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
-    if rc == FP_ENOMEM:
-        raise MemoryError("attention: out of memory for the per-thread scratch buffers")
+        rc = fp_attention(a.q, a.k, a.v, a.cu_q, a.cu_k, a.B, a.H, a.Dh, c, a.scale, a.rs, a.out,
+                          a.outq, &a.qp, i, nt)
+    _attention_error(rc, "attention")
+    return out
+
+
+def attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None, isa="auto",
+                   num_threads=0, quantize=None):
+    """attention() with both matmuls in INT8 (fdbert/reference/attention_int8.py): the same
+    arguments, layouts and ``quantize`` option; ``isa`` names one of INT8_ATTENTION_ISAS. ValueError
+    if q, k or v holds a NaN or inf (``out`` is then unspecified) or a sequence has more than
+    65536 keys."""
+    cdef _AttentionArgs a = _AttentionArgs(q, k, v, cu_seqlens_q, cu_seqlens_k, out, scale, quantize)
+    cdef int i = (FP_I8_GENERIC, FP_I8_AVX512VNNI)[INT8_ATTENTION_PATHS.index(isa)]
+    cdef int nt = _threads(num_threads), c = bool(causal), rc
+    with nogil:
+        rc = fp_attention_int8(a.q, a.k, a.v, a.cu_q, a.cu_k, a.B, a.H, a.Dh, c, a.scale, a.rs,
+                               a.out, a.outq, &a.qp, i, nt)
+    _attention_error(rc, "attention_int8")
     return out
 
 

@@ -40,8 +40,8 @@ except ImportError as _e:  # every INT8 GEMM declines
     _qgemm = None
     _QGEMM_MISSING = f"fdbert_native._qgemm did not import ({_e})"
 
-__all__ = ["embedding", "linear", "layer_norm", "softmax", "gelu", "attention", "quantize_u8",
-           "dequantize_u8", "qlinear", "qlinear_s32", "encoder_layer", "op_paths"]
+__all__ = ["embedding", "linear", "layer_norm", "softmax", "gelu", "attention", "attention_int8",
+           "quantize_u8", "dequantize_u8", "qlinear", "qlinear_s32", "encoder_layer", "op_paths"]
 
 #: The ops this module implements, each with one kernel family in fdbert_native._fp32.
 FP32_OPS = ("layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8")
@@ -60,6 +60,8 @@ def op_paths() -> dict[str, str]:
         if _qgemm.AMX in _qgemm.supported_dense_isas():
             qpath += f" (amx from M = {_qgemm.AMX_AUTO_MIN_M} rows, 1x4-sparse weights too)"
     paths.update({op: qpath for op in INT8_OPS})
+    paths["attention_int8"] = (_fp32.INT8_ATTENTION_PATHS.best_isa() if _fp32 is not None
+                               else "reference")
     paths["embedding"] = "row copy" if _fp32 is not None else "reference"
     paths["linear"] = _linear_path()   # fdbert_native._sgemm (defined at the end of this file)
     paths["encoder_layer"] = "fused INT8 block; float layers decline to the reference block"
@@ -150,6 +152,32 @@ def dequantize_u8(q, scale, zero_point):  # u8 [...] -> f32 [...]
 
 
 # ---- attention ----------------------------------------------------------------------------------------
+def _attention_checked(name, q, k, v, cu_seqlens_q, cu_seqlens_k, causal):
+    """Decline what the attention kernels cannot take (the reference then defines what happens)."""
+    for arg, a in (("q", q), ("k", k), ("v", v)):
+        _take(a, f"{name}: {arg}", np.float32)
+        if a.ndim != 3:
+            raise Declined(f"{name}: {arg} must be [n, H, Dh], got shape {a.shape}")
+    nq, H, Dh = q.shape
+    if k.shape[1:] != (H, Dh) or v.shape != k.shape:
+        raise Declined(f"{name}: k {k.shape} and v {v.shape} must both be [nk, {H}, {Dh}]")
+    if Dh == 0:
+        raise Declined(f"{name}: Dh = 0")
+    for arg, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        _take(cu, f"{name}: {arg}", np.int32)
+        if cu.ndim != 1 or cu.shape[0] < 1:
+            raise Declined(f"{name}: {arg} must be [B+1], got shape {cu.shape}")
+    if cu_seqlens_k.shape != cu_seqlens_q.shape:
+        raise Declined(f"{name}: cu_seqlens_q {cu_seqlens_q.shape} and cu_seqlens_k "
+                       f"{cu_seqlens_k.shape} differ in B")
+    for arg, cu, n in (("cu_seqlens_q", cu_seqlens_q, nq), ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
+        if cu.shape[0] > 1 and (cu[0] < 0 or cu[-1] > n or np.any(np.diff(cu) < 0)):
+            raise Declined(f"{name}: {arg} is not non-decreasing within [0, {n}]")
+    Lq, Lk = np.diff(cu_seqlens_q), np.diff(cu_seqlens_k)
+    if np.any((Lq > 0) & ((Lk == 0) | (bool(causal) & (Lk < Lq)))):
+        raise Declined(f"{name}: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
+
+
 def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
     """softmax(q k^T * scale [+ causal mask aligned at the end]) v within each packed sequence.
 
@@ -157,31 +185,20 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
     Declines when a query would see no key (Lk = 0 < Lq, or causal with Lk < Lq): the reference then
     defines what happens.
     """
-    for name, a in (("q", q), ("k", k), ("v", v)):
-        _take(a, f"attention: {name}", np.float32)
-        if a.ndim != 3:
-            raise Declined(f"attention: {name} must be [n, H, Dh], got shape {a.shape}")
-    nq, H, Dh = q.shape
-    if k.shape[1:] != (H, Dh) or v.shape != k.shape:
-        raise Declined(f"attention: k {k.shape} and v {v.shape} must both be [nk, {H}, {Dh}]")
-    if Dh == 0:
-        raise Declined("attention: Dh = 0")
-    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
-        _take(cu, f"attention: {name}", np.int32)
-        if cu.ndim != 1 or cu.shape[0] < 1:
-            raise Declined(f"attention: {name} must be [B+1], got shape {cu.shape}")
-    if cu_seqlens_k.shape != cu_seqlens_q.shape:
-        raise Declined(f"attention: cu_seqlens_q {cu_seqlens_q.shape} and cu_seqlens_k "
-                       f"{cu_seqlens_k.shape} differ in B")
-    for name, cu, n in (("cu_seqlens_q", cu_seqlens_q, nq), ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
-        if cu.shape[0] > 1 and (cu[0] < 0 or cu[-1] > n or np.any(np.diff(cu) < 0)):
-            raise Declined(f"attention: {name} is not non-decreasing within [0, {n}]")
-    Lq, Lk = np.diff(cu_seqlens_q), np.diff(cu_seqlens_k)
-    if np.any((Lq > 0) & ((Lk == 0) | (bool(causal) & (Lk < Lq)))):
-        raise Declined("attention: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
+    _attention_checked("attention", q, k, v, cu_seqlens_q, cu_seqlens_k, causal)
     out = np.zeros_like(q)  # rows outside every sequence stay 0, as in the reference
     _fp32.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=bool(causal),
                     scale=None if scale is None else float(np.float32(scale)))
+    return out
+
+
+def attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
+    """:func:`attention` with INT8 q k^T and P v (fdbert/reference/attention_int8.py): the same
+    arguments and declines; ValueError, as the reference, for a NaN or inf in q, k or v."""
+    _attention_checked("attention_int8", q, k, v, cu_seqlens_q, cu_seqlens_k, causal)
+    out = np.zeros_like(q)
+    _fp32.attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=bool(causal),
+                         scale=None if scale is None else float(np.float32(scale)))
     return out
 
 
@@ -427,14 +444,15 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
             qkv = [_qlin(xq, lin, p, nt) for lin, p in ((ql, pq), (kl, pk), (vl, pv))]
         q, k, v = (plus_outliers(y, x, lin).reshape(n, H, Dh) for y, lin in zip(qkv, (ql, kl, vl)))
     # cu_seqlens runs from 0 to n: every row of the attention output is written
+    attention = _fp32.attention_int8 if layer.attention == "int8" else _fp32.attention
     if not len(ol.outliers):   # attention emits the O projection's u8 input directly
         aq = np.empty((n, H, Dh), np.uint8)
-        _fp32.attention(q, k, v, cu_seqlens, cu_seqlens, aq, num_threads=nt,
-                        quantize=(ol.x_scale, ol.x_zero_point))
+        attention(q, k, v, cu_seqlens, cu_seqlens, aq, num_threads=nt,
+                  quantize=(ol.x_scale, ol.x_zero_point))
         y = _qlin(aq.reshape(n, D), ol, po, nt, residual=x)
     else:
         a = np.empty((n, H, Dh), np.float32)
-        _fp32.attention(q, k, v, cu_seqlens, cu_seqlens, a, num_threads=nt)
+        attention(q, k, v, cu_seqlens, cu_seqlens, a, num_threads=nt)
         a = a.reshape(n, D)
         y = plus_outliers(_qlin(quantize(a, ol), ol, po, nt, residual=x), a, ol)
     x, xq = layer_norm_quantize(y, layer.sa_layer_norm, l1)

@@ -1,4 +1,5 @@
-"""Hypothesis strategies of fdbert's spec tests: small encoder configs and padded batches.
+"""Hypothesis strategies of fdbert's spec tests: small encoder configs, padded batches, and the
+packed q, k, v batches of the attention ops.
 
 Every strategy draws shapes that are consistent with each other (a batch fits its model's vocabulary
 and position table), so tests never filter. Random weights come from a drawn seed, so a failing example
@@ -127,3 +128,24 @@ def random_encoder(cfg: SmallConfig, dtype=np.float32) -> Encoder:
                                   linear(F, D), linear(D, F), layer_norm())
               for _ in range(cfg.n_layers)]
     return Encoder(cfg.to_fdbert(), EncoderWeights(emb, layers))
+
+
+@st.composite
+def packed_batches(draw, causal=None):
+    """(q, k, v, cu_q, cu_k, causal, scale): B sequences, Lq <= Lk (Lq < Lk half the time), empties."""
+    causal = draw(st.booleans()) if causal is None else causal
+    B = draw(st.integers(1, 4))
+    H = draw(st.integers(1, 3))
+    Dh = draw(st.one_of(st.integers(1, 20), st.sampled_from([16, 32, 64, 65])))
+    lk = draw(st.lists(st.integers(0, 40), min_size=B, max_size=B))
+    lq = [draw(st.one_of(st.just(L), st.integers(0, L), st.just(min(L, 1)))) for L in lk]
+    lead_q, lead_k = draw(st.integers(0, 2)), draw(st.integers(0, 2))  # rows before cu[0]: stay 0
+    cu_q = (lead_q + np.concatenate([[0], np.cumsum(lq)])).astype(np.int32)
+    cu_k = (lead_k + np.concatenate([[0], np.cumsum(lk)])).astype(np.int32)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    sd = draw(st.sampled_from([0.3, 1.0, 2.0]))
+    q = rng.normal(0, sd, (int(cu_q[-1]) + draw(st.integers(0, 2)), H, Dh)).astype(np.float32)
+    k = rng.normal(0, sd, (int(cu_k[-1]) + draw(st.integers(0, 2)), H, Dh)).astype(np.float32)
+    v = rng.normal(0, 1, k.shape).astype(np.float32)
+    scale = draw(st.one_of(st.none(), st.sampled_from([0.05, 0.125, 1.0])))
+    return q, k, v, cu_q, cu_k, causal, scale

@@ -62,14 +62,19 @@ def tiny():
     return tiny_text_model(seed=11, n_layers=2, n_heads=2, head_dim=8, d_ffn=40)
 
 
+@pytest.mark.parametrize("attention", ["fp32", "int8"])
 @pytest.mark.parametrize("qkv_fused_max", [0, 10**9], ids=["qkv-three-gemms", "qkv-one-gemm"])
 @pytest.mark.parametrize("sparsity", [None, 0.8])
-def test_fused_block_equals_the_composed_native_block(tiny, sparsity, qkv_fused_max, monkeypatch):
-    """Q, K and V as three linears or as one stacked GEMM (nops.QKV_FUSED_MAX_TOKENS) alike."""
+def test_fused_block_equals_the_composed_native_block(tiny, sparsity, qkv_fused_max, attention,
+                                                      monkeypatch):
+    """Q, K and V as three linears or as one stacked GEMM (nops.QKV_FUSED_MAX_TOKENS) alike; float32
+    or INT8 attention (the fused block's u8-output attention_int8 == attention_int8 + quantize_u8)."""
     monkeypatch.setattr(nops, "QKV_FUSED_MAX_TOKENS", qkv_fused_max)
     texts = sentences(24, seed=5)
     model = fdbert.prune(tiny, sparsity) if sparsity else tiny
-    q = fdbert.quantize(model, texts, progress=False, outlier_threshold=None, measure_error=False)
+    q = fdbert.quantize(model, texts, progress=False, outlier_threshold=None, measure_error=False,
+                        attention=attention)
+    assert all(layer.attention == attention for layer in q.weights.layers)
     for batch in (q.tokenize(texts[:1]), q.tokenize(texts[:9]), pack_sequences([[3] * 16] * 5)):
         _compare(q, batch)
 
@@ -158,13 +163,15 @@ def test_layers_it_cannot_run_are_declined(tiny):
         fdbert.ops.encoder_layer(x, batch.cu_seqlens, odd, c)
 
 
+@pytest.mark.parametrize("attention", ["fp32", "int8"])
 @pytest.mark.parametrize("sparsity", [None, 0.8])
-def test_fused_block_with_float_outlier_channels(sparsity):
+def test_fused_block_with_float_outlier_channels(sparsity, attention):
     texts = sentences(24, seed=8)
     model = tiny_text_model(seed=12, n_layers=2, n_heads=2, head_dim=8, d_ffn=40, outlier_channel=3)
     if sparsity:
         model = fdbert.prune(model, sparsity)
-    q = fdbert.quantize(model, texts, progress=False, outlier_threshold=6.0, measure_error=False)
+    q = fdbert.quantize(model, texts, progress=False, outlier_threshold=6.0, measure_error=False,
+                        attention=attention)
     layers = q.weights.layers
     assert any(len(getattr(l, n).outliers) for l in layers for n in ("q_lin", "k_lin", "v_lin"))
     assert any(len(getattr(l, n).outliers) for l in layers for n in ("lin1", "lin2", "out_lin"))

@@ -36,6 +36,7 @@ if not fdbert_native.AVAILABLE:
                 allow_module_level=True)
 _fp32 = pytest.importorskip("fdbert_native._fp32", reason="fdbert_native._fp32 is not built")
 import fdbert_native.ops as nops  # noqa: E402
+from strategies import packed_batches  # noqa: E402
 
 # ---- named tolerances -------------------------------------------------------------------------------
 # layer_norm: |got - ref| <= LN_ATOL + LN_RTOL |ref| + LN_MEAN_ULPS eps32 (max|x_row| / std_row) |w|.
@@ -406,27 +407,6 @@ def test_quantize_invalid_qparams_raise_like_the_reference():
 
 
 # ---- attention ----------------------------------------------------------------------------------------------
-@st.composite
-def packed_batches(draw, causal=None):
-    """(q, k, v, cu_q, cu_k, causal, scale): B sequences, Lq <= Lk (Lq < Lk half the time), empties."""
-    causal = draw(st.booleans()) if causal is None else causal
-    B = draw(st.integers(1, 4))
-    H = draw(st.integers(1, 3))
-    Dh = draw(st.one_of(st.integers(1, 20), st.sampled_from([16, 32, 64, 65])))
-    lk = draw(st.lists(st.integers(0, 40), min_size=B, max_size=B))
-    lq = [draw(st.one_of(st.just(L), st.integers(0, L), st.just(min(L, 1)))) for L in lk]
-    lead_q, lead_k = draw(st.integers(0, 2)), draw(st.integers(0, 2))  # rows before cu[0]: stay 0
-    cu_q = (lead_q + np.concatenate([[0], np.cumsum(lq)])).astype(np.int32)
-    cu_k = (lead_k + np.concatenate([[0], np.cumsum(lk)])).astype(np.int32)
-    rng = rng_of(draw(seeds))
-    sd = draw(st.sampled_from([0.3, 1.0, 2.0]))
-    q = rng.normal(0, sd, (int(cu_q[-1]) + draw(st.integers(0, 2)), H, Dh)).astype(np.float32)
-    k = rng.normal(0, sd, (int(cu_k[-1]) + draw(st.integers(0, 2)), H, Dh)).astype(np.float32)
-    v = rng.normal(0, 1, k.shape).astype(np.float32)
-    scale = draw(st.one_of(st.none(), st.sampled_from([0.05, 0.125, 1.0])))
-    return q, k, v, cu_q, cu_k, causal, scale
-
-
 @SETTINGS
 @given(batch=packed_batches())
 @example(batch=(np.ones((1, 1, 1), np.float32), np.ones((1, 1, 1), np.float32),

@@ -12,7 +12,7 @@ from fdbert.errors import CorruptModelError, ModelNotFoundError
 from fdbert.serialization import FORMAT_VERSION, META_FILE, TENSOR_FILE, TOKENIZER_FILE
 from int8_models import sentences, tiny_text_model
 
-KINDS = ("float", "pruned", "int8", "int8-sparse")
+KINDS = ("float", "pruned", "int8", "int8-sparse", "int8-sparse-int8-attention")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,9 @@ def models(texts):
     return {"float": base, "pruned": pruned,
             "int8": fdbert.quantize(base, texts, progress=False, measure_error=False),
             "int8-sparse": fdbert.quantize(pruned, texts, method="percentile", progress=False,
-                                           measure_error=False)}
+                                           measure_error=False),
+            "int8-sparse-int8-attention": fdbert.quantize(pruned, texts, progress=False,
+                                                          measure_error=False, attention="int8")}
 
 
 @pytest.fixture
@@ -50,6 +52,7 @@ def test_round_trip_is_bit_identical(models, texts, tmp_path, kind):
         with fdbert.set_backend(backend):
             assert np.array_equal(r.forward_packed(batch), m.forward_packed(batch))
     for old, new in zip(m.weights.layers, r.weights.layers):
+        assert new.attention == old.attention
         for name in old.LINEARS:
             a, b = getattr(old, name), getattr(new, name)
             assert type(a) is type(b)
@@ -61,6 +64,21 @@ def test_round_trip_is_bit_identical(models, texts, tmp_path, kind):
                 assert type(a.x_scale) is type(b.x_scale)
             else:
                 assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
+
+
+def test_int8_attention_is_saved_per_layer_and_checked(models, tmp_path):
+    m = models["int8-sparse-int8-attention"]
+    assert [layer.attention for layer in m.weights.layers] == ["int8"] * m.config.n_layers
+    d = m.save(tmp_path / "m")
+    meta = json.loads((d / META_FILE).read_text())
+    assert meta["attention"] == ["int8"] * m.config.n_layers
+    meta["attention"] = ["int4"] * m.config.n_layers
+    (d / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CorruptModelError, match="'attention' must list one of"):
+        fdbert.load(d)
+    del meta["attention"]   # a model saved before INT8 attention existed: float32 attention
+    (d / META_FILE).write_text(json.dumps(meta))
+    assert [layer.attention for layer in fdbert.load(d).weights.layers] == ["fp32"] * m.config.n_layers
 
 
 def test_files_and_metadata(saved):

@@ -390,12 +390,21 @@ class FdbertNativeInt8Sparse(FdbertNativeInt8):
     sparsity = 0.8
     block = (1, 4)
 
+    attention = "fp32"
+
     def prepare(self) -> None:
         FdbertEngine.prepare(self)
         prune, quantize = self._compress("prune"), self._compress("quantize")
         sparse = prune(self.model, sparsity=self.sparsity, block=self.block)
         self.model = quantize(sparse, self.workload.calibration_texts, progress=False,
-                              measure_error=False)
+                              measure_error=False, attention=self.attention)
+
+
+class FdbertNativeInt8SparseInt8Attention(FdbertNativeInt8Sparse):
+    """The same, with INT8 attention (``quantize(..., attention="int8")``, docs/int8.md)."""
+
+    name = "fdbert-native-int8-sparse-qattn"
+    attention = "int8"
 
 
 ENGINES: dict[str, type[Engine]] = {
@@ -403,6 +412,7 @@ ENGINES: dict[str, type[Engine]] = {
     for cls in (
         PyTorchFP32, PyTorchInt8Dynamic, OnnxRuntimeFP32, OnnxRuntimeInt8, OpenVINOFP32,
         OpenVINOInt8, FdbertEngine, FdbertNativeFP32, FdbertNativeInt8, FdbertNativeInt8Sparse,
+        FdbertNativeInt8SparseInt8Attention,
     )
 }
 

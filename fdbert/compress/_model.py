@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..weights import EncoderLayerWeights, EncoderWeights
 
 
@@ -22,3 +24,10 @@ def copy_model(model, new_layers):
                       model.pooling, name=model.name)
     new.compression = dict(getattr(model, "compression", None) or {})
     return new
+
+
+def with_attention(model, attention):
+    """A copy of ``model`` (sharing every weight) whose layers all use ``attention`` ("fp32" or
+    "int8"): what ``quantize(..., attention=...)`` would give, without calibrating again."""
+    return copy_model(model, [dataclasses.replace(layer, attention=attention)
+                              for layer in model.weights.layers])

@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--outlier-threshold", type=float, default=6.0,
                         help="input channels above this magnitude stay float32 (default 6.0); "
                              "0 disables (every channel INT8)")
+    parser.add_argument("--attention", choices=("fp32", "int8"), default="fp32",
+                        help="attention's two matmuls in float32 (default) or INT8 (dynamic per-token "
+                             "codes; faster, slightly less accurate: docs/int8.md)")
     parser.add_argument("--no-quantize", action="store_true", help="prune only, keep float32")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -68,7 +71,8 @@ def main(args) -> int:
             return 2
         model = quantize(model, texts, method=args.method, percentile=args.percentile,
                          progress=not args.no_progress,
-                         outlier_threshold=args.outlier_threshold or None)
+                         outlier_threshold=args.outlier_threshold or None,
+                         attention=args.attention)
         print(model.quantization_report)
     out = model.save(args.out)
     print(f"saved to {out}", file=sys.stderr)

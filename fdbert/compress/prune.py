@@ -80,7 +80,7 @@ def prune(model, sparsity=0.8, block=(1, 4), scope="layer"):
         for name in linear_names():
             lin = getattr(layer, name)
             mods[name] = Linear(apply_block_mask(lin.weight, keeps[(i, name)], block), lin.bias)
-        new_layers.append(EncoderLayerWeights(**mods))
+        new_layers.append(EncoderLayerWeights(**mods, attention=layer.attention))
     pruned = copy_model(model, new_layers)
     pruned.compression = dict(getattr(model, "compression", None) or {},
                               pruning={"method": "one-shot block magnitude (L2)",

@@ -7,8 +7,10 @@
     3. weights -> symmetric per-output-channel s8, stored block-sparse (BSR) when the model was pruned
     4. report: each Linear's INT8 output error against float on the calibration data (:mod:`.report`)
 
-Only the six encoder Linears per layer become INT8; embeddings, LayerNorm, softmax, attention, the
-residual stream and task heads stay float32 (docs/int8.md says why).
+Only the six encoder Linears per layer become INT8; embeddings, LayerNorm, softmax, the residual
+stream and task heads stay float32 (docs/int8.md says why). Attention stays float32 too unless
+``attention="int8"``: its two matmuls then run in INT8 with codes computed on the fly per token
+(fdbert.reference.attention_int8; no calibration needed).
 """
 
 from __future__ import annotations
@@ -27,15 +29,19 @@ QKV = ("q_lin", "k_lin", "v_lin")
 
 
 def quantize(model, calibration_texts, method="minmax", percentile=99.99, progress=True, *,
-             outlier_threshold=6.0, batch_size=32, measure_error=True):
+             outlier_threshold=6.0, batch_size=32, measure_error=True, attention="fp32"):
     """A new model whose encoder Linears are :class:`QuantizedLinear` (BSR if the model was pruned).
 
     Input channels whose calibrated magnitude exceeds ``outlier_threshold`` stay float32 (a handful
     per layer; ``None`` quantizes every channel, the pure per-tensor scheme). The report is ``new_model.quantization_report`` (:class:`QuantizationReport`; ``print`` it).
     ``measure_error=False`` skips the extra pass over the texts that measures each Linear's error.
+    ``attention="int8"`` makes every layer's attention INT8 (``fdbert.ops.attention_int8``).
     """
     if is_quantized_model(model):
         raise ValueError("quantize: the model is already quantized")
+    if attention not in EncoderLayerWeights.ATTENTION_KINDS:
+        raise ValueError(f"quantize: attention must be one of {EncoderLayerWeights.ATTENTION_KINDS}, "
+                         f"got {attention!r}")
     texts = list(calibration_texts)
     cal = calibrate(model, texts, method, percentile, outlier_threshold, batch_size, progress)
     pruning = (getattr(model, "compression", None) or {}).get("pruning")
@@ -62,14 +68,14 @@ def quantize(model, calibration_texts, method="minmax", percentile=99.99, progre
             rep.rows.append(LayerReport(i, name, ql.shape, block, elem, blk, lo, hi, float(x_scale),
                                         int(x_zp), float(ws.min()), float(ws.max()),
                                         outliers=[int(o) for o in c.outliers]))
-        new_layers.append(EncoderLayerWeights(**mods))
+        new_layers.append(EncoderLayerWeights(**mods, attention=attention))
     if measure_error:
         _measure_errors(model, texts, by_weight, rep, batch_size, progress)
     quantized = copy_model(model, new_layers)
     quantized.compression["quantization"] = {
         "scheme": "static per-tensor asymmetric u8 activations, symmetric per-channel s8 weights",
         "method": method, "percentile": rep.percentile, "outlier_threshold": outlier_threshold,
-        "n_texts": len(texts),
+        "n_texts": len(texts), "attention": attention,
         "sparse_block": list(block) if block else None}
     quantized.quantization_report = rep
     return quantized

@@ -17,6 +17,14 @@ def causal_mask(n_q, n_k):  # -> bool [Lq, Lk]
     return np.arange(n_k)[None, :] <= np.arange(n_q)[:, None] + (n_k - n_q)
 
 
+def sequence_rows(cu_seqlens_q, cu_seqlens_k):  # -> iterator of (q0, q1, k0, k1)
+    """The query rows q0:q1 and key rows k0:k1 of each sequence that has queries."""
+    for b in range(len(cu_seqlens_q) - 1):
+        q0, q1 = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1])
+        if q1 > q0:
+            yield q0, q1, int(cu_seqlens_k[b]), int(cu_seqlens_k[b + 1])
+
+
 def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
     """out_b = softmax(q_b k_b^T * scale [masked]) v_b for each sequence b, per head.
 
@@ -25,11 +33,7 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
     nq, H, Dh = q.shape
     scale = np.float32(1.0 / np.sqrt(Dh) if scale is None else scale)
     out = np.zeros_like(q)
-    for b in range(len(cu_seqlens_q) - 1):
-        q0, q1 = cu_seqlens_q[b], cu_seqlens_q[b + 1]
-        k0, k1 = cu_seqlens_k[b], cu_seqlens_k[b + 1]
-        if q1 == q0:
-            continue
+    for q0, q1, k0, k1 in sequence_rows(cu_seqlens_q, cu_seqlens_k):
         qb = q[q0:q1].transpose(1, 0, 2)                 # [Lq, H, Dh] -> [H, Lq, Dh]
         kb = k[k0:k1].transpose(1, 2, 0)                 # [Lk, H, Dh] -> [H, Dh, Lk]
         vb = v[k0:k1].transpose(1, 0, 2)                 # [Lk, H, Dh] -> [H, Lk, Dh]

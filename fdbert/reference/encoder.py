@@ -18,7 +18,7 @@ def self_attention(x, cu_seqlens, p, n_heads):  # [n, D] -> [n, D]
     q = ops.linear(x, p.q_lin.weight, p.q_lin.bias).reshape(n, n_heads, D // n_heads)  # [n, D] -> [n, H, Dh]
     k = ops.linear(x, p.k_lin.weight, p.k_lin.bias).reshape(n, n_heads, D // n_heads)  # [n, D] -> [n, H, Dh]
     v = ops.linear(x, p.v_lin.weight, p.v_lin.bias).reshape(n, n_heads, D // n_heads)  # [n, D] -> [n, H, Dh]
-    a = ops.attention(q, k, v, cu_seqlens, cu_seqlens).reshape(n, D)                  # [n, H, Dh] -> [n, D]
+    a = p.attend(q, k, v, cu_seqlens).reshape(n, D)                                    # [n, H, Dh] -> [n, D]
     return ops.linear(a, p.out_lin.weight, p.out_lin.bias)
 
 

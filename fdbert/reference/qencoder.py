@@ -5,7 +5,8 @@ stays float32, as in the float block (:mod:`fdbert.reference.encoder`):
 
     xq = quantize(x)                                  one u8 copy of x feeds Q, K and V
     q, k, v = qlinear(xq, W_q), qlinear(xq, W_k), qlinear(xq, W_v)         f32
-    a = attention(q, k, v)                            f32 (softmax needs the dynamic range)
+    a = attention(q, k, v)                            f32, or INT8 with layer.attention == "int8"
+                                                      (fdbert.reference.attention_int8)
     x = LN(qlinear(quantize(a), W_o, residual=x))     bias + residual fused in the epilogue; LN f32
     hq = qlinear(quantize(x), W_1, gelu, out=u8)      GELU + requantize fused: FFN1 emits u8
     x = LN(qlinear(hq, W_2, residual=x))
@@ -45,7 +46,7 @@ def encoder_layer_int8(x, cu_seqlens, layer, config):  # [n, D] -> [n, D]
     xq = ops.quantize_u8(x, qkv_in.x_scale, qkv_in.x_zero_point)                 # u8 [n, D]
     q, k, v = (_plus(ops.qlinear(xq, lin), _outlier_part(x, lin)).reshape(n, H, Dh)  # [n, D] -> [n, H, Dh]
                for lin in (layer.q_lin, layer.k_lin, layer.v_lin))
-    a = ops.attention(q, k, v, cu_seqlens, cu_seqlens).reshape(n, D)            # [n, H, Dh] -> [n, D]
+    a = layer.attend(q, k, v, cu_seqlens).reshape(n, D)   # f32 or INT8 attention: [n, H, Dh] -> [n, D]
     aq = ops.quantize_u8(a, layer.out_lin.x_scale, layer.out_lin.x_zero_point)
     y = _plus(ops.qlinear(aq, layer.out_lin, residual=x), _outlier_part(a, layer.out_lin))
     x = ops.layer_norm(y, layer.sa_layer_norm.weight, layer.sa_layer_norm.bias, eps)

@@ -29,7 +29,7 @@
 
 #include <stdint.h>
 
-enum { FP_OK = 0, FP_ENOMEM = -2, FP_ENOKEYS = -4 };
+enum { FP_OK = 0, FP_ENOMEM = -2, FP_ENOKEYS = -4, FP_ENONFINITE = -5, FP_ETOOLONG = -6 };
 
 /* The quantization of a u8 output: outq = u8(clip(rint(out / scale) + zp, 0, 255)), exactly
  * fp_quantize_u8's arithmetic (the INT8 contract), so one call gives the bits of attention then
@@ -46,5 +46,20 @@ int fp_attention(const float *q__nhd, const float *k__nhd, const float *v__nhd, 
                  const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
                  const int64_t rs[4], float *out__nhd, uint8_t *outq__nhd, const fp_attn_u8 *qp,
                  int isa, int nthreads);
+
+/* INT8 attention (attention_int8.c; fdbert/reference/attention_int8.py): the same contract, with q, k
+ * and v quantized per (sequence, head) to s8 (symmetric, absmax / 127), exact int32 q k^T and P v, and
+ * u8 softmax weights rint(255 exp(s - max s)) normalised by their integer row sum. Additionally
+ * returns FP_ENONFINITE when q, k or v holds a NaN or inf (out is then unspecified) and FP_ETOOLONG
+ * for a sequence of more than FP_I8_MAX_KEYS keys (checked before anything is written).
+ * ISA paths: FP_I8_GENERIC (plain C) and FP_I8_AVX512VNNI (vpdpbusd; Dh <= FP_I8_MAX_DH, else the
+ * generic path runs). */
+enum { FP_I8_GENERIC = 0, FP_I8_AVX512VNNI = 1, FP_I8_ISA_COUNT = 2 };
+enum { FP_I8_MAX_KEYS = 65536, FP_I8_MAX_DH = 1024 };
+
+int fp_attention_int8(const float *q__nhd, const float *k__nhd, const float *v__nhd,
+                      const int32_t *cu_q, const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh,
+                      int causal, float scale, const int64_t rs[4], float *out__nhd,
+                      uint8_t *outq__nhd, const fp_attn_u8 *qp, int isa, int nthreads);
 
 #endif /* FDBERT_ATTENTION_H */
