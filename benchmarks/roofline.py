@@ -15,6 +15,8 @@ DistilBERT-base shapes of the fused INT8 block with its real epilogues:
                                                        SpMM that CPUs without AMX run)
     FFN2   [M, 3072] x [3072, 768], f32 out + residual (AMX)
     attn   12 heads x Dh 64 over sequences of 128, fp32, u8 out (MACs: 2 L^2 Dh per sequence, head)
+    attn8  the same, INT8 (attention_int8: VNNI ceiling; validated as its spec test: within 3 sv
+           of fdbert's NumPy reference)
 
 For the SpMM, MACs are the useful ones (nonzero blocks), bytes its block stream (8 per 1x4 block).
 Every kernel is validated before it is timed (GEMMs: the int32 sums equal the int64 NumPy product
@@ -33,6 +35,7 @@ import numpy as np
 import fdbert_native
 from bench_kernels import best_time, check, cpu_name, sparse_weight
 from fdbert.reference.attention import attention as ref_attention
+from fdbert.reference.attention_int8 import attention_int8 as ref_attention_int8
 from fdbert_native import _fp32, _qgemm as q
 
 
@@ -91,16 +94,19 @@ def gemm_points(M, threads, rng, has_amx):
     return out
 
 
-def attention_point(batch, threads, rng):
+def attention_point(batch, threads, rng, int8=False):
     L, H, Dh = 128, 12, 64
     n = batch * L
     cu = np.arange(0, n + 1, L, dtype=np.int32)
     qkv = rng.normal(0, 1, (3, n, H, Dh)).astype(np.float32)
-    a = _fp32.attention(*qkv, cu, cu, np.zeros((n, H, Dh), np.float32), num_threads=threads)
-    np.testing.assert_allclose(a, ref_attention(*qkv, cu, cu), atol=1e-4, rtol=0)
+    op, ref = (_fp32.attention_int8, ref_attention_int8) if int8 else (_fp32.attention, ref_attention)
+    a = op(*qkv, cu, cu, np.zeros((n, H, Dh), np.float32), num_threads=threads)
+    # INT8: a u8 softmax weight may round the other way (docs/int8.md): 3 of them move <= 3 sv
+    atol = 3 * float(np.abs(qkv[2]).max()) / 127 if int8 else 1e-4
+    np.testing.assert_allclose(a, ref(*qkv, cu, cu), atol=atol, rtol=0)
     aq = np.empty((n, H, Dh), np.uint8)
-    fn = lambda: _fp32.attention(*qkv, cu, cu, aq, num_threads=threads, quantize=(0.01, 128))  # noqa: E731
-    return ("attention", batch * H * 2 * L * L * Dh / 1e9, 3 * n * H * Dh * 4 + n * H * Dh, best_time(fn))
+    fn = lambda: op(*qkv, cu, cu, aq, num_threads=threads, quantize=(0.01, 128))  # noqa: E731
+    return (batch * H * 2 * L * L * Dh / 1e9, 3 * n * H * Dh * 4 + n * H * Dh, best_time(fn))
 
 
 def main():
@@ -120,7 +126,8 @@ def main():
     points = []
     for M in args.M:
         points += [(f"{label} M={M}", *rest) for label, *rest in gemm_points(M, nt, rng, has_amx)]
-        points.append((f"attention M={M}", *attention_point(M // 128, nt, rng)[1:]))
+        points.append((f"attention M={M}", *attention_point(M // 128, nt, rng)))
+        points.append((f"attention-int8 M={M}", *attention_point(M // 128, nt, rng, int8=True)))
 
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  CPU: {cpu_name()}  "
           f"{nt} threads  numpy {np.__version__}  {platform.machine()}")
@@ -131,7 +138,7 @@ def main():
     rows = []
     for label, gmac, nbytes, sec in points:
         ceiling = (peaks.get("AMX-INT8 (tdpbusd)") if label.startswith("amx") else
-                   peaks["fp32 FMA"] if label.startswith("attention") else peaks["VNNI (vpdpbusd)"])
+                   peaks["fp32 FMA"] if label.startswith("attention ") else peaks["VNNI (vpdpbusd)"])
         ai = gmac * 1e9 / nbytes
         rate = gmac / sec
         rows.append((label, ai, rate))
@@ -146,7 +153,8 @@ def main():
     x = np.logspace(0, 3, 200)
     for (name, peak), style in zip(peaks.items(), ("-", "--", ":")):
         ax.plot(x, np.minimum(peak, bw * x), "k" + style, lw=1, label=f"{name}: {peak:,.0f} GMAC/s")
-    colors = {"amx": "tab:blue", "avx512vnni": "tab:orange", "spmm80": "tab:green", "attention": "tab:red"}
+    colors = {"amx": "tab:blue", "avx512vnni": "tab:orange", "spmm80": "tab:green", "attention": "tab:red",
+              "attention-int8": "tab:purple"}
     small = f"M={args.M[0]}"
     for label, ai, rate in rows:
         c = colors[label.split()[0]]
