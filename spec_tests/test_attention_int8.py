@@ -48,6 +48,20 @@ def rows_of(cu_q, cu_k):  # the sv rows of each query row: query row -> the key 
     return out
 
 
+# ---- native == reference ----------------------------------------------------------------------------
+native = pytest.mark.native_only
+if fdbert_native.AVAILABLE:
+    from fdbert_native import _fp32
+    import fdbert_native.ops as nops
+    ISAS = _fp32.INT8_ATTENTION_ISAS
+    supported = _fp32.INT8_ATTENTION_PATHS.isa_supported
+else:
+    ISAS, supported = ("generic",), (lambda isa: False)
+ISA_PARAMS = [pytest.param(isa, marks=[native, pytest.mark.skipif(
+    not supported(isa), reason=f"the {isa} path cannot run here (no native build, the CPU lacks it, "
+                               "or FDBERT_DISABLE_CPU_FEATURES)")]) for isa in ISAS]
+
+
 # ---- the reference --------------------------------------------------------------------------------
 @SETTINGS
 @given(batch=packed_batches())
@@ -114,6 +128,24 @@ def test_reference_scales_are_per_token_for_q_and_k():
     np.testing.assert_array_equal(np.delete(ref.attention_int8(q2, k, v, cu, cu), 3, 0), np.delete(base, 3, 0))
 
 
+@pytest.mark.parametrize("isa", ["reference", *ISAS])
+def test_tiny_and_huge_rows(isa):
+    """A token whose q or k is all below 2^-120 gets zero codes (127 / max|x| would overflow);
+    3e38-sized values quantize like any others; every path gives the reference's bytes."""
+    if isa != "reference" and not supported(isa):
+        pytest.skip(f"the {isa} path cannot run here")
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.normal(size=(6, 2, 8)).astype(np.float32) for _ in range(3))
+    q[1], k[2], v[:, 1] = 1e-40, -2e-38, 1e-39        # subnormal / tiny rows and a tiny head of v
+    q[3, 0] *= np.float32(1e38)
+    cu = np.array([0, 6], np.int32)
+    want = ref.attention_int8(q, k, v, cu, cu)
+    assert np.all(np.isfinite(want))
+    if isa != "reference":
+        got = _fp32.attention_int8(q, k, v, cu, cu, np.zeros_like(q), isa=isa)
+        assert got.tobytes() == want.tobytes()
+
+
 @pytest.mark.parametrize("where", ["q", "k", "v"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nonfinite_input_raises(where, bad):
@@ -137,20 +169,6 @@ def test_too_many_keys_raise():
     if fdbert_native.AVAILABLE:
         with fdbert.set_backend("native", only=True), pytest.raises(ValueError, match="keys"):
             fdbert.ops.attention_int8(q, kv, kv, cu_q, cu_k)
-
-
-# ---- native == reference ----------------------------------------------------------------------------
-native = pytest.mark.native_only
-if fdbert_native.AVAILABLE:
-    from fdbert_native import _fp32
-    import fdbert_native.ops as nops
-    ISAS = _fp32.INT8_ATTENTION_ISAS
-    supported = _fp32.INT8_ATTENTION_PATHS.isa_supported
-else:
-    ISAS, supported = ("generic",), (lambda isa: False)
-ISA_PARAMS = [pytest.param(isa, marks=[native, pytest.mark.skipif(
-    not supported(isa), reason=f"the {isa} path cannot run here (no native build, the CPU lacks it, "
-                               "or FDBERT_DISABLE_CPU_FEATURES)")]) for isa in ISAS]
 
 
 def run_all_threads(fn):

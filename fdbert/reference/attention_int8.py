@@ -12,7 +12,8 @@ the VNNI operation):
     out_id = float32(sum_j p_ij v8_jd) * (sv / float32(sum_j p_ij))
 
 with codes(x) = clip(rint(x * (127 / max |x|)), -127, 127) and s = max |x| / 127, each quotient one
-float32 division (both 1 when x is all zero): a multiply per element, not a divide. Per-token q and k
+float32 division: a multiply per element, not a divide. Where max |x| < 2^-120 (all zero, or so
+small that 127 / max |x| would overflow float32) both quotients are 1: the codes are 0. Per-token q and k
 scales keep tokens independent: a query's result does not depend on the other queries computed with
 it (a decoder step gives the rows of the full causal product), and an outlier token does not coarsen
 the codes of the others. The softmax's normalisation is the integer row sum of the u8 weights, so the
@@ -31,15 +32,17 @@ from .attention import causal_mask, sequence_rows
 
 #: Largest Lk: sum_j p_ij v8_jd (at most 255 * 127 per key) must fit int32.
 MAX_KEYS = 65536
+#: max |x| below this quantizes to zero codes (127 / max |x| must not overflow float32).
+TINY = np.float32(2.0 ** -120)
 
 
 def symmetric_codes(x, axis):  # f32 x, the axes max |x| runs over -> (int32 codes, f32 scales)
     """codes = clip(rint(x * (127 / max |x|)), -127, 127), scale = max |x| / 127 over ``axis`` (both
-    quotients 1 where x is all zero); scales keep the reduced axes (size 1)."""
+    quotients 1 where max |x| < TINY); scales keep the reduced axes (size 1)."""
     if not np.all(np.isfinite(x)):
         raise ValueError("attention_int8: q, k and v must be finite (a NaN or inf has no INT8 code)")
     amax = np.abs(x).max(axis=axis, keepdims=True, initial=np.float32(0))
-    zero = amax == 0
+    zero = amax < TINY
     safe = np.where(zero, np.float32(1), amax).astype(np.float32)
     inv = np.where(zero, np.float32(1), np.float32(127) / safe).astype(np.float32)
     scale = np.where(zero, np.float32(1), safe / np.float32(127)).astype(np.float32)

@@ -56,11 +56,13 @@ static float absmax_generic(const float *x, int64_t L, int64_t Dh, int64_t rs)
     return m;
 }
 
-/* The reference's two quotients: inv = 127 / amax, scale = amax / 127 (both 1 for amax = 0). */
+/* The reference's two quotients: inv = 127 / amax, scale = amax / 127; both 1 below 2^-120, where
+ * 127 / amax could overflow (the codes are then 0). */
 static inline void symmetric_scale(float amax, float *inv, float *scale)
 {
-    *inv = amax > 0.0f ? 127.0f / amax : 1.0f;
-    *scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+    const int tiny = amax < 0x1p-120f;
+    *inv = tiny ? 1.0f : 127.0f / amax;
+    *scale = tiny ? 1.0f : amax / 127.0f;
 }
 
 static inline int32_t code8(float x, float inv)
