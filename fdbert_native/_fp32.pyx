@@ -46,7 +46,8 @@ cdef extern from "fp32_ops.h" nogil:
                      float *out, int nthreads)
 
 cdef extern from "attention.h" nogil:
-    int FP_OK, FP_ENOMEM, FP_ENOKEYS, FP_ENONFINITE, FP_ETOOLONG, FP_I8_GENERIC, FP_I8_AVX512VNNI
+    int FP_OK, FP_ENOMEM, FP_ENOKEYS, FP_ENONFINITE, FP_ETOOLONG, FP_EOVERFLOW
+    int FP_I8_GENERIC, FP_I8_AVX512VNNI
     int FP_I8_MAX_KEYS
     int fp_attention_int8(const float *q, const float *k, const float *v, const int32_t *cu_q,
                           const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal,
@@ -304,6 +305,8 @@ cdef _attention_error(int rc, name):
         raise ValueError(f"{name}: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
     if rc == FP_ENONFINITE:
         raise ValueError(f"{name}: q, k and v must be finite (a NaN or inf has no INT8 code)")
+    if rc == FP_EOVERFLOW:
+        raise ValueError(f"{name}: a score q.k overflows float32 (|q| |k| too large)")
     if rc == FP_ETOOLONG:
         raise ValueError(f"{name}: a sequence has more than {FP_I8_MAX_KEYS} keys")
     if rc == FP_ENOMEM:
@@ -335,8 +338,8 @@ def attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale
                    num_threads=0, quantize=None):
     """attention() with both matmuls in INT8 (fdbert/reference/attention_int8.py): the same
     arguments, layouts and ``quantize`` option; ``isa`` names one of INT8_ATTENTION_ISAS. ValueError
-    if q, k or v holds a NaN or inf (``out`` is then unspecified) or a sequence has more than
-    65536 keys."""
+    if q, k or v holds a NaN or inf or a score a query sees overflows float32 (``out`` is then
+    unspecified), or a sequence has more than 65536 keys."""
     cdef _AttentionArgs a = _AttentionArgs(q, k, v, cu_seqlens_q, cu_seqlens_k, out, scale, quantize)
     cdef int i = (FP_I8_GENERIC, FP_I8_AVX512VNNI)[INT8_ATTENTION_PATHS.index(isa)]
     cdef int nt = _threads(num_threads), c = bool(causal), rc

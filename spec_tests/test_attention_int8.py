@@ -159,6 +159,26 @@ def test_nonfinite_input_raises(where, bad):
             fdbert.ops.attention_int8(x["q"], x["k"], x["v"], cu, cu)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_overflowing_scores_raise(causal):
+    """|q| |k| beyond float32 (each finite): an overflowing score a query sees raises in both
+    backends; with causal, the same product among masked keys only does not."""
+    q = np.ones((3, 1, 4), np.float32)
+    k = np.ones((3, 1, 4), np.float32)
+    v = np.ones((3, 1, 4), np.float32)
+    q[0], k[2] = 3e19, 3e19          # query 0 x key 2: 4 * 9e38 overflows; masked when causal
+    cu = np.array([0, 3], np.int32)
+    backends = ["reference"] + (["native"] if fdbert_native.AVAILABLE else [])
+    for backend in backends:
+        with fdbert.set_backend(backend, only=True):
+            if causal:
+                out = fdbert.ops.attention_int8(q, k, v, cu, cu, causal=True)
+                assert np.all(np.isfinite(out))
+            else:
+                with pytest.raises(ValueError, match="overflows float32"):
+                    fdbert.ops.attention_int8(q, k, v, cu, cu)
+
+
 def test_too_many_keys_raise():
     n = MAX_KEYS + 1
     q = np.ones((1, 1, 1), np.float32)

@@ -62,9 +62,13 @@ def attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=N
         k8, sk = symmetric_codes(k[k0:k1].transpose(1, 0, 2), 2)      # [H, Lk, Dh], sk [H, Lk, 1]
         v8, sv = symmetric_codes(v[k0:k1].transpose(1, 0, 2), (1, 2))  # [H, Lk, Dh], sv [H, 1, 1]
         acc = q8.astype(np.int64) @ k8.astype(np.int64).transpose(0, 2, 1)        # [H, Lq, Lk]
-        s = acc.astype(np.float32) * ((sq * sk.transpose(0, 2, 1)) * scale)       # f32 [H, Lq, Lk]
+        with np.errstate(over="ignore"):   # an overflow a query sees raises below
+            s = acc.astype(np.float32) * ((sq * sk.transpose(0, 2, 1)) * scale)   # f32 [H, Lq, Lk]
+        visible = causal_mask(q1 - q0, k1 - k0) if causal else np.ones(s.shape[1:], bool)
+        if not np.all(np.isfinite(s) | ~visible):
+            raise ValueError("attention_int8: a score q.k overflows float32 (|q| |k| too large)")
         if causal:
-            s = np.where(causal_mask(q1 - q0, k1 - k0), s, np.float32(-np.inf))
+            s = np.where(visible, s, np.float32(-np.inf))
         if s.shape[-1] == 0 or np.any(np.all(np.isneginf(s), axis=-1)):
             raise ValueError("attention_int8: a query sees no key (Lk = 0, or causal with Lk < Lq)")
         p = np.rint(np.float32(255) * np.exp(s - s.max(axis=-1, keepdims=True))).astype(np.int64)

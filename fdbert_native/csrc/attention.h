@@ -29,7 +29,8 @@
 
 #include <stdint.h>
 
-enum { FP_OK = 0, FP_ENOMEM = -2, FP_ENOKEYS = -4, FP_ENONFINITE = -5, FP_ETOOLONG = -6 };
+enum { FP_OK = 0, FP_ENOMEM = -2, FP_ENOKEYS = -4, FP_ENONFINITE = -5, FP_ETOOLONG = -6,
+       FP_EOVERFLOW = -7 };
 
 /* The quantization of a u8 output: outq = u8(clip(rint(out / scale) + zp, 0, 255)), exactly
  * fp_quantize_u8's arithmetic (the INT8 contract), so one call gives the bits of attention then
@@ -50,7 +51,8 @@ int fp_attention(const float *q__nhd, const float *k__nhd, const float *v__nhd, 
 /* INT8 attention (attention_int8.c; fdbert/reference/attention_int8.py): the same contract, with q, k
  * and v quantized per (sequence, head) to s8 (symmetric, absmax / 127), exact int32 q k^T and P v, and
  * u8 softmax weights rint(255 exp(s - max s)) normalised by their integer row sum. Additionally
- * returns FP_ENONFINITE when q, k or v holds a NaN or inf (out is then unspecified) and FP_ETOOLONG
+ * returns FP_ENONFINITE when q, k or v holds a NaN or inf, FP_EOVERFLOW when a score a query sees
+ * overflows float32 (out is then unspecified in both cases) and FP_ETOOLONG
  * for a sequence of more than FP_I8_MAX_KEYS keys (checked before anything is written).
  * ISA paths: FP_I8_GENERIC (plain C) and FP_I8_AVX512VNNI (vpdpbusd; Dh <= FP_I8_MAX_DH, else the
  * generic path runs). */

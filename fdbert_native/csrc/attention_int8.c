@@ -108,6 +108,7 @@ static int pair_generic(const float *q, const float *k, const float *v, int64_t 
             int32_t acc = 0;
             for (int64_t d = 0; d < Dh; d++) acc += (int32_t)q8[i * Dh + d] * (int32_t)k8[j * Dh + d];
             s[j] = (float)acc * ((sq[i] * sk[j]) * scale);
+            if (!(fabsf(s[j]) <= FLT_MAX)) return FP_EOVERFLOW;
             m = s[j] > m ? s[j] : m;
         }
         int32_t den = 0;
@@ -263,12 +264,18 @@ I8_TARGET static void scores_block(const i8_scratch *w, int64_t i0, int64_t kb0,
 }
 
 /* Row r's u8 weights rint(255 exp(s - max s)) over its nk visible keys (0 beyond, up to Lk64);
- * returns their sum. */
+ * returns their sum, or -1 if a visible score is not finite. */
 I8_TARGET static int32_t weights_row(const float *s, int64_t nk, int64_t Lk64, uint8_t *pu)
 {
     __m512 m = _mm512_set1_ps(-INFINITY);
-    for (int64_t j = 0; j < nk; j += 16)
-        m = _mm512_max_ps(m, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail16(nk - j), s + j));
+    __mmask16 bad = 0;
+    for (int64_t j = 0; j < nk; j += 16) {
+        const __mmask16 k = tail16(nk - j);
+        const __m512 x = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, s + j);
+        bad |= _mm512_mask_cmp_ps_mask(k, _mm512_abs_ps(x), _mm512_set1_ps(FLT_MAX), _CMP_NLE_UQ);
+        m = _mm512_max_ps(m, x);
+    }
+    if (bad) return -1;
     const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(m));
     __m512i den = _mm512_setzero_si512();
     for (int64_t j = 0; j < Lk64; j += 16) {
@@ -338,6 +345,7 @@ I8_TARGET static int pair_avx512vnni(const float *q, const float *k, const float
             if (r < rows) {
                 const int32_t den = weights_row(w->s + r * Lk64, visible_keys(i0 + r, Lq, Lk, causal),
                                                 Lk64, w->pu + r * Lk64);
+                if (den < 0) return FP_EOVERFLOW;
                 t[r] = sv / (float)den;
             } else {
                 memset(w->pu + r * Lk64, 0, (size_t)Lk64);
