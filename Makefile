@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-NATIVE_SRC := setup.py pyproject.toml $(wildcard fdbert_native/*.pyx fdbert_native/*.pxd fdbert_native/csrc/*)
+NATIVE_SRC := setup.py pyproject.toml $(wildcard fdbert_native/*.pyx fdbert_native/*.pxd fdbert_native/*.pxi fdbert_native/csrc/*)
 
 .PHONY: demo test test-native test-pure bench clean
 

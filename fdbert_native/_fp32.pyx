@@ -14,10 +14,12 @@ CPU cannot run raises ValueError. ``num_threads`` <= 0 means fdbert_native.get_n
 """
 import numpy as np
 
-from fdbert_native._checks import IsaPaths, check_array as _check, time_peak as _time_peak
+from fdbert_native._checks import IsaPaths, time_peak as _time_peak
 from fdbert_native._cpu import usable_mask
 
 cimport numpy as cnp
+
+include "_fastcheck.pxi"
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.math cimport sqrt
 

@@ -131,8 +131,9 @@ def _isa_index(name, check=True, dense=False):
     return i
 
 
-from fdbert_native._checks import (check_array as _check, empty_aligned as _empty_aligned,
-                                   time_peak as _time_peak)
+from fdbert_native._checks import empty_aligned as _empty_aligned, time_peak as _time_peak
+
+include "_fastcheck.pxi"
 
 
 cdef inline void *_ptr(a):

@@ -16,10 +16,12 @@ CPU cannot run raises ValueError. ``num_threads`` <= 0 means fdbert_native.get_n
 """
 import numpy as np
 
-from fdbert_native._checks import IsaPaths, check_array as _check
+from fdbert_native._checks import IsaPaths
 from fdbert_native._cpu import usable_mask
 
 cimport numpy as cnp
+
+include "_fastcheck.pxi"
 from libc.stdint cimport int64_t, uint64_t
 
 from fdbert_native._cpu cimport (FDB_AVX2, FDB_AVX512BW, FDB_AVX512DQ, FDB_AVX512F, FDB_AVX512VL,
