@@ -45,6 +45,7 @@ class IsaPaths:
 
     def __init__(self, names, needs, usable_mask):
         self.names, self._needs, self._usable = tuple(names), tuple(needs), usable_mask
+        self._auto = {}   # usable mask -> index of the best path (index("auto") runs per op call)
 
     def isa_supported(self, name):
         """True if path `name` may run now (CPU, OS state and fdbert_native's disabled features)."""
@@ -64,7 +65,11 @@ class IsaPaths:
 
     def index(self, name):  # "auto" or a path name -> its position in names; ValueError if it cannot run
         if name == "auto":
-            name = self.best_isa()
+            usable = self._usable()
+            i = self._auto.get(usable)
+            if i is None:
+                i = self._auto[usable] = self.names.index(self.best_isa())
+            return i
         if name not in self.names:
             raise ValueError(f"isa must be 'auto' or one of {self.names}, got {name!r}")
         if not self.isa_supported(name):
