@@ -72,40 +72,6 @@ FDB_AVX512_TARGET static inline __mmask16 lanes_mask(int64_t remaining)
     return (__mmask16)((1u << n) - 1u);
 }
 
-/* r[e] <- (r[0][e], ..., r[15][e]): a 16x16 transpose in registers. Interleave pairs of rows, then
- * quads within each 128-bit lane (u[4i + k] lane l = element 4l + k of rows 4i..4i+3), then gather
- * the four lanes l of u[k], u[4 + k], u[8 + k], u[12 + k] in two rounds of 128-bit lane shuffles. */
-FDB_AVX512_TARGET static inline void transpose16(__m512 r[16])
-{
-    __m512 t[16];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);        /* lanes 0, 2 of each */
-        t[k + 4] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);    /* lanes 1, 3 */
-        t[k + 8] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
-        t[k + 12] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
-    }
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
-        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
-        r[k + 4] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0x88);
-        r[k + 12] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0xDD);
-    }
-}
-
 /* Copies the pair's K and V into contiguous panels:
  *   vp[j * ldV + d] = v[j, d]    (zero for Dh <= d < ldV): V rows 64-byte aligned and adjacent;
  *   kt[(c * Dh + d) * KB + jj] = k[c * KB + jj, d]  (zero for keys >= Lk), by 16x16 transposes:
@@ -128,7 +94,7 @@ FDB_AVX512_TARGET static void pack_kv(const float *k, const float *v, int64_t Lk
 #pragma GCC unroll 16
             for (int jj = 0; jj < 16; jj++)
                 r[jj] = jj < nrow ? _mm512_maskz_loadu_ps(m, k + (c * KB + jj) * rs[1] + d0) : _mm512_setzero_ps();
-            transpose16(r);
+            fdb_transpose16(r);
 #pragma GCC unroll 16
             for (int e = 0; e < 16; e++)
                 if (d0 + e < Dh) _mm512_store_ps(kt + (c * Dh + d0 + e) * KB, r[e]);

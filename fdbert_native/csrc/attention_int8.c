@@ -166,7 +166,7 @@ typedef struct {
     int8_t *q8;     /* [Lq4][Dh4]: q codes, rows and channels zero-padded */
     int32_t *cq;    /* [Lq4]: 128 * sum_d q8 */
     float *sq;      /* [Lq4]: per-query scales (0 for padding rows) */
-    float *sk;      /* [Lk64]: per-key scales (0 for padding keys) */
+    float *sk;      /* [Lk64]: per-key scales (1 for padding keys, whose codes are 0) */
     uint8_t *kt;    /* [Dh4 / 4][Lk64][4]: k codes + 128 */
     int8_t *vt;     /* [Lk64 / 4][Dh64][4]: v codes, 4 keys interleaved */
     float *s;       /* [QB][Lk64] scores */
@@ -199,22 +199,38 @@ I8_TARGET static int pack_codes(const float *q, const float *k, const float *v, 
         w->cq[i] = 128 * _mm512_reduce_add_epi32(sum);
     }
     for (int64_t i = Lq; i < Lq4; i++) w->cq[i] = 0, w->sq[i] = 0.0f;
-    memset(w->sk, 0, (size_t)Lk64 * sizeof(float));
-    /* k: each row's codes + 128 as bytes, then its 4-byte groups to kt[g][j]; padded keys 128 */
-    memset(w->kt, 128, (size_t)(Dh4 * Lk64));
-    for (int64_t j = 0; j < Lk; j++) {
-        uint8_t row[16 * 4 * 16] __attribute__((aligned(64)));   /* Dh <= 1024 (checked) */
-        const float a = absmax_avx512(k + j * rs[1], 1, Dh, 0);
-        if (a < 0.0f) return FP_ENONFINITE;
-        float inv;
-        symmetric_scale(a, &inv, &w->sk[j]);
-        const __m512 vk = _mm512_set1_ps(inv);
-        for (int64_t d = 0; d < Dh; d += 16) {
-            const __m512i c = _mm512_add_epi32(codes16(k + j * rs[1] + d, tail16(Dh - d), vk),
-                                               _mm512_set1_epi32(128));
-            _mm_storeu_si128((__m128i *)(row + d), _mm512_cvtepi32_epi8(c));
+    /* k: per key its scale, then 16 keys x 64 channels at a time: each key's codes + 128 as 64
+     * bytes (16 words), a 16x16 word transpose, and word g of 16 keys is kt[g][j0 .. j0+15];
+     * keys past Lk are 128 (code 0) */
+    float kinv[16];
+    for (int64_t j0 = 0; j0 < Lk64; j0 += 16) {
+        for (int r = 0; r < 16; r++) {
+            const int64_t j = j0 + r;
+            float a = 0.0f;
+            if (j < Lk && (a = absmax_avx512(k + j * rs[1], 1, Dh, 0)) < 0.0f) return FP_ENONFINITE;
+            symmetric_scale(a, &kinv[r], &w->sk[j]);   /* padded keys: scale 1, codes 0 */
         }
-        for (int64_t g = 0; g < Dh4 / 4; g++) memcpy(w->kt + (g * Lk64 + j) * 4, row + 4 * g, 4);
+        for (int64_t d0 = 0; d0 < Dh4; d0 += 64) {
+            __m512 rows[16];
+            for (int r = 0; r < 16; r++) {
+                const int64_t j = j0 + r;
+                __m512i b = _mm512_set1_epi8((char)128);
+                if (j < Lk) {
+                    const __m512 vk = _mm512_set1_ps(kinv[r]);
+                    for (int u = 0; u < 4; u++) {
+                        const __m512i c = _mm512_add_epi32(
+                            codes16(k + j * rs[1] + d0 + 16 * u, tail16(Dh - d0 - 16 * u), vk),
+                            _mm512_set1_epi32(128));
+                        b = _mm512_inserti32x4(b, _mm512_cvtepi32_epi8(c), 0);
+                        b = _mm512_alignr_epi32(b, b, 4);   /* rotate: chunk u ends in lanes 4u.. */
+                    }
+                }
+                rows[r] = _mm512_castsi512_ps(b);
+            }
+            fdb_transpose16(rows);
+            for (int64_t g = d0 / 4; g < Dh4 / 4 && g < d0 / 4 + 16; g++)
+                _mm512_storeu_si512(w->kt + (g * Lk64 + j0) * 4, _mm512_castps_si512(rows[g - d0 / 4]));
+        }
     }
     /* v: 4 key rows at a time, channel d's 4 codes in one int32 (key 4jg + r in byte r) */
     const __m512i lo8 = _mm512_set1_epi32(0xff);

@@ -17,6 +17,7 @@
  *                 regenerate with the script in docs/kernels.md ("float32 ops"). Measured over
  *                 every float32 in [0, 4.5]: <= 1 ulp from the correctly rounded erf.
  * Both use FMA: these results are within a tolerance of libm's, never bit-matched to it.
+ *   fdb_transpose16(r)  a 16x16 transpose of 32-bit words in registers (64 shuffles).
  *   fdb_quantize16(x, scale, zp)  the INT8 contract's u8(clip(rint(x / scale) + zp, 0, 255)) as
  *                 int32 lanes: a true division, round half to even, the clip in float. Exact:
  *                 bit-identical to the reference (fp32_ops.c's quantize and attention.c use it).
@@ -93,5 +94,41 @@ FDB_AVX512_TARGET static inline __m512i fdb_quantize16(__m512 x, __m512 scale, _
     r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
     return _mm512_cvtps_epi32(r);   /* exact: r is integral */
 }
+
+/* r[e] <- (r[0][e], ..., r[15][e]): a 16x16 transpose of 32-bit words in registers (floats, or
+ * integers through the free _mm512_castsi512_ps casts; attention.c, attention_int8.c, qspmm.c). Interleave pairs of rows, then
+ * quads within each 128-bit lane (u[4i + k] lane l = element 4l + k of rows 4i..4i+3), then gather
+ * the four lanes l of u[k], u[4 + k], u[8 + k], u[12 + k] in two rounds of 128-bit lane shuffles. */
+__attribute__((target("avx512f"), always_inline)) static inline void fdb_transpose16(__m512 r[16])
+{
+    __m512 t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        t[k] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);        /* lanes 0, 2 of each */
+        t[k + 4] = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);    /* lanes 1, 3 */
+        t[k + 8] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+        t[k + 12] = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xDD);
+        r[k + 4] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0x88);
+        r[k + 12] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0xDD);
+    }
+}
+
 
 #endif /* FDBERT_FP32_VECMATH_H */

@@ -29,6 +29,7 @@
 
 #include "qgemm.h"
 #include "qgemm_internal.h"
+#include "fp32_vecmath.h"
 
 int qg_bsr_validate(const int32_t *indices, const int32_t *indptr, int64_t N, int64_t K,
                     int64_t nnz)
@@ -177,33 +178,14 @@ static void transpose16_generic(const void *src, int64_t lds, void *dst, int64_t
             memcpy((char *)dst + j * ldd + 4 * i, (const char *)src + i * lds + 4 * j, 4);
 }
 
-/* The same in registers: 32-bit and 64-bit unpacks inside 128-bit lanes, then two rounds of
- * 128-bit lane shuffles; 64 shuffles per 256 words. Row j of the result goes to out[j]. */
+/* The same in registers (fdb_transpose16, csrc/fp32_vecmath.h): row j of the result goes to out[j]. */
 __attribute__((target("avx512f"), always_inline))
 static inline void transpose16_regs_avx512(const void *src, int64_t lds, __m512i out[16])
 {
-    __m512i r[16], t[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const char *)src + i * lds);
-    for (int i = 0; i < 16; i += 2) {   /* t[i], t[i+1]: rows i, i+1 interleaved by 32 bits */
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {   /* r[i + e], lane L: column 4L + e of rows i..i+3 */
-        r[i + 0] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int e = 0; e < 4; e++) {       /* output row 4L + e = lane L of r[e], r[4+e], r[8+e], r[12+e] */
-        const __m512i x0 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0x44);
-        const __m512i x1 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0xEE);
-        const __m512i y0 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0x44);
-        const __m512i y1 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0xEE);
-        out[0 + e] = _mm512_shuffle_i32x4(x0, y0, 0x88);
-        out[4 + e] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
-        out[8 + e] = _mm512_shuffle_i32x4(x1, y1, 0x88);
-        out[12 + e] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
-    }
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps((const char *)src + i * lds);
+    fdb_transpose16(r);
+    for (int j = 0; j < 16; j++) out[j] = _mm512_castps_si512(r[j]);
 }
 
 __attribute__((target("avx512f")))
