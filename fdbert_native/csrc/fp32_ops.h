@@ -50,7 +50,8 @@ void fp_exp(const float *x, int64_t n, float *y, int isa, int nthreads);
 
 /* One value of the INT8 contract's quantize, u8(clip(rint(x / scale) + zp, 0, 255)) in float32:
  * a true division, nearbyintf (round half to even in the default mode), the clip before the
- * conversion. The generic paths of fp_quantize_u8 and of fp_attention's u8 output. */
+ * conversion. The generic paths of fp_quantize_u8, of the attentions' u8 output and of the INT8
+ * GEMM epilogue (qgemm.c). */
 static inline uint8_t fp_quantize1(float x, float scale, float zp)
 {
     float r = nearbyintf(x / scale) + zp;

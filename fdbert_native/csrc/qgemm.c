@@ -33,6 +33,7 @@
 #include <omp.h>
 #endif
 
+#include "fp32_ops.h"   /* fp_quantize1: the INT8 contract's scalar quantize */
 #include "qgemm.h"
 #include "qgemm_internal.h"
 
@@ -210,13 +211,6 @@ static inline __m512 gelu16_rint_for_u8_avx512(__m512 y, __m512 scale, __m512 in
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-static inline uint8_t qg_requant(float y, float scale, float zp)
-{
-    float q = rintf(y / scale) + zp;   /* rint: round half to even, as np.rint / cvtps2dq */
-    q = q < 0.0f ? 0.0f : (q > 255.0f ? 255.0f : q);
-    return (uint8_t)q;
-}
-
 /* The generic epilogue loop; also the tail of the AVX-512 one (starts at column i0). */
 static void epilogue_row_generic(const int32_t *acc, int64_t m, int64_t n0, int64_t i0,
                                  int64_t len, int64_t N, const qg_epilogue *ep)
@@ -232,7 +226,7 @@ static void epilogue_row_generic(const int32_t *acc, int64_t m, int64_t n0, int6
         if (ep->out_kind == QG_OUT_F32)
             ((float *)ep->out)[m * N + n] = y;
         else
-            ((uint8_t *)ep->out)[m * N + n] = qg_requant(y, ep->out_scale, ep->out_zp);
+            ((uint8_t *)ep->out)[m * N + n] = fp_quantize1(y, ep->out_scale, ep->out_zp);
     }
 }
 
