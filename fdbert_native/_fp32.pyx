@@ -1,5 +1,5 @@
 # distutils: sources = fdbert_native/csrc/fp32_ops.c fdbert_native/csrc/attention.c fdbert_native/csrc/attention_int8.c
-# distutils: depends = fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/attention.h fdbert_native/csrc/fp32_vecmath.h
+# distutils: depends = fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/attention.h fdbert_native/csrc/attention_pairs.h fdbert_native/csrc/fp32_vecmath.h
 # distutils: libraries = m
 """Float32 kernels: layer norm, softmax, GELU, attention, and the INT8 quantize / dequantize.
 

@@ -1,5 +1,6 @@
 /* attention.c -- packed variable-length scaled dot-product attention (see attention.h). */
 #include "attention.h"
+#include "attention_pairs.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -23,14 +24,6 @@ static inline int64_t chunk_rows(int64_t ldS)
 {
     int64_t rows = (SCORE_FLOATS / ldS + QB - 1) / QB * QB;
     return rows < QB ? QB : rows;
-}
-
-/* Keys query i (0-based within its sequence) may see: all Lk, or j <= i + Lk - Lq when causal. */
-static inline int64_t visible_keys(int64_t i, int64_t Lq, int64_t Lk, int causal)
-{
-    if (!causal) return Lk;
-    int64_t lim = i + Lk - Lq + 1;
-    return lim < Lk ? lim : Lk;
 }
 
 /* ---------------------------------------------------------------- generic: one query at a time */
@@ -282,12 +275,9 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
                  const int64_t rs[4], float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa,
                  int nthreads)
 {
-    int64_t lk_max = 0;
-    for (int64_t b = 0; b < B; b++) {
-        int64_t Lq = cu_q[b + 1] - cu_q[b], Lk = cu_k[b + 1] - cu_k[b];
-        if (Lq > 0 && (Lk == 0 || (causal && Lk < Lq))) return FP_ENOKEYS;
-        lk_max = Lk > lk_max ? Lk : lk_max;
-    }
+    int64_t lq_max, lk_max;
+    const int rc = scan_pairs(cu_q, cu_k, B, causal, INT64_MAX, &lq_max, &lk_max);
+    if (rc != FP_OK) return rc;
     if (!FP_X86) isa = FP_ISA_GENERIC;
     int64_t ldS = (lk_max + KB - 1) / KB * KB, ldV = (Dh + 15) / 16 * 16;
     /* per-thread scratch: AVX-512 needs K^T [ldS, Dh], the V panel [lk_max, ldV] and chunk_rows(ldS')
@@ -313,19 +303,15 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
         }
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < B * H; task++) {
-            int64_t b = task / H, h = task % H;
-            int64_t q0 = cu_q[b], Lq = cu_q[b + 1] - q0, k0 = cu_k[b], Lk = cu_k[b + 1] - k0;
-            if (Lq == 0 || !kt || !vp || !s) continue;
-            const float *qb = q + q0 * rs[0] + h * Dh, *kb = k + k0 * rs[1] + h * Dh, *vb = v + k0 * rs[2] + h * Dh;
-            float *ob = outq ? NULL : out + q0 * rs[3] + h * Dh;
-            uint8_t *obq = outq ? outq + q0 * rs[3] + h * Dh : NULL;
+            const attn_pair p = pair_at(task, H, Dh, cu_q, cu_k, q, k, v, rs, out, outq);
+            if (p.Lq == 0 || !kt || !vp || !s) continue;
 #if FP_X86
             if (isa == FP_ISA_AVX512) {
-                pair_avx512(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, obq, qp, kt, vp, s);
+                pair_avx512(p.q, p.k, p.v, p.Lq, p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp, kt, vp, s);
                 continue;
             }
 #endif
-            pair_generic(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, obq, qp, s);
+            pair_generic(p.q, p.k, p.v, p.Lq, p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp, s);
         }
         free(kt);
         free(vp);

@@ -18,6 +18,7 @@
  * FP_I8_GENERIC: one query at a time, plain loops, libm expf.
  */
 #include "attention.h"
+#include "attention_pairs.h"
 
 #include <float.h>
 #include <math.h>
@@ -35,13 +36,6 @@
 
 #define I8_QB 4    /* queries per block (AVX-512 VNNI) */
 #define I8_NB 64   /* keys per score block, channels per P V block: 4 vectors */
-
-static inline int64_t visible_keys(int64_t i, int64_t Lq, int64_t Lk, int causal)
-{
-    if (!causal) return Lk;
-    int64_t lim = i + Lk - Lq + 1;
-    return lim < Lk ? lim : Lk;
-}
 
 /* max |x| over L rows of Dh floats (row stride rs); -1 if any element is NaN or +-inf. */
 static float absmax_generic(const float *x, int64_t L, int64_t Dh, int64_t rs)
@@ -384,14 +378,9 @@ int fp_attention_int8(const float *q, const float *k, const float *v, const int3
                       const int64_t rs[4], float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa,
                       int nthreads)
 {
-    int64_t lq_max = 0, lk_max = 0;
-    for (int64_t b = 0; b < B; b++) {
-        int64_t Lq = cu_q[b + 1] - cu_q[b], Lk = cu_k[b + 1] - cu_k[b];
-        if (Lq > 0 && (Lk == 0 || (causal && Lk < Lq))) return FP_ENOKEYS;
-        if (Lq > 0 && Lk > FP_I8_MAX_KEYS) return FP_ETOOLONG;
-        lq_max = Lq > lq_max ? Lq : lq_max;
-        lk_max = Lk > lk_max ? Lk : lk_max;
-    }
+    int64_t lq_max, lk_max;
+    const int scan = scan_pairs(cu_q, cu_k, B, causal, FP_I8_MAX_KEYS, &lq_max, &lk_max);
+    if (scan != FP_OK) return scan;
     if (!I8_X86 || Dh > FP_I8_MAX_DH) isa = FP_I8_GENERIC;
     const int64_t Dh4 = (Dh + 3) / 4 * 4, Dh64 = (Dh + 63) / 64 * 64, Lk64 = (lk_max + 63) / 64 * 64;
     const int64_t Lq4 = (lq_max + 3) / 4 * 4;
@@ -422,21 +411,18 @@ int fp_attention_int8(const float *q, const float *k, const float *v, const int3
         }
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < B * H; task++) {
-            int64_t b = task / H, h = task % H;
-            int64_t q0 = cu_q[b], Lq = cu_q[b + 1] - q0, k0 = cu_k[b], Lk = cu_k[b + 1] - k0;
-            if (Lq == 0 || !ok) continue;
-            const float *qb = q + q0 * rs[0] + h * Dh, *kb = k + k0 * rs[1] + h * Dh, *vb = v + k0 * rs[2] + h * Dh;
-            float *ob = outq ? NULL : out + q0 * rs[3] + h * Dh;
-            uint8_t *obq = outq ? outq + q0 * rs[3] + h * Dh : NULL;
+            const attn_pair p = pair_at(task, H, Dh, cu_q, cu_k, q, k, v, rs, out, outq);
+            if (p.Lq == 0 || !ok) continue;
             int rc;
 #if I8_X86
             if (isa == FP_I8_AVX512VNNI) {
                 const i8_scratch w = {buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7]};
-                rc = pair_avx512vnni(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, obq, qp, &w);
+                rc = pair_avx512vnni(p.q, p.k, p.v, p.Lq, p.Lk, rs, Dh, causal, scale, p.out, p.outq,
+                                     qp, &w);
             } else
 #endif
-                rc = pair_generic(qb, kb, vb, Lq, Lk, rs, Dh, causal, scale, ob, obq, qp, buf[0],
-                                  buf[1], buf[2], buf[3]);
+                rc = pair_generic(p.q, p.k, p.v, p.Lq, p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp,
+                                  buf[0], buf[1], buf[2], buf[3]);
             if (rc != FP_OK) {
 #pragma omp atomic write
                 err = rc;
