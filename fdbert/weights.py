@@ -48,12 +48,6 @@ class EncoderLayerWeights:
         if self.attention not in self.ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {self.ATTENTION_KINDS}, got {self.attention!r}")
 
-    def attend(self, q, k, v, cu_seqlens):  # f32 [n, H, Dh] x3 -> [n, H, Dh]: the op this layer uses
-        """Self-attention of this layer's kind over a packed batch (fdbert.ops.attention[_int8])."""
-        from . import ops
-        op = ops.attention_int8 if self.attention == "int8" else ops.attention
-        return op(q, k, v, cu_seqlens, cu_seqlens)
-
 
 @dataclass(eq=False)
 class EmbeddingWeights:

@@ -9,6 +9,7 @@ Matches HF ``TransformerBlock`` (modeling_distilbert) and ``BertLayer`` in eval 
 """
 
 from .. import ops
+from .attention_int8 import self_attention_of
 from .qencoder import encoder_layer_int8, is_quantized
 
 
@@ -18,7 +19,7 @@ def self_attention(x, cu_seqlens, p, n_heads):  # [n, D] -> [n, D]
     q = ops.linear(x, p.q_lin.weight, p.q_lin.bias).reshape(n, n_heads, D // n_heads)  # [n, D] -> [n, H, Dh]
     k = ops.linear(x, p.k_lin.weight, p.k_lin.bias).reshape(n, n_heads, D // n_heads)  # [n, D] -> [n, H, Dh]
     v = ops.linear(x, p.v_lin.weight, p.v_lin.bias).reshape(n, n_heads, D // n_heads)  # [n, D] -> [n, H, Dh]
-    a = p.attend(q, k, v, cu_seqlens).reshape(n, D)                                    # [n, H, Dh] -> [n, D]
+    a = self_attention_of(p, q, k, v, cu_seqlens).reshape(n, D)                        # [n, H, Dh] -> [n, D]
     return ops.linear(a, p.out_lin.weight, p.out_lin.bias)
 
 

@@ -21,6 +21,7 @@ qlinear -> + outlier part -> GELU -> quantize). Q, K and V share their input, so
 import numpy as np
 
 from .. import ops
+from .attention_int8 import self_attention_of
 
 
 def _outlier_part(x, lin):  # f32 [n, K] -> f32 [n, N] or None
@@ -46,7 +47,7 @@ def encoder_layer_int8(x, cu_seqlens, layer, config):  # [n, D] -> [n, D]
     xq = ops.quantize_u8(x, qkv_in.x_scale, qkv_in.x_zero_point)                 # u8 [n, D]
     q, k, v = (_plus(ops.qlinear(xq, lin), _outlier_part(x, lin)).reshape(n, H, Dh)  # [n, D] -> [n, H, Dh]
                for lin in (layer.q_lin, layer.k_lin, layer.v_lin))
-    a = layer.attend(q, k, v, cu_seqlens).reshape(n, D)   # f32 or INT8 attention: [n, H, Dh] -> [n, D]
+    a = self_attention_of(layer, q, k, v, cu_seqlens).reshape(n, D)   # f32 or INT8: [n, H, Dh] -> [n, D]
     aq = ops.quantize_u8(a, layer.out_lin.x_scale, layer.out_lin.x_zero_point)
     y = _plus(ops.qlinear(aq, layer.out_lin, residual=x), _outlier_part(a, layer.out_lin))
     x = ops.layer_norm(y, layer.sa_layer_norm.weight, layer.sa_layer_norm.bias, eps)
