@@ -271,7 +271,7 @@ def test_native_decoder_step_equals_full_causal_rows(isa, batch, n_new):
 @pytest.mark.parametrize("lens, H, Dh, causal", [
     ([128, 77, 1, 128], 12, 64, False),   # DistilBERT's heads
     ([300, 5, 257], 2, 65, True),         # key blocks and channels past 64, tails
-    ([20], 1, 1100, False),               # Dh above the VNNI path's 1024: the generic loops run
+    ([20], 1, 1100, False),               # a wide head: 18 64-channel blocks, a tail of 12
 ])
 def test_native_long_and_wide(isa, lens, H, Dh, causal):
     rng = np.random.default_rng(sum(lens) + Dh)

@@ -54,10 +54,9 @@ int fp_attention(const float *q__nhd, const float *k__nhd, const float *v__nhd, 
  * returns FP_ENONFINITE when q, k or v holds a NaN or inf, FP_EOVERFLOW when a score a query sees
  * overflows float32 (out is then unspecified in both cases) and FP_ETOOLONG
  * for a sequence of more than FP_I8_MAX_KEYS keys (checked before anything is written).
- * ISA paths: FP_I8_GENERIC (plain C) and FP_I8_AVX512VNNI (vpdpbusd; Dh <= FP_I8_MAX_DH, else the
- * generic path runs). */
+ * ISA paths: FP_I8_GENERIC (plain C) and FP_I8_AVX512VNNI (vpdpbusd). */
 enum { FP_I8_GENERIC = 0, FP_I8_AVX512VNNI = 1, FP_I8_ISA_COUNT = 2 };
-enum { FP_I8_MAX_KEYS = 65536, FP_I8_MAX_DH = 1024 };
+enum { FP_I8_MAX_KEYS = 65536 };
 
 int fp_attention_int8(const float *q__nhd, const float *k__nhd, const float *v__nhd,
                       const int32_t *cu_q, const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh,

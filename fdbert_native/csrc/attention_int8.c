@@ -381,7 +381,7 @@ int fp_attention_int8(const float *q, const float *k, const float *v, const int3
     int64_t lq_max, lk_max;
     const int scan = scan_pairs(cu_q, cu_k, B, causal, FP_I8_MAX_KEYS, &lq_max, &lk_max);
     if (scan != FP_OK) return scan;
-    if (!I8_X86 || Dh > FP_I8_MAX_DH) isa = FP_I8_GENERIC;
+    if (!I8_X86) isa = FP_I8_GENERIC;
     const int64_t Dh4 = (Dh + 3) / 4 * 4, Dh64 = (Dh + 63) / 64 * 64, Lk64 = (lk_max + 63) / 64 * 64;
     const int64_t Lq4 = (lq_max + 3) / 4 * 4;
     /* scratch per thread; generic: the three code matrices, the per-token scales, one score row
