@@ -59,12 +59,6 @@ static void pair_generic(const float *q, const float *k, const float *v, int64_t
  * registers to itself. Inlined into pair_avx512, GCC kept other values live across them and spilled
  * K^T lines and accumulators to the stack inside the FMA loops. */
 
-FDB_AVX512_TARGET static inline __mmask16 lanes_mask(int64_t remaining)
-{
-    int n = remaining < 0 ? 0 : remaining > 16 ? 16 : (int)remaining;
-    return (__mmask16)((1u << n) - 1u);
-}
-
 /* Copies the pair's K and V into contiguous panels:
  *   vp[j * ldV + d] = v[j, d]    (zero for Dh <= d < ldV): V rows 64-byte aligned and adjacent;
  *   kt[(c * Dh + d) * KB + jj] = k[c * KB + jj, d]  (zero for keys >= Lk), by 16x16 transposes:
@@ -77,12 +71,12 @@ FDB_AVX512_TARGET static void pack_kv(const float *k, const float *v, int64_t Lk
 {
     for (int64_t j = 0; j < Lk; j++)
         for (int64_t d0 = 0; d0 < ldV; d0 += 16)
-            _mm512_store_ps(vp + j * ldV + d0, _mm512_maskz_loadu_ps(lanes_mask(Dh - d0), v + j * rs[2] + d0));
+            _mm512_store_ps(vp + j * ldV + d0, _mm512_maskz_loadu_ps(fdb_lanes16(Dh - d0), v + j * rs[2] + d0));
     int64_t nkb = (Lk + KB - 1) / KB;
     for (int64_t c = 0; c < nkb; c++) {
         int64_t nrow = Lk - c * KB < KB ? Lk - c * KB : KB;
         for (int64_t d0 = 0; d0 < ldV; d0 += 16) {
-            __mmask16 m = lanes_mask(Dh - d0);
+            __mmask16 m = fdb_lanes16(Dh - d0);
             __m512 r[16];
 #pragma GCC unroll 16
             for (int jj = 0; jj < 16; jj++)
@@ -153,7 +147,7 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void exp_rows(float *s, int64
     for (int64_t j = 0; j < nz; j += 16)
 #pragma GCC unroll 8
         for (int r = 0; r < QB; r++)
-            m[r] = _mm512_mask_max_ps(m[r], lanes_mask(nk[r] - j), m[r], _mm512_load_ps(s + r * ldS + j));
+            m[r] = _mm512_mask_max_ps(m[r], fdb_lanes16(nk[r] - j), m[r], _mm512_load_ps(s + r * ldS + j));
 #pragma GCC unroll 8
     for (int r = 0; r < QB; r++) {
         m[r] = _mm512_set1_ps(_mm512_reduce_max_ps(m[r]));
@@ -163,7 +157,7 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void exp_rows(float *s, int64
 #pragma GCC unroll 8
         for (int r = 0; r < QB; r++) {
             float *sr = s + r * ldS + j;
-            __m512 e = _mm512_maskz_mov_ps(lanes_mask(nk[r] - j), fdb_exp16(_mm512_sub_ps(_mm512_load_ps(sr), m[r])));
+            __m512 e = _mm512_maskz_mov_ps(fdb_lanes16(nk[r] - j), fdb_exp16(_mm512_sub_ps(_mm512_load_ps(sr), m[r])));
             _mm512_store_ps(sr, e);
             acc[r] = _mm512_add_ps(acc[r], e);
         }
@@ -204,12 +198,12 @@ pv_tile(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, i
             const __m512 scale = _mm512_set1_ps(qp->scale), zp = _mm512_set1_ps(qp->zp);
 #pragma GCC unroll 4
             for (int b = 0; b < nv; b++)
-                _mm512_mask_cvtepi32_storeu_epi8(qrow[r] + dc + 16 * b, lanes_mask(Dh - dc - 16 * b),
+                _mm512_mask_cvtepi32_storeu_epi8(qrow[r] + dc + 16 * b, fdb_lanes16(Dh - dc - 16 * b),
                                                  fdb_quantize16(_mm512_mul_ps(o[r][b], vinv), scale, zp));
         } else if (orow[r]) {
 #pragma GCC unroll 4
             for (int b = 0; b < nv; b++)
-                _mm512_mask_storeu_ps(orow[r] + dc + 16 * b, lanes_mask(Dh - dc - 16 * b), _mm512_mul_ps(o[r][b], vinv));
+                _mm512_mask_storeu_ps(orow[r] + dc + 16 * b, fdb_lanes16(Dh - dc - 16 * b), _mm512_mul_ps(o[r][b], vinv));
         }
     }
 }

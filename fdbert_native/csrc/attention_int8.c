@@ -126,12 +126,6 @@ static int pair_generic(const float *q, const float *k, const float *v, int64_t 
 /* ---------------------------------------------------------------- AVX-512 VNNI */
 #define I8_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
-I8_TARGET static inline __mmask16 tail16(int64_t remaining)
-{
-    int n = remaining < 0 ? 0 : remaining > 16 ? 16 : (int)remaining;
-    return (__mmask16)((1u << n) - 1u);
-}
-
 /* max |x| as absmax_generic (-1 for a non-finite element). */
 I8_TARGET static float absmax_avx512(const float *x, int64_t L, int64_t Dh, int64_t rs)
 {
@@ -139,7 +133,7 @@ I8_TARGET static float absmax_avx512(const float *x, int64_t L, int64_t Dh, int6
     __mmask16 bad = 0;
     for (int64_t i = 0; i < L; i++)
         for (int64_t d = 0; d < Dh; d += 16) {
-            const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(tail16(Dh - d), x + i * rs + d));
+            const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(fdb_lanes16(Dh - d), x + i * rs + d));
             bad |= _mm512_cmp_ps_mask(a, _mm512_set1_ps(FLT_MAX), _CMP_NLE_UQ);   /* NaN or inf */
             m = _mm512_max_ps(m, a);
         }
@@ -185,7 +179,7 @@ I8_TARGET static int pack_codes(const float *q, const float *k, const float *v, 
         const __m512 vq = _mm512_set1_ps(inv);
         __m512i sum = _mm512_setzero_si512();
         for (int64_t d = 0; d < Dh; d += 16) {
-            const __mmask16 m = tail16(Dh - d);
+            const __mmask16 m = fdb_lanes16(Dh - d);
             const __m512i c = codes16(q + i * rs[0] + d, m, vq);
             sum = _mm512_add_epi32(sum, c);
             _mm_mask_storeu_epi8(w->q8 + i * Dh4 + d, m, _mm512_cvtepi32_epi8(c));
@@ -213,7 +207,7 @@ I8_TARGET static int pack_codes(const float *q, const float *k, const float *v, 
                     const __m512 vk = _mm512_set1_ps(kinv[r]);
                     for (int u = 0; u < 4; u++) {
                         const __m512i c = _mm512_add_epi32(
-                            codes16(k + j * rs[1] + d0 + 16 * u, tail16(Dh - d0 - 16 * u), vk),
+                            codes16(k + j * rs[1] + d0 + 16 * u, fdb_lanes16(Dh - d0 - 16 * u), vk),
                             _mm512_set1_epi32(128));
                         b = _mm512_inserti32x4(b, _mm512_cvtepi32_epi8(c), 0);
                         b = _mm512_alignr_epi32(b, b, 4);   /* rotate: chunk u ends in lanes 4u.. */
@@ -230,7 +224,7 @@ I8_TARGET static int pack_codes(const float *q, const float *k, const float *v, 
     const __m512i lo8 = _mm512_set1_epi32(0xff);
     for (int64_t j0 = 0; j0 < Lk64; j0 += 4)
         for (int64_t d = 0; d < Dh64; d += 16) {
-            const __mmask16 m = tail16(Dh - d);
+            const __mmask16 m = fdb_lanes16(Dh - d);
             __m512i word = _mm512_setzero_si512();
             for (int r = 0; r < 4; r++) {
                 const int64_t j = j0 + r;
@@ -285,7 +279,7 @@ I8_TARGET static int weights_block(const float *s, const int64_t nk[I8_QB], int 
     for (int r = 0; r < I8_QB; r++) {
         __m512 m = _mm512_set1_ps(-INFINITY);
         for (int64_t j = 0; r < rows && j < nk[r]; j += 16) {
-            const __mmask16 k = tail16(nk[r] - j);
+            const __mmask16 k = fdb_lanes16(nk[r] - j);
             const __m512 x = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, s + r * Lk64 + j);
             bad |= _mm512_mask_cmp_ps_mask(k, _mm512_abs_ps(x), _mm512_set1_ps(FLT_MAX), _CMP_NLE_UQ);
             m = _mm512_max_ps(m, x);
@@ -297,7 +291,7 @@ I8_TARGET static int weights_block(const float *s, const int64_t nk[I8_QB], int 
     for (int r = 0; r < I8_QB; r++) sum[r] = _mm512_setzero_si512();
     for (int64_t j = 0; j < Lk64; j += 16)
         for (int r = 0; r < I8_QB; r++) {
-            const __mmask16 k = r < rows ? tail16(nk[r] - j) : 0;
+            const __mmask16 k = r < rows ? fdb_lanes16(nk[r] - j) : 0;
             const __m512 e = fdb_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + r * Lk64 + j), vm[r]));
             const __m512i p = _mm512_maskz_cvt_roundps_epi32(k, _mm512_mul_ps(_mm512_set1_ps(255.0f), e),
                                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -332,7 +326,7 @@ I8_TARGET static void pv_block(const i8_scratch *w, int64_t i0, int64_t rows, in
         for (int u = 0; u < 4; u++) {
             const int64_t d = dc0 + 16 * u;
             if (d >= Dh) break;
-            const __mmask16 m = tail16(Dh - d);
+            const __mmask16 m = fdb_lanes16(Dh - d);
             const __m512 o = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][u]), vt);
             if (outq)
                 _mm_mask_storeu_epi8(outq + (i0 + r) * rs[3] + d, m,

@@ -47,10 +47,6 @@ FDB_AVX512_TARGET static inline float fold16_avx512(__m512 v)
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
-FDB_AVX512_TARGET static inline __mmask16 tail_mask(int64_t remaining)
-{
-    return remaining >= LANES ? (__mmask16)0xFFFF : (__mmask16)((1u << remaining) - 1u);
-}
 #endif
 
 /* ================================================================ layer_norm */
@@ -80,19 +76,19 @@ FDB_AVX512_TARGET static void layer_norm_row_avx512(const float *x, int64_t D, c
 {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t j = 0; j < D; j += LANES)
-        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(tail_mask(D - j), x + j));
+        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(fdb_lanes16(D - j), x + j));
     float mean = fold16_avx512(acc) / (float)D;
     __m512 vmean = _mm512_set1_ps(mean);
     __m512 acc2 = _mm512_setzero_ps();
     for (int64_t j = 0; j < D; j += LANES) {
-        __mmask16 m = tail_mask(D - j);
+        __mmask16 m = fdb_lanes16(D - j);
         __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + j), vmean);
         acc2 = _mm512_add_ps(acc2, _mm512_mul_ps(d, d));
     }
     float var = fold16_avx512(acc2) / (float)D;
     __m512 rstd = _mm512_set1_ps(1.0f / sqrtf(var + eps));
     for (int64_t j = 0; j < D; j += LANES) {
-        __mmask16 m = tail_mask(D - j);
+        __mmask16 m = fdb_lanes16(D - j);
         __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vmean);
         __m512 t = _mm512_mul_ps(_mm512_mul_ps(d, rstd), _mm512_maskz_loadu_ps(m, w + j));
         _mm512_mask_storeu_ps(y + j, m, _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, b + j)));
@@ -123,18 +119,18 @@ FDB_AVX512_TARGET void fp_softmax_row_avx512(float *s, int64_t L)
 {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     for (int64_t j = 0; j < L; j += LANES)
-        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(vmax, tail_mask(L - j), s + j));
+        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(vmax, fdb_lanes16(L - j), s + j));
     __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
     __m512 acc = _mm512_setzero_ps();
     for (int64_t j = 0; j < L; j += LANES) {
-        __mmask16 k = tail_mask(L - j);
+        __mmask16 k = fdb_lanes16(L - j);
         __m512 e = _mm512_maskz_mov_ps(k, fdb_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), m)));
         _mm512_mask_storeu_ps(s + j, k, e);
         acc = _mm512_add_ps(acc, e);
     }
     __m512 inv = _mm512_set1_ps(1.0f / fold16_avx512(acc));
     for (int64_t j = 0; j < L; j += LANES) {
-        __mmask16 k = tail_mask(L - j);
+        __mmask16 k = fdb_lanes16(L - j);
         _mm512_mask_storeu_ps(s + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), inv));
     }
 }
@@ -211,7 +207,7 @@ FDB_AVX512_TARGET static void gelu_avx512(const void *xv, int64_t n, void *yv, c
     const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
     const __m512 inv_sqrt2 = _mm512_set1_ps(INV_SQRT2);
     for (int64_t j = 0; j < n; j += LANES) {
-        __mmask16 k = tail_mask(n - j);
+        __mmask16 k = fdb_lanes16(n - j);
         __m512 v = _mm512_maskz_loadu_ps(k, x + j);
         __m512 e = fdb_erf16(_mm512_mul_ps(v, inv_sqrt2));
         _mm512_mask_storeu_ps(y + j, k, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, e)));
@@ -224,7 +220,7 @@ FDB_AVX512_TARGET static void erf_avx512(const void *xv, int64_t n, void *yv, co
     const float *x = xv;
     float *y = yv;
     for (int64_t j = 0; j < n; j += LANES) {
-        __mmask16 k = tail_mask(n - j);
+        __mmask16 k = fdb_lanes16(n - j);
         _mm512_mask_storeu_ps(y + j, k, fdb_erf16(_mm512_maskz_loadu_ps(k, x + j)));
     }
 }
@@ -235,7 +231,7 @@ FDB_AVX512_TARGET static void exp_avx512(const void *xv, int64_t n, void *yv, co
     const float *x = xv;
     float *y = yv;
     for (int64_t j = 0; j < n; j += LANES) {
-        __mmask16 k = tail_mask(n - j);
+        __mmask16 k = fdb_lanes16(n - j);
         _mm512_mask_storeu_ps(y + j, k, fdb_exp16(_mm512_maskz_loadu_ps(k, x + j)));
     }
 }
@@ -288,7 +284,7 @@ FDB_AVX512_TARGET static void quantize_avx512(const void *xv, int64_t n, void *q
     uint8_t *q = qv;
     const __m512 scale = _mm512_set1_ps(params[0]), zp = _mm512_set1_ps(params[1]);
     for (int64_t j = 0; j < n; j += LANES) {
-        __mmask16 k = tail_mask(n - j);
+        __mmask16 k = fdb_lanes16(n - j);
         _mm512_mask_cvtepi32_storeu_epi8(q + j, k, fdb_quantize16(_mm512_maskz_loadu_ps(k, x + j), scale, zp));
     }
 }
@@ -299,7 +295,7 @@ FDB_AVX512_TARGET static void dequantize_avx512(const void *qv, int64_t n, void 
     float *x = xv;
     const __m512 scale = _mm512_set1_ps(params[0]), zp = _mm512_set1_ps(params[1]);
     for (int64_t j = 0; j < n; j += LANES) {
-        __mmask16 k = tail_mask(n - j);
+        __mmask16 k = fdb_lanes16(n - j);
         __m512i qi = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, q + j));
         __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(qi), zp), scale);
         _mm512_mask_storeu_ps(x + j, k, v);

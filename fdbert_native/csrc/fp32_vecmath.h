@@ -18,6 +18,7 @@
  *                 every float32 in [0, 4.5]: <= 1 ulp from the correctly rounded erf.
  * Both use FMA: these results are within a tolerance of libm's, never bit-matched to it.
  *   fdb_transpose16(r)  a 16x16 transpose of 32-bit words in registers (64 shuffles).
+ *   fdb_lanes16(n)  the mask of the first clamp(n, 0, 16) lanes: the tail of a row of n elements.
  *   fdb_quantize16(x, scale, zp)  the INT8 contract's u8(clip(rint(x / scale) + zp, 0, 255)) as
  *                 int32 lanes: a true division, round half to even, the clip in float. Exact:
  *                 bit-identical to the reference (fp32_ops.c's quantize and attention.c use it).
@@ -130,5 +131,12 @@ __attribute__((target("avx512f"), always_inline)) static inline void fdb_transpo
     }
 }
 
+
+/* The first clamp(remaining, 0, 16) lanes: masked loads and stores of a row's tail. */
+__attribute__((target("avx512f"), always_inline)) static inline __mmask16 fdb_lanes16(int64_t remaining)
+{
+    int n = remaining < 0 ? 0 : remaining > 16 ? 16 : (int)remaining;
+    return (__mmask16)((1u << n) - 1u);
+}
 
 #endif /* FDBERT_FP32_VECMATH_H */
