@@ -19,10 +19,10 @@ import fdbert_native
 from fdbert import reference as ref
 from fdbert.reference.attention_int8 import MAX_KEYS, symmetric_codes
 from strategies import packed_batches
+from thread_checks import run_all_threads
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-THREADS = (1, 2, 3, 4)
 #: Native vs reference: at most this many u8 weights of a query row may round the other way (their
 #: exp differs by an ulp). Each changes the output by at most sv * 254 / den <= sv (den >= 255).
 MAX_WEIGHT_FLIPS = 3
@@ -185,13 +185,6 @@ def test_too_many_keys_raise():
 
 
 # ---- native == reference ----------------------------------------------------------------------------
-def run_all_threads(fn):
-    results = [fn(nt) for nt in THREADS]
-    for nt, r in zip(THREADS[1:], results[1:]):
-        assert r.tobytes() == results[0].tobytes(), f"{nt} threads differ from 1 thread"
-    return results[0]
-
-
 def assert_matches_reference(got, q, k, v, cu_q, cu_k, causal, scale):
     """got == the reference except for up to MAX_WEIGHT_FLIPS u8 weights per row (each moves an
     output by at most its sequence and head's sv); rows outside every sequence untouched (0)."""

@@ -37,6 +37,7 @@ if not fdbert_native.AVAILABLE:
 _fp32 = pytest.importorskip("fdbert_native._fp32", reason="fdbert_native._fp32 is not built")
 import fdbert_native.ops as nops  # noqa: E402
 from strategies import packed_batches  # noqa: E402
+from thread_checks import run_all_threads  # noqa: E402
 
 # ---- named tolerances -------------------------------------------------------------------------------
 # layer_norm: |got - ref| <= LN_ATOL + LN_RTOL |ref| + LN_MEAN_ULPS eps32 (max|x_row| / std_row) |w|.
@@ -72,7 +73,6 @@ GELU_ERF_ATOL = 2.0 ** -22
 # peaky softmaxes (scale 1, |q|, |k| ~ 2: scores ~ 100) differ by ~1e-5 with no kernel error.
 ATTN_ATOL = 5e-6
 
-THREADS = (1, 2, 3, 4)
 # A size above the kernels' one-thread cutoff (fp32_ops.c PARALLEL_MIN), with a 16-lane tail.
 BIG = 70_001
 
@@ -123,14 +123,6 @@ def assert_attention_close(got, q, k, v, cu_q, cu_k, causal, scale):
             S = max(S, float(np.einsum("ihd,jhd->hij", qa, ka, dtype=np.float64).max()) * float(sc))
     bound = max(1.0, float(np.abs(v).max(initial=0))) * (ATTN_ATOL + 2 * Dh * 2.0**-24 * S)
     assert_close(got, want, atol=bound, what="attention")
-
-
-def run_all_threads(fn):
-    """fn(num_threads) for 1-4 threads; assert every result has the same bytes; return it."""
-    results = [fn(nt) for nt in THREADS]
-    for nt, r in zip(THREADS[1:], results[1:]):
-        assert r.tobytes() == results[0].tobytes(), f"{nt} threads differ from 1 thread"
-    return results[0]
 
 
 def rng_of(seed):
