@@ -50,10 +50,11 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
 
 
 def attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
-    """:func:`attention` with both matmuls in INT8: per sequence and head, q, k and v become s8 codes
-    (symmetric, absmax / 127), q k^T and P v run as exact int32 sums, and the softmax weights are u8
-    (255 for each row's largest; the row's integer sum normalises). Same arguments and result;
-    equations in :mod:`fdbert.reference.attention_int8`. Raises ValueError on non-finite input.
+    """:func:`attention` with both matmuls in INT8: q and k become s8 codes per token and head, v per
+    sequence and head (symmetric, absmax / 127), q k^T and P v run as exact int32 sums, and the
+    softmax weights are u8 (255 for each row's largest; the row's integer sum normalises). Same
+    arguments and result; equations in :mod:`fdbert.reference.attention_int8`. Raises ValueError on
+    non-finite input, a visible score that overflows float32, or more than 65,536 keys.
     """
     return call("attention_int8", q, k, v, cu_seqlens_q, cu_seqlens_k, causal=causal, scale=scale)
 
