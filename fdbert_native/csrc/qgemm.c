@@ -301,6 +301,103 @@ static void epilogue_rows_avx512(const int32_t *acc0, int64_t lda, int64_t m0, i
     }
 }
 
+/* ---- AVX2 (8 lanes): the rows epilogue of the AVX2 paths, the same arithmetic per element.
+ * FMA is not part of the AVX2 path's requirements, so the cheap erf below runs its Horner steps
+ * as a multiply then an add (two roundings): max |cheap erf - erf| is then 5.96e-8 on the 20 M
+ * inputs of docs/kernels.md (5.94e-8 with FMAs), well inside the 1e-6 the margin assumes. Lanes
+ * the margin test cannot decide, and GELU anywhere but before a u8 output without residual, take
+ * the scalar exact qg_gelu: the same bits as the AVX-512 exact path. */
+
+/* table16[idx] for 8 lanes, idx in 0..15: two vpermps and a blend (AVX2 has no 2-table permute) */
+__attribute__((target("avx2"), always_inline))
+static inline __m256 lut16_avx2(const float *table16, __m256i idx, __m256 upper)
+{
+    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table16), idx);
+    const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table16 + 8), idx);
+    return _mm256_blendv_ps(lo, hi, upper);
+}
+
+/* erf16_cheap_avx512 on 8 lanes (the same pieces, coefficients and NaN behaviour) */
+__attribute__((target("avx2"), always_inline))
+static inline __m256 erf8_cheap_avx2(__m256 x)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 fa = _mm256_min_ps(_mm256_and_ps(x, absmask), _mm256_set1_ps(4.0f));   /* NaN -> 4 */
+    const __m256i i32 = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_mul_ps(fa, _mm256_set1_ps(4.0f))),
+                                         _mm256_set1_epi32(15));
+    const __m256 c = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i32), _mm256_set1_ps(2.0f)),
+                                   _mm256_set1_ps(1.0f));
+    /* 8 (|x| - center): 8|x| is exact, the subtraction too except in piece 0 below |x| = 1/16 */
+    const __m256 z = _mm256_sub_ps(_mm256_mul_ps(fa, _mm256_set1_ps(8.0f)), c);
+    const __m256 upper = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i32, _mm256_set1_epi32(7)));
+    __m256 p = lut16_avx2(QG_ERF_TF[QG_ERF_TF_DEG], i32, upper);
+    for (int j = QG_ERF_TF_DEG - 1; j >= 0; j--)
+        p = _mm256_add_ps(_mm256_mul_ps(p, z), lut16_avx2(QG_ERF_TF[j], i32, upper));
+    return _mm256_or_ps(p, _mm256_andnot_ps(absmask, x));
+}
+
+/* rint(gelu(y) / scale) for 8 lanes: the cheap erf where the margin decides every lane, else the
+ * scalar exact path (see gelu16_rint_for_u8_avx512) */
+__attribute__((target("avx2"), always_inline))
+static inline __m256 gelu8_rint_for_u8_avx2(__m256 y, float scale, __m256 inv_scale, __m256 margin_per_y)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 h = _mm256_mul_ps(_mm256_set1_ps(0.5f), y);
+    const __m256 e = erf8_cheap_avx2(_mm256_mul_ps(y, _mm256_set1_ps(QG_INV_SQRT2F)));
+    const __m256 t = _mm256_mul_ps(_mm256_mul_ps(h, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), inv_scale);
+    const __m256 r = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 limit = _mm256_sub_ps(_mm256_set1_ps(0.5f),
+                                       _mm256_mul_ps(_mm256_and_ps(y, absmask), margin_per_y));
+    const __m256 dist = _mm256_and_ps(_mm256_sub_ps(t, r), absmask);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(dist, limit, _CMP_LT_OQ)) == 0xFF) return r;
+    float v[8];
+    _mm256_storeu_ps(v, y);
+    for (int l = 0; l < 8; l++) v[l] = nearbyintf(qg_gelu(v[l]) / scale);
+    return _mm256_loadu_ps(v);
+}
+
+__attribute__((target("avx2")))
+static void epilogue_rows_avx2(const int32_t *acc0, int64_t lda, int64_t m0, int64_t rows, int64_t n0,
+                               int64_t len, int64_t N, const qg_epilogue *ep)
+{
+    const int u8 = ep->out_kind == QG_OUT_U8, gelu_u8 = ep->gelu && !ep->residual && u8;
+    const __m256 scale = _mm256_set1_ps(ep->out_scale), zp = _mm256_set1_ps(ep->out_zp);
+    const __m256 inv_scale = _mm256_set1_ps(1.0f / ep->out_scale);
+    const __m256 margin_per_y = _mm256_set1_ps(2e-6f / ep->out_scale);
+    for (int64_t r = 0; r < rows; r++) {
+        const int32_t *acc = acc0 + r * lda;
+        const int64_t m = m0 + r;
+        int64_t i = 0;
+        for (; i + 8 <= len; i += 8) {
+            const int64_t n = n0 + i;
+            __m256i d = _mm256_loadu_si256((const __m256i *)(acc + i));
+            if (ep->comp) d = _mm256_sub_epi32(d, _mm256_loadu_si256((const __m256i *)(ep->comp + n)));
+            __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(ep->mult + n));
+            if (ep->bias) y = _mm256_add_ps(y, _mm256_loadu_ps(ep->bias + n));
+            if (gelu_u8) {
+                y = gelu8_rint_for_u8_avx2(y, ep->out_scale, inv_scale, margin_per_y);
+            } else if (ep->gelu) {
+                float v[8];
+                _mm256_storeu_ps(v, y);
+                for (int l = 0; l < 8; l++) v[l] = qg_gelu(v[l]);
+                y = _mm256_loadu_ps(v);
+            }
+            if (ep->residual) y = _mm256_add_ps(y, _mm256_loadu_ps(ep->residual + m * N + n));
+            if (!u8) {
+                _mm256_storeu_ps((float *)ep->out + m * N + n, y);
+                continue;
+            }
+            /* rint(y / scale) (done for gelu_u8) + zp, clipped in float as fp_quantize1, to bytes */
+            if (!gelu_u8) y = _mm256_round_ps(_mm256_div_ps(y, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            y = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(y, zp), _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
+            const __m256i q = _mm256_cvtps_epi32(y);
+            const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+            _mm_storel_epi64((__m128i *)((uint8_t *)ep->out + m * N + n), _mm_packus_epi16(w16, w16));
+        }
+        if (i < len) epilogue_row_generic(acc, m, n0, i, len, N, ep);
+    }
+}
+
 /* Channel-major (qspmm.c): row c of T holds channel n0 + c for ntok tokens; in place, each int32
  * becomes y's float bits (f32 outputs; the residual is added after the transpose) or the u8 code.
  * The same arithmetic per element as epilogue_rows_avx512 (one channel per vector instead of 16). */
@@ -339,6 +436,8 @@ void qg_epilogue_rows(const int32_t *acc, int64_t lda, int64_t m0, int64_t rows,
             memcpy((int32_t *)ep->out + (m0 + r) * N + n0, acc + r * lda, (size_t)len * sizeof(int32_t));
     } else if (isa >= QG_ISA_AVX512BW) {
         epilogue_rows_avx512(acc, lda, m0, rows, n0, len, N, ep);
+    } else if (isa >= QG_ISA_AVX2) {
+        epilogue_rows_avx2(acc, lda, m0, rows, n0, len, N, ep);
     } else {
         for (int64_t r = 0; r < rows; r++) epilogue_row_generic(acc + r * lda, m0 + r, n0, 0, len, N, ep);
     }
