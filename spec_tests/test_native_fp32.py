@@ -82,6 +82,11 @@ SETTINGS = settings(max_examples=100, deadline=None,
 ISA_PARAMS = [pytest.param(isa, marks=pytest.mark.skipif(
     not _fp32.isa_supported(isa),
     reason=f"the {isa} path cannot run here (CPU lacks it, or FDBERT_DISABLE_CPU_FEATURES)")) for isa in _fp32.ISAS]
+# the float32 attention alone has an AVX2 + FMA path
+ATTN_ISA_PARAMS = [pytest.param(isa, marks=pytest.mark.skipif(
+    not _fp32.ATTENTION_PATHS.isa_supported(isa),
+    reason=f"the {isa} path cannot run here (CPU lacks it, or FDBERT_DISABLE_CPU_FEATURES)"))
+    for isa in _fp32.ATTENTION_ISAS]
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
@@ -143,14 +148,37 @@ def test_op_paths_follow_disabled_features():
     def fp32_paths():
         return {op: path for op, path in nops.op_paths().items() if op in nops.FP32_OPS}
 
-    best = _fp32.best_isa()
-    assert fp32_paths() == {op: best for op in nops.FP32_OPS}
+    def expected(best, attention):
+        return {op: attention if op == "attention" else best for op in nops.FP32_OPS}
+
+    best, best_attention = _fp32.best_isa(), _fp32.ATTENTION_PATHS.best_isa()
+    assert fp32_paths() == expected(best, best_attention)
     with fdbert_native.disabled_cpu_features({"avx512f"}):
-        assert fp32_paths() == {op: "generic" for op in nops.FP32_OPS}
+        avx2 = "avx2" if _fp32.ATTENTION_PATHS.isa_supported("avx2") else "generic"
+        assert fp32_paths() == expected("generic", avx2)
         assert _fp32.supported_isas() == ("generic",)
         with pytest.raises(ValueError, match="cannot run"):
             _fp32.gelu(np.zeros(3, np.float32), np.zeros(3, np.float32), isa="avx512")
-    assert fp32_paths() == {op: best for op in nops.FP32_OPS}
+        with pytest.raises(ValueError, match="cannot run"):
+            _fp32.attention(*(np.ones((1, 1, 8), np.float32),) * 3, *(np.array([0, 1], np.int32),) * 2,
+                            np.zeros((1, 1, 8), np.float32), isa="avx512")
+    with fdbert_native.disabled_cpu_features({"avx512f", "fma"}):
+        assert fp32_paths() == expected("generic", "generic")
+    assert fp32_paths() == expected(best, best_attention)
+
+
+@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
+def test_backend_attention_runs_the_forced_path(isa):
+    """nops.attention runs the path the enabled CPU features allow, and gives its bytes."""
+    rng = rng_of(5)
+    q, k, v = (rng.normal(size=(40, 3, 24)).astype(np.float32) for _ in range(3))
+    cu = np.array([0, 17, 40], np.int32)
+    disable = {"avx512": set(), "avx2": {"avx512f"}, "generic": {"avx512f", "avx2"}}[isa]
+    with fdbert_native.disabled_cpu_features(disable):
+        assert nops.op_paths()["attention"] == isa
+        got = nops.attention(q, k, v, cu, cu, causal=True)
+    want = _fp32.attention(q, k, v, cu, cu, np.zeros_like(q), causal=True, isa=isa)
+    assert got.tobytes() == want.tobytes()
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
@@ -404,7 +432,7 @@ def test_quantize_invalid_qparams_raise_like_the_reference():
 @example(batch=(np.ones((1, 1, 1), np.float32), np.ones((1, 1, 1), np.float32),
                 np.full((1, 1, 1), 2, np.float32), np.array([0, 1], np.int32), np.array([0, 1], np.int32),
                 True, None))
-@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
 def test_attention_vs_reference(isa, batch):
     q, k, v, cu_q, cu_k, causal, scale = batch
     got = run_all_threads(lambda nt: _fp32.attention(q, k, v, cu_q, cu_k, np.zeros_like(q), causal=causal,
@@ -414,7 +442,7 @@ def test_attention_vs_reference(isa, batch):
 
 @SETTINGS
 @given(batch=packed_batches(causal=True), n_new=st.integers(1, 9))
-@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
 def test_attention_decoder_step_equals_full_causal_rows(isa, batch, n_new):
     """KV cache: the last n_new queries alone (Lq < Lk, mask aligned at the end) give the same bits as
     the same rows of the full causal attention -- a row never depends on the rows computed with it."""
@@ -431,7 +459,7 @@ def test_attention_decoder_step_equals_full_causal_rows(isa, batch, n_new):
 
 @SETTINGS
 @given(batch=packed_batches(), xscale=st.sampled_from([1e-3, 0.01, 0.05]), zp=st.integers(0, 255))
-@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
 def test_attention_quantized_output_is_attention_then_quantize(isa, batch, xscale, zp):
     """quantize=(scale, zp) gives the bytes of quantize_u8 applied to the float32 output of the same
     path (the fused block's attention -> u8 input of the O projection), for 1-4 threads; rows
@@ -439,7 +467,8 @@ def test_attention_quantized_output_is_attention_then_quantize(isa, batch, xscal
     q, k, v, cu_q, cu_k, causal, scale = batch
     s32 = np.float32(xscale)
     a = _fp32.attention(q, k, v, cu_q, cu_k, np.zeros_like(q), causal=causal, scale=scale, isa=isa)
-    want = _fp32.quantize_u8(a.reshape(-1), s32, zp, np.empty(a.size, np.uint8), isa=isa).reshape(a.shape)
+    want = _fp32.quantize_u8(a.reshape(-1), s32, zp, np.empty(a.size, np.uint8),   # exact on every path
+                             isa="generic").reshape(a.shape)
     outside = np.ones(len(q), bool)
     for b in range(len(cu_q) - 1):
         outside[cu_q[b]:cu_q[b + 1]] = False
@@ -452,7 +481,7 @@ def test_attention_quantized_output_is_attention_then_quantize(isa, batch, xscal
 
 @SETTINGS
 @given(batch=packed_batches(causal=False), quantized=st.booleans())
-@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
 def test_attention_reads_row_strided_qkv_in_place(isa, batch, quantized):
     """q, k, v as the thirds of one fused QKV output [n, 3, H, Dh] (row-strided views, read without a
     copy) give the bytes of their C-contiguous copies, f32 and u8 outputs, 1-4 threads."""
@@ -490,7 +519,7 @@ def test_attention_quantize_arguments_are_checked():
         _fp32.attention(q, q, q, cu, cu, np.zeros(q.shape, np.uint8), quantize=(0.1, 256))
 
 
-@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
 def test_attention_distilbert_shape_threads(isa):
     rng = rng_of(21)
     lengths = rng.integers(1, 129, 6)
@@ -501,7 +530,7 @@ def test_attention_distilbert_shape_threads(isa):
     assert_attention_close(got, q, k, v, cu, cu, False, None)
 
 
-@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
 @pytest.mark.parametrize("lq, lk, H, Dh, causal", [
     ([300, 5, 0, 257], [300, 9, 3, 300], 2, 65, False),
     ([300, 5, 0, 257], [300, 9, 3, 300], 2, 64, True),

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fp32_ops.h"
 
@@ -262,6 +263,205 @@ FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const 
         }
     }
 }
+
+/* ---------------------------------------------------------------- AVX2 + FMA: blocked, 8 lanes
+ *
+ * pair_avx512's panels and phases with AVX2's 16 ymm registers: 8-key column blocks of K^T,
+ * QB8 = 4 queries x 16 keys of scores and 4 queries x 16 head channels of P V per tile (8
+ * accumulators each), exp by fdb_exp8 (fp32_vecmath.h). For the CPUs without AVX-512 (AMD Zen 2/3,
+ * Intel client cores): the generic path computes one query at a time with scalar loops. */
+#define KB8 8   /* keys per score column block (one ymm) */
+#define QB8 4   /* queries per score and P V block */
+
+/* As pack_kv with 8-key blocks: vp[j * ldV + d] = v[j, d] (zero for Dh <= d < ldV, ldV = Dh rounded
+ * up to 8); kt[(c * Dh + d) * KB8 + jj] = k[c * KB8 + jj, d] (zero for keys >= Lk). */
+FDB_AVX2_TARGET static void pack_kv_avx2(const float *k, const float *v, int64_t Lk, const int64_t rs[4],
+                                         int64_t Dh, int64_t ldV, float *kt, float *vp)
+{
+    for (int64_t j = 0; j < Lk; j++) {
+        memcpy(vp + j * ldV, v + j * rs[2], (size_t)Dh * sizeof(float));
+        for (int64_t d = Dh; d < ldV; d++) vp[j * ldV + d] = 0.0f;
+    }
+    const int64_t nkb = (Lk + KB8 - 1) / KB8;
+    for (int64_t c = 0; c < nkb; c++)
+        for (int64_t jj = 0; jj < KB8; jj++) {
+            const int64_t j = c * KB8 + jj;
+            float *dst = kt + c * Dh * KB8 + jj;
+            if (j < Lk)
+                for (int64_t d = 0; d < Dh; d++) dst[d * KB8] = k[j * rs[1] + d];
+            else
+                for (int64_t d = 0; d < Dh; d++) dst[d * KB8] = 0.0f;
+        }
+}
+
+/* s[r * ldS + b*KB8 .. +KB8] = scale * q_r . K[b*KB8 .. +KB8] for QB8 query rows and nb <= 2 key blocks. */
+FDB_AVX2_TARGET __attribute__((always_inline)) static inline void
+scores_tile8(const float *const qr[QB8], const float *kt, int64_t Dh, __m256 vscale, float *s, int64_t ldS,
+             const int nb)
+{
+    __m256 a[QB8][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < QB8; r++)
+#pragma GCC unroll 2
+        for (int b = 0; b < nb; b++) a[r][b] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < Dh; d++) {
+        __m256 kv[2];
+#pragma GCC unroll 2
+        for (int b = 0; b < nb; b++) kv[b] = _mm256_loadu_ps(kt + (b * Dh + d) * KB8);
+#pragma GCC unroll 4
+        for (int r = 0; r < QB8; r++) {
+            const __m256 qv = _mm256_broadcast_ss(qr[r] + d);
+#pragma GCC unroll 2
+            for (int b = 0; b < nb; b++) a[r][b] = _mm256_fmadd_ps(qv, kv[b], a[r][b]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < QB8; r++)
+#pragma GCC unroll 2
+        for (int b = 0; b < nb; b++) _mm256_storeu_ps(s + r * ldS + b * KB8, _mm256_mul_ps(a[r][b], vscale));
+}
+
+FDB_AVX2_TARGET __attribute__((noinline)) static void scores_rows8(const float *const qr[QB8], const float *kt,
+                                                                   int64_t nkb, int64_t Dh, float scale,
+                                                                   float *s, int64_t ldS)
+{
+    const __m256 vscale = _mm256_set1_ps(scale);
+    int64_t c = 0;
+    for (; c + 2 <= nkb; c += 2) scores_tile8(qr, kt + c * Dh * KB8, Dh, vscale, s + c * KB8, ldS, 2);
+    if (c < nkb) scores_tile8(qr, kt + c * Dh * KB8, Dh, vscale, s + c * KB8, ldS, 1);
+}
+
+FDB_AVX2_TARGET static inline float hmax8(__m256 x)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+FDB_AVX2_TARGET static inline float hsum8(__m256 x)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/* exp_rows for QB8 rows in 8 lanes (see there): e = exp(s - m_r) for j < nk[r], 0 up to nz. */
+FDB_AVX2_TARGET __attribute__((noinline)) static void exp_rows8(float *s, int64_t ldS, const int64_t nk[QB8],
+                                                                int64_t nz, float inv[QB8])
+{
+    __m256 m[QB8], acc[QB8];
+#pragma GCC unroll 4
+    for (int r = 0; r < QB8; r++) m[r] = _mm256_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < nz; j += 8)
+#pragma GCC unroll 4
+        for (int r = 0; r < QB8; r++) {
+            const __m256 x = _mm256_loadu_ps(s + r * ldS + j);
+            m[r] = _mm256_blendv_ps(m[r], _mm256_max_ps(m[r], x), _mm256_castsi256_ps(fdb_lanes8(nk[r] - j)));
+        }
+#pragma GCC unroll 4
+    for (int r = 0; r < QB8; r++) {
+        m[r] = _mm256_set1_ps(hmax8(m[r]));
+        acc[r] = _mm256_setzero_ps();
+    }
+    for (int64_t j = 0; j < nz; j += 8)
+#pragma GCC unroll 4
+        for (int r = 0; r < QB8; r++) {
+            float *sr = s + r * ldS + j;
+            const __m256 e = _mm256_and_ps(_mm256_castsi256_ps(fdb_lanes8(nk[r] - j)),
+                                           fdb_exp8(_mm256_sub_ps(_mm256_loadu_ps(sr), m[r])));
+            _mm256_storeu_ps(sr, e);
+            acc[r] = _mm256_add_ps(acc[r], e);
+        }
+#pragma GCC unroll 4
+    for (int r = 0; r < QB8; r++) inv[r] = 1.0f / hsum8(acc[r]);
+}
+
+/* pv_tile in 8 lanes: QB8 rows x nv <= 2 channel vectors from dc. */
+FDB_AVX2_TARGET __attribute__((always_inline)) static inline void
+pv_tile8(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, int64_t dc, int64_t Dh,
+         const float inv[QB8], float *const orow[QB8], uint8_t *const qrow[QB8], const fp_attn_u8 *qp,
+         const int nv)
+{
+    __m256 o[QB8][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < QB8; r++)
+#pragma GCC unroll 2
+        for (int b = 0; b < nv; b++) o[r][b] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < nk; j++) {
+        __m256 vv[2];
+#pragma GCC unroll 2
+        for (int b = 0; b < nv; b++) vv[b] = _mm256_loadu_ps(vp + j * ldV + dc + 8 * b);
+#pragma GCC unroll 4
+        for (int r = 0; r < QB8; r++) {
+            const __m256 ev = _mm256_broadcast_ss(e + r * ldS + j);
+#pragma GCC unroll 2
+            for (int b = 0; b < nv; b++) o[r][b] = _mm256_fmadd_ps(ev, vv[b], o[r][b]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < QB8; r++) {
+        const __m256 vinv = _mm256_set1_ps(inv[r]);
+#pragma GCC unroll 2
+        for (int b = 0; b < nv; b++) {
+            const int64_t c = dc + 8 * b, lanes = Dh - c < 8 ? Dh - c : 8;
+            if (lanes <= 0) continue;
+            const __m256 y = _mm256_mul_ps(o[r][b], vinv);
+            if (qrow[r]) {
+                uint8_t code[8];
+                fdb_quantize8_store(code, y, qp->scale, qp->zp);
+                memcpy(qrow[r] + c, code, (size_t)lanes);
+            } else if (orow[r]) {
+                _mm256_maskstore_ps(orow[r] + c, fdb_lanes8(lanes), y);
+            }
+        }
+    }
+}
+
+FDB_AVX2_TARGET __attribute__((noinline)) static void pv_rows8(const float *e, int64_t ldS, const float *vp,
+                                                               int64_t ldV, int64_t nk, int64_t Dh,
+                                                               const float inv[QB8], float *const orow[QB8],
+                                                               uint8_t *const qrow[QB8], const fp_attn_u8 *qp)
+{
+    int64_t dc = 0;
+    for (; dc + 16 <= ldV; dc += 16) pv_tile8(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, qrow, qp, 2);
+    if (dc < ldV) pv_tile8(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, qrow, qp, 1);
+}
+
+/* pair_avx512 with the 8-lane blocks (scratch: kt, vp and s as sized for the AVX-512 path, which
+ * holds the smaller 8-lane layouts too). */
+FDB_AVX2_TARGET static void pair_avx2(const float *q, const float *k, const float *v, int64_t Lq, int64_t Lk,
+                                      const int64_t rs[4], int64_t Dh, int causal, float scale, float *out,
+                                      uint8_t *outq, const fp_attn_u8 *qp, float *kt, float *vp, float *s)
+{
+    const int64_t ldS = (Lk + KB8 - 1) / KB8 * KB8, ldV = (Dh + 7) / 8 * 8;
+    int64_t chunk = (SCORE_FLOATS / ldS + QB8 - 1) / QB8 * QB8;
+    chunk = chunk < QB8 ? QB8 : chunk;
+    pack_kv_avx2(k, v, Lk, rs, Dh, ldV, kt, vp);
+    for (int64_t c0 = 0; c0 < Lq; c0 += chunk) {
+        const int64_t c1 = Lq - c0 < chunk ? Lq : c0 + chunk;
+        for (int64_t i0 = c0; i0 < c1; i0 += QB8) {
+            const float *qr[QB8];
+            for (int64_t r = 0; r < QB8; r++) qr[r] = q + (i0 + r < c1 ? i0 + r : i0) * rs[0];
+            const int64_t last = (c1 - i0 < QB8 ? c1 : i0 + QB8) - 1;
+            const int64_t nkb = (visible_keys(last, Lq, Lk, causal) + KB8 - 1) / KB8;
+            scores_rows8(qr, kt, nkb, Dh, scale, s + (i0 - c0) * ldS, ldS);
+        }
+        for (int64_t i0 = c0; i0 < c1; i0 += QB8) {
+            const int64_t rows = c1 - i0 < QB8 ? c1 - i0 : QB8;
+            int64_t nk[QB8];
+            float *e = s + (i0 - c0) * ldS, inv[QB8], *orow[QB8];
+            uint8_t *qrow[QB8];
+            for (int64_t r = 0; r < QB8; r++) {
+                nk[r] = visible_keys(r < rows ? i0 + r : i0, Lq, Lk, causal);
+                orow[r] = r < rows && out ? out + (i0 + r) * rs[3] : NULL;
+                qrow[r] = r < rows && outq ? outq + (i0 + r) * rs[3] : NULL;
+            }
+            const int64_t nk_max = nk[rows - 1];
+            exp_rows8(e, ldS, nk, nk_max, inv);
+            pv_rows8(e, ldS, vp, ldV, nk_max, Dh, inv, orow, qrow, qp);
+        }
+    }
+}
 #endif
 
 int fp_attention(const float *q, const float *k, const float *v, const int32_t *cu_q,
@@ -272,12 +472,12 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
     int64_t lq_max, lk_max;
     const int rc = scan_pairs(cu_q, cu_k, B, causal, INT64_MAX, &lq_max, &lk_max);
     if (rc != FP_OK) return rc;
-    if (!FP_X86) isa = FP_ISA_GENERIC;
+    if (!FP_X86) isa = FP_ATTN_GENERIC;
     int64_t ldS = (lk_max + KB - 1) / KB * KB, ldV = (Dh + 15) / 16 * 16;
     /* per-thread scratch: AVX-512 needs K^T [ldS, Dh], the V panel [lk_max, ldV] and chunk_rows(ldS')
      * score rows for every pair's ldS' <= ldS (at most SCORE_FLOATS + QB ldS floats); generic one
      * score row */
-    int avx = isa == FP_ISA_AVX512;
+    int avx = isa == FP_ATTN_AVX512 || isa == FP_ATTN_AVX2;   /* the 16-lane sizes hold the 8-lane layouts */
     size_t kt_bytes = avx ? (size_t)(ldS * Dh) * sizeof(float) : 0;
     size_t vp_bytes = avx ? (size_t)(lk_max * ldV) * sizeof(float) : 0;
     size_t s_bytes = (size_t)(avx ? SCORE_FLOATS + QB * ldS : ldS) * sizeof(float);
@@ -300,8 +500,12 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
             const attn_pair p = pair_at(task, H, Dh, cu_q, cu_k, q, k, v, rs, out, outq);
             if (p.Lq == 0 || !kt || !vp || !s) continue;
 #if FP_X86
-            if (isa == FP_ISA_AVX512) {
+            if (isa == FP_ATTN_AVX512) {
                 pair_avx512(p.q, p.k, p.v, p.Lq, p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp, kt, vp, s);
+                continue;
+            }
+            if (isa == FP_ATTN_AVX2) {
+                pair_avx2(p.q, p.k, p.v, p.Lq, p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp, kt, vp, s);
                 continue;
             }
 #endif

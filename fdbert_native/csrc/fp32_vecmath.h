@@ -1,4 +1,5 @@
-/* fp32_vecmath.h -- 16-lane float32 exp and erf for the AVX-512 kernels of fp32_ops.c and attention.c.
+/* fp32_vecmath.h -- 16-lane float32 exp and erf for the AVX-512 kernels of fp32_ops.c and attention.c
+ * (and 8-lane exp for attention.c's AVX2 path).
  *
  * Internal header (static inline, no state). The generic twins are libm's expf and erff.
  *
@@ -22,13 +23,17 @@
  *   fdb_quantize16(x, scale, zp)  the INT8 contract's u8(clip(rint(x / scale) + zp, 0, 255)) as
  *                 int32 lanes: a true division, round half to even, the clip in float. Exact:
  *                 bit-identical to the reference (fp32_ops.c's quantize and attention.c use it).
+ * 8-lane AVX2 + FMA twins for attention.c's AVX2 path: fdb_exp8 (fdb_exp16's arithmetic; no
+ * vscalefps, so 0 below x = -87.33 instead of subnormals), fdb_quantize8_store (exact), fdb_lanes8.
  */
 #ifndef FDBERT_FP32_VECMATH_H
 #define FDBERT_FP32_VECMATH_H
 
 #include <immintrin.h>
+#include <stdint.h>
 
 #define FDB_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define FDB_AVX2_TARGET __attribute__((target("avx2,fma")))
 
 /* ERF_C[p][i] = coefficient of u^p on piece i = floor(4 |x|), u = |x| - ERF_CENTER(i). */
 static const float FDB_ERF_C[8][16] __attribute__((aligned(64))) = {
@@ -96,6 +101,50 @@ FDB_AVX512_TARGET static inline __m512i fdb_quantize16(__m512 x, __m512 scale, _
     return _mm512_cvtps_epi32(r);   /* exact: r is integral */
 }
 
+/* fdb_exp16 in 8 lanes for AVX2 + FMA (attention.c's AVX2 path), the same reduction and polynomial.
+ * AVX2 has no vscalefps: 2^n goes into the exponent bits, so x is clamped to [-87.33, 88.7] where
+ * 2^n is a normal float, and lanes with x < -87.33 (exp(x) < 2^-126: subnormal or 0, and x = -inf)
+ * return +0 -- an absolute error below 1.2e-38. NaN gives NaN. */
+FDB_AVX2_TARGET static inline __m256 fdb_exp8(__m256 x)
+{
+    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+    const __m256 c1 = _mm256_set1_ps(0.693359375f);
+    const __m256 c2 = _mm256_set1_ps(-2.12194440e-4f);
+    const __m256 lo = _mm256_set1_ps(-87.33f);
+    const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);   /* x >= -87.33 or NaN */
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.7f));
+    xc = _mm256_blendv_ps(xc, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));   /* NaN stays NaN */
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, c1, xc);
+    r = _mm256_fnmadd_ps(n, c2, r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    /* n in [-126, 128]: 2^n as float bits (n + 127) << 23; n = 128 (x near 88.7) as 2 * 2^127 */
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i big = _mm256_cmpgt_epi32(ni, _mm256_set1_epi32(127));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, _mm256_and_si256(big, _mm256_set1_epi32(1))),
+                                                         _mm256_set1_epi32(127)), 23);
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    p = _mm256_blendv_ps(p, _mm256_add_ps(p, p), _mm256_castsi256_ps(big));
+    return _mm256_and_ps(p, keep);
+}
+
+/* fdb_quantize16 in 8 lanes, the codes stored as 8 bytes at dst. Exact (the INT8 contract). */
+FDB_AVX2_TARGET static inline void fdb_quantize8_store(uint8_t *dst, __m256 x, float scale, float zp)
+{
+    __m256 r = _mm256_round_ps(_mm256_div_ps(x, _mm256_set1_ps(scale)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, _mm256_set1_ps(zp)), _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
+    const __m256i q = _mm256_cvtps_epi32(r);
+    const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64((__m128i *)dst, _mm_packus_epi16(w16, w16));
+}
+
 /* r[e] <- (r[0][e], ..., r[15][e]): a 16x16 transpose of 32-bit words in registers (floats, or
  * integers through the free _mm512_castsi512_ps casts; attention.c, attention_int8.c, qspmm.c). Interleave pairs of rows, then
  * quads within each 128-bit lane (u[4i + k] lane l = element 4l + k of rows 4i..4i+3), then gather
@@ -137,6 +186,13 @@ __attribute__((target("avx512f"), always_inline)) static inline __mmask16 fdb_la
 {
     int n = remaining < 0 ? 0 : remaining > 16 ? 16 : (int)remaining;
     return (__mmask16)((1u << n) - 1u);
+}
+
+/* The first clamp(remaining, 0, 8) lanes as an all-ones int32 mask vector (AVX2 maskstore, blendv). */
+FDB_AVX2_TARGET static inline __m256i fdb_lanes8(int64_t remaining)
+{
+    const int n = remaining < 0 ? 0 : remaining > 8 ? 8 : (int)remaining;
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 #endif /* FDBERT_FP32_VECMATH_H */
