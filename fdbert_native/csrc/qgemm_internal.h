@@ -18,13 +18,15 @@ typedef struct {
 
 /* A sparse register tile: T[c][t] (+)= (row stride `tokens`) for nch <= 16 channels whose block
  * runs are blk[2*runs[c*stride] : 2*runs[c*stride + 1]], over the `tokens` tokens of one
- * repacked activation tile xt [Kg][tokens][4] (see qspmm_tile.inc). */
+ * repacked activation tile xt [Kg][tokens][4]: u8 on the VNNI paths (xbytes = 1), int16 on the
+ * others (xbytes = 2; see qspmm_tile.inc). */
 typedef void (*qg_sparse_fn)(const uint8_t *xt, const int32_t *blk, const int32_t *runs,
                              int64_t stride, int nch, int accumulate, int32_t *T);
 typedef struct {
     qg_sparse_fn fn;
     int tokens, lanes;   /* tokens per tile = vectors per tile * lanes */
     int unroll;          /* blocks per inner step: each channel's run is padded to a multiple */
+    int xbytes;          /* bytes per activation in xt: 1 (u8) or 2 (widened to int16) */
 } qg_sparse_kernel;
 
 int qg_default_threads(void);

@@ -126,7 +126,7 @@ static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw")
 #define SFX avx512bw
-#define MV 2
+#define MV 4
 #define U QG_SP_UNROLL
 #define QG_SIMD_BITS 512
 #define QG_SIMD_VNNI 0
@@ -148,7 +148,7 @@ static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #define SFX avx2
-#define MV 2
+#define MV 4
 #define U QG_SP_UNROLL
 #define QG_SIMD_BITS 256
 #define QG_SIMD_VNNI 0
@@ -237,9 +237,18 @@ static void repack_tile(const uint8_t *x__mk, int64_t K, int64_t m0, int64_t row
     }
 }
 
+enum { QG_SP_MAX_TOKENS = 64, QG_SP_GROUP = 32 };   /* tile tokens (max), channels per task */
+
+/* The tile of the paths without VNNI, in place: xt u8 [Kg][TM][4] -> int16 [Kg][TM][4] (zero
+ * extended). Backwards, so no byte is overwritten before it is read; the buffer has room. */
+static void widen_tile(uint8_t *xt, int64_t n)
+{
+    int16_t *w = (int16_t *)xt;
+    for (int64_t i = n - 1; i >= 0; i--) w[i] = xt[i];
+}
+
 /* ---------------------------------------------------------------- driver */
 
-enum { QG_SP_MAX_TOKENS = 64, QG_SP_GROUP = 32 };   /* tile tokens (max), channels per task */
 
 /* Row m, columns n .. n+len of the output from values that went through the epilogue already
  * (qg_epilogue_channels; or raw s32): float bits plus the residual, u8 codes, or int32. */
@@ -271,7 +280,7 @@ static void spmm_task(const qg_sparse_kernel *sk, const uint8_t *xt, int64_t mt,
     const int64_t S = n_kc + 1, m0 = mt * TM;
     const int64_t rows = M - m0 < TM ? M - m0 : TM;
     const int64_t gend = g0 + QG_SP_GROUP < N ? g0 + QG_SP_GROUP : N;
-    const uint8_t *xtile = xt + mt * Kg * TM * 4;
+    const uint8_t *xtile = xt + mt * Kg * TM * 4 * sk->xbytes;
     int32_t T[QG_SP_GROUP * QG_SP_MAX_TOKENS], R[16 * QG_SP_GROUP];   /* T [channel][token] */
     if (n_kc == 0) memset(T, 0, sizeof(T));
     for (int64_t kc = 0; kc < n_kc; kc++)      /* accumulate chunk by chunk ... */
@@ -342,7 +351,8 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
     for (int w = 0; w < nw; w++) g_start[w + 1] = g_start[w] + (Ns[w] + QG_SP_GROUP - 1) / QG_SP_GROUP;
     const int64_t n_g = g_start[nw];
     if (n_g == 0) return QG_OK;
-    uint8_t *xt = aligned_alloc(64, (size_t)((n_mt * Kg * TM * 4 + 64 + 63) / 64 * 64));
+    const int64_t tile_bytes = Kg * TM * 4 * sk->xbytes;
+    uint8_t *xt = aligned_alloc(64, (size_t)((n_mt * tile_bytes + 64 + 63) / 64 * 64));
     if (!xt) return QG_ENOMEM;
 
     const transpose_fn transpose = isa >= QG_ISA_AVX512BW ? transpose16_avx512 : transpose16_generic;
@@ -352,6 +362,13 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
         while ((g) >= g_start[w_ + 1]) w_++;                                                     \
         spmm_task(sk, xt, (mt), ((g) - g_start[w_]) * QG_SP_GROUP, M, Kg, TM, n_kc, blks[w_],    \
                   cptrs[w_], Ns[w_], &eps[w_], isa, transpose);                                  \
+    } while (0)
+#define QG_SP_REPACK(mt)                                                                         \
+    do {                                                                                         \
+        uint8_t *tile_ = xt + (mt) * tile_bytes;                                                 \
+        repack_tile(x__mk, K, (mt) * TM, M - (mt) * TM < TM ? M - (mt) * TM : TM, TM, tile_,      \
+                    transpose);                                                                  \
+        if (sk->xbytes == 2) widen_tile(tile_, Kg * TM * 4);                                     \
     } while (0)
     /* One parallel region (each region start and barrier costs a wake-up of the sleeping workers:
      * 20-60 us on a VM with OMP_WAIT_POLICY=PASSIVE, as much as a whole M = 128 SpMM; fdbert's
@@ -365,20 +382,18 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
         if (owner) {
 #pragma omp for schedule(static)
             for (int64_t mt = 0; mt < n_mt; mt++) {
-                repack_tile(x__mk, K, mt * TM, M - mt * TM < TM ? M - mt * TM : TM, TM,
-                            xt + mt * Kg * TM * 4, transpose);
+                QG_SP_REPACK(mt);
                 for (int64_t g = 0; g < n_g; g++) QG_SP_TASK(mt, g);
             }
         } else {
 #pragma omp for schedule(static)
-            for (int64_t mt = 0; mt < n_mt; mt++)
-                repack_tile(x__mk, K, mt * TM, M - mt * TM < TM ? M - mt * TM : TM, TM,
-                            xt + mt * Kg * TM * 4, transpose);
+            for (int64_t mt = 0; mt < n_mt; mt++) QG_SP_REPACK(mt);
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < n_mt * n_g; t++) QG_SP_TASK(t / n_g, t % n_g);
         }
     }
 #undef QG_SP_TASK
+#undef QG_SP_REPACK
     free(xt);
     return QG_OK;
 }
