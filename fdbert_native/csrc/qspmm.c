@@ -14,12 +14,12 @@
  *
  * Kernel versions (qspmm_tile.inc compiled per ISA):
  *   generic     plain C over the BSR arrays and the original x (the oracle for the SIMD paths)
- *   avx2        8 tokens per vector, 7-bit split + vpmaddubsw/vpmaddwd (exact, see qgemm.c)
+ *   avx2        x widened to int16: 4 tokens per vector, vpmaddwd, 16-token tiles (qspmm_tile.inc)
  *   avx2_vnni   8 tokens per vector, VEX vpdpbusd
- *   avx512bw    16 tokens per vector, 7-bit split
+ *   avx512bw    x widened to int16: 8 tokens per vector, vpmaddwd, 32-token tiles
  *   avx512vnni  16 tokens per vector, vpdpbusd, 64 tokens x 2 accumulator sets per channel
  *
- * Threads: (64-token tile, 32-channel group) pairs, token-major static order; K never split.
+ * Threads: (token tile, 32-channel group) pairs, token-major static order; K never split.
  */
 #include <stdint.h>
 #include <stdlib.h>
