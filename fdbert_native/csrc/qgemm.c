@@ -4,17 +4,18 @@
  *
  * Kernel versions (one tile body, qgemm_dense.inc, compiled per ISA; selected by `isa`):
  *   generic     plain C int32 loops over the packed layout (the oracle for the SIMD paths)
- *   avx2        256-bit, 7-bit split + vpmaddubsw/vpmaddwd      4 x 16 tile  (8 accumulators)
+ *   avx2        256-bit, int16 operands + vpmaddwd                 2 x 16 tile  (8 accumulators)
  *   avx2_vnni   256-bit VEX vpdpbusd                              4 x 16 tile  (8 accumulators)
- *   avx512bw    512-bit, 7-bit split + vpmaddubsw/vpmaddwd      4 x 32 tile  (8 accumulators)
+ *   avx512bw    512-bit, int16 operands + vpmaddwd                 4 x 32 tile  (16 accumulators)
  *   avx512vnni  512-bit EVEX vpdpbusd                             6 x 64 tile  (24 accumulators)
  *
- * Why the 7-bit split on the non-VNNI paths: vpmaddubsw adds two u8*s8 products into a
- * *saturating* int16, and 255*127 + 255*127 = 64770 > 32767 (ONNX Runtime issues 5849, 6004).
- * Writing x = lo + 128*hi with lo = x & 127 and hi = x >> 7 in {0, 1} keeps each pair sum within
- * 2*127*128 = 32512 (even for w = -128), so vpmaddubsw is exact on both halves; vpmaddwd by 1 and
- * by 128 widens them to int32 and recombines. It costs ~3x the instructions of vpdpbusd but needs
- * no separate int16 copy of the weights (widening to int16 + vpmaddwd would double weight bytes).
+ * Without VNNI, why int16 and vpmaddwd: vpmaddubsw, the u8 x s8 instruction of AVX2 / AVX-512BW,
+ * adds two products into a *saturating* int16, and 255*127 + 255*127 = 64770 > 32767 (ONNX Runtime
+ * issues 5849, 6004). So each s8 weight vector is sign-extended to two int16 vectors as it is
+ * loaded (its channel halves; the weight bytes streamed stay s8) and each row's 4 activation bytes
+ * zero-extended into one int16 broadcast: vpmaddwd's int32 pair sums are exact, and the pairs are
+ * added per channel once per tile (qgemm_dense.inc). Until 2026-12-06 these paths split x into
+ * 7-bit halves for two exact vpmaddubsw (and two vpmaddwd to recombine): twice the multiplies.
  *
  * Blocking (driver below): threads take (N-chunk of ~1 MB of weights, M-chunk of ~256 KB of x)
  * tiles in N-major static order, so a thread keeps its weight chunk in L2 while it walks the

@@ -59,23 +59,4 @@ static inline int32_t qg_load_i32(const void *p)   /* unaligned 4-byte load with
     return v;
 }
 
-/* The exact u8 x s8 dot product without VNNI (qgemm.c's file comment says why): x = lo + 128*hi
- * with lo = x & 0x7f and hi = x >> 7, so no vpmaddubsw pair sum saturates int16, and vpmaddwd
- * widens the two halves to int32 with the weights 1 and 128. The XSPLIT / DOT parameters of
- * qgemm_dense.inc and qspmm_tile.inc on the AVX-512BW and AVX2 paths. */
-#define QG_SPLIT7_512(xv, lo, hi)                                                                  \
-    ((lo) = _mm512_and_si512((xv), _mm512_set1_epi8(0x7f)),                                \
-     (hi) = _mm512_and_si512(_mm512_srli_epi16((xv), 7), _mm512_set1_epi8(1)))
-#define QG_DOT_SPLIT7_512(acc, lo, hi, w)                                                                 \
-    _mm512_add_epi32((acc), _mm512_add_epi32(                                               \
-        _mm512_madd_epi16(_mm512_maddubs_epi16((lo), (w)), _mm512_set1_epi16(1)),           \
-        _mm512_madd_epi16(_mm512_maddubs_epi16((hi), (w)), _mm512_set1_epi16(128))))
-#define QG_SPLIT7_256(xv, lo, hi)                                                                  \
-    ((lo) = _mm256_and_si256((xv), _mm256_set1_epi8(0x7f)),                                \
-     (hi) = _mm256_and_si256(_mm256_srli_epi16((xv), 7), _mm256_set1_epi8(1)))
-#define QG_DOT_SPLIT7_256(acc, lo, hi, w)                                                                 \
-    _mm256_add_epi32((acc), _mm256_add_epi32(                                               \
-        _mm256_madd_epi16(_mm256_maddubs_epi16((lo), (w)), _mm256_set1_epi16(1)),           \
-        _mm256_madd_epi16(_mm256_maddubs_epi16((hi), (w)), _mm256_set1_epi16(128))))
-
 #endif
