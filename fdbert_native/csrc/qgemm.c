@@ -496,7 +496,7 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #include "qgemm_dense.inc"
 #pragma GCC pop_options
 
-/* avx512bw: 7-bit split (see the file comment) */
+/* avx512bw: int16 operands, vpmaddwd (see the file comment) */
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw")
 #define SFX avx512bw
@@ -520,7 +520,7 @@ static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 #include "qgemm_dense.inc"
 #pragma GCC pop_options
 
-/* avx2: 7-bit split (see the file comment) */
+/* avx2: int16 operands, vpmaddwd (see the file comment) */
 #pragma GCC push_options
 #pragma GCC target("avx2")
 #define SFX avx2

@@ -19,13 +19,13 @@
 #include <stdint.h>
 
 /* ISA paths, lowest to highest; tests force each one. Every SIMD path returns the exact int32
- * sums: the non-VNNI ones split u8 activations into 7-bit halves (see qgemm.c). The caller checks
+ * sums: the non-VNNI ones widen both operands to int16 for vpmaddwd (see qgemm.c). The caller checks
  * the CPU can run the path (Python: fdbert_native._cpu's usable-feature mask, in _qgemm.pyx). */
 typedef enum {
     QG_ISA_GENERIC = 0,    /* plain C int32 loops; also the tail of every SIMD loop */
-    QG_ISA_AVX2 = 1,       /* 256-bit vpmaddubsw + vpmaddwd on 7-bit halves */
+    QG_ISA_AVX2 = 1,       /* 256-bit vpmaddwd on int16-widened operands */
     QG_ISA_AVX2_VNNI = 2,  /* 256-bit VEX vpdpbusd (AVX-VNNI) */
-    QG_ISA_AVX512BW = 3,   /* 512-bit vpmaddubsw + vpmaddwd on 7-bit halves */
+    QG_ISA_AVX512BW = 3,   /* 512-bit vpmaddwd on int16-widened operands */
     QG_ISA_AVX512VNNI = 4, /* 512-bit EVEX vpdpbusd */
     QG_ISA_COUNT = 5
 } qg_isa;
