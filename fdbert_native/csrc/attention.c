@@ -20,11 +20,11 @@
 #define SCORE_FLOATS 16384   /* per-thread score scratch (64 KB): Lq = Lk = 128 in one chunk */
 
 /* Queries whose scores are computed in one phase: SCORE_FLOATS worth rounded up to whole blocks of
- * QB, at least one block (so chunk_rows(ldS) * ldS <= SCORE_FLOATS + QB * ldS). */
-static inline int64_t chunk_rows(int64_t ldS)
+ * qb <= QB queries, at least one block (so chunk_rows(ldS, qb) * ldS <= SCORE_FLOATS + QB * ldS). */
+static inline int64_t chunk_rows(int64_t ldS, int64_t qb)
 {
-    int64_t rows = (SCORE_FLOATS / ldS + QB - 1) / QB * QB;
-    return rows < QB ? QB : rows;
+    int64_t rows = (SCORE_FLOATS / ldS + qb - 1) / qb * qb;
+    return rows < qb ? qb : rows;
 }
 
 /* ---------------------------------------------------------------- generic: one query at a time */
@@ -57,7 +57,7 @@ static void pair_generic(const float *q, const float *k, const float *v, int64_t
 /* ---------------------------------------------------------------- AVX-512: blocked
  *
  * The three inner kernels (scores_rows, exp_rows, pv_rows) are noinline: each then has the 32 zmm
- * registers to itself. Inlined into pair_avx512, GCC kept other values live across them and spilled
+ * registers to itself. Inlined into the pair driver, GCC kept other values live across them and spilled
  * K^T lines and accumulators to the stack inside the FMA loops. */
 
 /* Copies the pair's K and V into contiguous panels:
@@ -224,49 +224,9 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void pv_rows(const float *e, 
     }
 }
 
-/* One (sequence, head) pair in three phases, so that each phase keeps its panel in L1 (48 KB):
- * the scores of up to chunk_rows(ldS) queries (the K^T panel, 32 KB in DistilBERT, read once per QB
- * queries), then per QB queries the softmax numerators and their P V product (the V panel). Done QB
- * queries at a time instead, the two panels would evict each other every time. */
-FDB_AVX512_TARGET static void pair_avx512(const float *q, const float *k, const float *v, int64_t Lq,
-                                          int64_t Lk, const int64_t rs[4], int64_t Dh, int causal, float scale,
-                                          float *out, uint8_t *outq, const fp_attn_u8 *qp, float *kt,
-                                          float *vp, float *s)
-{
-    int64_t ldS = (Lk + KB - 1) / KB * KB;   /* score row stride: Lk rounded up to a key block */
-    int64_t ldV = (Dh + 15) / 16 * 16;       /* V panel row stride: Dh rounded up to 16 lanes */
-    int64_t chunk = chunk_rows(ldS);
-    pack_kv(k, v, Lk, rs, Dh, ldV, kt, vp);
-    for (int64_t c0 = 0; c0 < Lq; c0 += chunk) {
-        int64_t c1 = Lq - c0 < chunk ? Lq : c0 + chunk;
-        for (int64_t i0 = c0; i0 < c1; i0 += QB) {
-            const float *qr[QB];
-            for (int64_t r = 0; r < QB; r++)
-                qr[r] = q + (i0 + r < c1 ? i0 + r : i0) * rs[0];   /* missing rows repeat row i0, unused */
-            int64_t last = (c1 - i0 < QB ? c1 : i0 + QB) - 1;
-            int64_t nkb = (visible_keys(last, Lq, Lk, causal) + KB - 1) / KB;
-            scores_rows(qr, kt, nkb, Dh, scale, s + (i0 - c0) * ldS, ldS);
-        }
-        for (int64_t i0 = c0; i0 < c1; i0 += QB) {
-            int64_t rows = c1 - i0 < QB ? c1 - i0 : QB;
-            int64_t nk[QB];
-            float *e = s + (i0 - c0) * ldS, inv[QB], *orow[QB];
-            uint8_t *qrow[QB];
-            for (int64_t r = 0; r < QB; r++) {
-                nk[r] = visible_keys(r < rows ? i0 + r : i0, Lq, Lk, causal);   /* as in the scores */
-                orow[r] = r < rows && out ? out + (i0 + r) * rs[3] : NULL;
-                qrow[r] = r < rows && outq ? outq + (i0 + r) * rs[3] : NULL;
-            }
-            int64_t nk_max = nk[rows - 1];   /* the last row's */
-            exp_rows(e, ldS, nk, nk_max, inv);
-            pv_rows(e, ldS, vp, ldV, nk_max, Dh, inv, orow, qrow, qp);
-        }
-    }
-}
-
 /* ---------------------------------------------------------------- AVX2 + FMA: blocked, 8 lanes
  *
- * pair_avx512's panels and phases with AVX2's 16 ymm registers: 8-key column blocks of K^T,
+ * The AVX-512 path's panels and phases with AVX2's 16 ymm registers: 8-key column blocks of K^T,
  * QB8 = 4 queries x 16 keys of scores and 4 queries x 16 head channels of P V per tile (8
  * accumulators each), exp by fdb_exp8 (fp32_vecmath.h). For the CPUs without AVX-512 (AMD Zen 2/3,
  * Intel client cores): the generic path computes one query at a time with scalar loops. */
@@ -427,38 +387,60 @@ FDB_AVX2_TARGET __attribute__((noinline)) static void pv_rows8(const float *e, i
     if (dc < ldV) pv_tile8(e, ldS, vp, ldV, nk, dc, Dh, inv, orow, qrow, qp, 1);
 }
 
-/* pair_avx512 with the 8-lane blocks (scratch: kt, vp and s as sized for the AVX-512 path, which
- * holds the smaller 8-lane layouts too). */
-FDB_AVX2_TARGET static void pair_avx2(const float *q, const float *k, const float *v, int64_t Lq, int64_t Lk,
-                                      const int64_t rs[4], int64_t Dh, int causal, float scale, float *out,
-                                      uint8_t *outq, const fp_attn_u8 *qp, float *kt, float *vp, float *s)
+/* ---------------------------------------------------------------- the blocked driver (both paths)
+ *
+ * One (sequence, head) pair in three phases, so that each phase keeps its panel in L1 (48 KB):
+ * the scores of up to chunk_rows(ldS, qb) queries (the K^T panel, 32 KB in DistilBERT, read once per
+ * qb queries), then per qb queries the softmax numerators and their P V product (the V panel). Done
+ * qb queries at a time instead, the two panels would evict each other every time. The kernels are
+ * the ISA's (noinline: each has the registers to itself); kt, vp and s are sized for the AVX-512
+ * layouts, which hold the 8-lane ones too. */
+typedef struct {
+    int64_t kb, qb, lanes;   /* keys per score column block, queries per block (<= QB), vector floats */
+    void (*pack_kv)(const float *k, const float *v, int64_t Lk, const int64_t rs[4], int64_t Dh,
+                    int64_t ldV, float *kt, float *vp);
+    void (*scores_rows)(const float *const *qr, const float *kt, int64_t nkb, int64_t Dh, float scale,
+                        float *s, int64_t ldS);
+    void (*exp_rows)(float *s, int64_t ldS, const int64_t *nk, int64_t nz, float *inv);
+    void (*pv_rows)(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, int64_t Dh,
+                    const float *inv, float *const *orow, uint8_t *const *qrow, const fp_attn_u8 *qp);
+} blocked_kernels;
+
+static const blocked_kernels KERNELS_AVX512 = {KB, QB, 16, pack_kv, scores_rows, exp_rows, pv_rows};
+static const blocked_kernels KERNELS_AVX2 = {KB8, QB8, 8, pack_kv_avx2, scores_rows8, exp_rows8, pv_rows8};
+
+static void pair_blocked(const blocked_kernels *kn, const float *q, const float *k, const float *v,
+                         int64_t Lq, int64_t Lk, const int64_t rs[4], int64_t Dh, int causal, float scale,
+                         float *out, uint8_t *outq, const fp_attn_u8 *qp, float *kt, float *vp, float *s)
 {
-    const int64_t ldS = (Lk + KB8 - 1) / KB8 * KB8, ldV = (Dh + 7) / 8 * 8;
-    int64_t chunk = (SCORE_FLOATS / ldS + QB8 - 1) / QB8 * QB8;
-    chunk = chunk < QB8 ? QB8 : chunk;
-    pack_kv_avx2(k, v, Lk, rs, Dh, ldV, kt, vp);
+    const int64_t kb = kn->kb, qb = kn->qb;
+    const int64_t ldS = (Lk + kb - 1) / kb * kb;                            /* Lk rounded up to a key block */
+    const int64_t ldV = (Dh + kn->lanes - 1) / kn->lanes * kn->lanes;      /* Dh rounded up to a vector */
+    const int64_t chunk = chunk_rows(ldS, qb);
+    kn->pack_kv(k, v, Lk, rs, Dh, ldV, kt, vp);
     for (int64_t c0 = 0; c0 < Lq; c0 += chunk) {
         const int64_t c1 = Lq - c0 < chunk ? Lq : c0 + chunk;
-        for (int64_t i0 = c0; i0 < c1; i0 += QB8) {
-            const float *qr[QB8];
-            for (int64_t r = 0; r < QB8; r++) qr[r] = q + (i0 + r < c1 ? i0 + r : i0) * rs[0];
-            const int64_t last = (c1 - i0 < QB8 ? c1 : i0 + QB8) - 1;
-            const int64_t nkb = (visible_keys(last, Lq, Lk, causal) + KB8 - 1) / KB8;
-            scores_rows8(qr, kt, nkb, Dh, scale, s + (i0 - c0) * ldS, ldS);
+        for (int64_t i0 = c0; i0 < c1; i0 += qb) {
+            const float *qr[QB];
+            for (int64_t r = 0; r < qb; r++)
+                qr[r] = q + (i0 + r < c1 ? i0 + r : i0) * rs[0];   /* missing rows repeat row i0, unused */
+            const int64_t last = (c1 - i0 < qb ? c1 : i0 + qb) - 1;
+            const int64_t nkb = (visible_keys(last, Lq, Lk, causal) + kb - 1) / kb;
+            kn->scores_rows(qr, kt, nkb, Dh, scale, s + (i0 - c0) * ldS, ldS);
         }
-        for (int64_t i0 = c0; i0 < c1; i0 += QB8) {
-            const int64_t rows = c1 - i0 < QB8 ? c1 - i0 : QB8;
-            int64_t nk[QB8];
-            float *e = s + (i0 - c0) * ldS, inv[QB8], *orow[QB8];
-            uint8_t *qrow[QB8];
-            for (int64_t r = 0; r < QB8; r++) {
-                nk[r] = visible_keys(r < rows ? i0 + r : i0, Lq, Lk, causal);
+        for (int64_t i0 = c0; i0 < c1; i0 += qb) {
+            const int64_t rows = c1 - i0 < qb ? c1 - i0 : qb;
+            int64_t nk[QB];
+            float *e = s + (i0 - c0) * ldS, inv[QB], *orow[QB];
+            uint8_t *qrow[QB];
+            for (int64_t r = 0; r < qb; r++) {
+                nk[r] = visible_keys(r < rows ? i0 + r : i0, Lq, Lk, causal);   /* as in the scores */
                 orow[r] = r < rows && out ? out + (i0 + r) * rs[3] : NULL;
                 qrow[r] = r < rows && outq ? outq + (i0 + r) * rs[3] : NULL;
             }
-            const int64_t nk_max = nk[rows - 1];
-            exp_rows8(e, ldS, nk, nk_max, inv);
-            pv_rows8(e, ldS, vp, ldV, nk_max, Dh, inv, orow, qrow, qp);
+            const int64_t nk_max = nk[rows - 1];   /* the last row's */
+            kn->exp_rows(e, ldS, nk, nk_max, inv);
+            kn->pv_rows(e, ldS, vp, ldV, nk_max, Dh, inv, orow, qrow, qp);
         }
     }
 }
@@ -500,12 +482,9 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
             const attn_pair p = pair_at(task, H, Dh, cu_q, cu_k, q, k, v, rs, out, outq);
             if (p.Lq == 0 || !kt || !vp || !s) continue;
 #if FP_X86
-            if (isa == FP_ATTN_AVX512) {
-                pair_avx512(p.q, p.k, p.v, p.Lq, p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp, kt, vp, s);
-                continue;
-            }
-            if (isa == FP_ATTN_AVX2) {
-                pair_avx2(p.q, p.k, p.v, p.Lq, p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp, kt, vp, s);
+            if (isa == FP_ATTN_AVX512 || isa == FP_ATTN_AVX2) {
+                pair_blocked(isa == FP_ATTN_AVX512 ? &KERNELS_AVX512 : &KERNELS_AVX2, p.q, p.k, p.v, p.Lq,
+                             p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp, kt, vp, s);
                 continue;
             }
 #endif
