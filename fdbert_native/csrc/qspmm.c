@@ -217,6 +217,32 @@ static void transpose16_store_avx512(const int32_t *src, int64_t lds, const qg_e
     }
 }
 
+/* The same with AVX2: four 8x8 transposes in registers (unpack, shuffle, 128-bit permute). */
+__attribute__((target("avx2")))
+static void transpose16_avx2(const void *src, int64_t lds, void *dst, int64_t ldd)
+{
+    for (int bi = 0; bi < 2; bi++)
+        for (int bj = 0; bj < 2; bj++) {
+            __m256 r[8], t[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps((const float *)((const char *)src + (8 * bi + i) * lds) + 8 * bj);
+            for (int i = 0; i < 4; i++) {
+                t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            for (int i = 0; i < 2; i++) {
+                r[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+                r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+                r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+                r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+            }
+            for (int j = 0; j < 4; j++) {   /* rows j and j + 4 of the result: 128-bit halves */
+                t[j] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x20);
+                t[j + 4] = _mm256_permute2f128_ps(r[j], r[j + 4], 0x31);
+            }
+            for (int j = 0; j < 8; j++) _mm256_storeu_ps((float *)((char *)dst + (8 * bj + j) * ldd) + 8 * bi, t[j]);
+        }
+}
+
 typedef void (*transpose_fn)(const void *, int64_t, void *, int64_t);
 
 /* xt [Kg][TM][4] = the TM-token tile of x starting at row m0 (rows < TM of them valid),
@@ -355,7 +381,9 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
     uint8_t *xt = aligned_alloc(64, (size_t)((n_mt * tile_bytes + 64 + 63) / 64 * 64));
     if (!xt) return QG_ENOMEM;
 
-    const transpose_fn transpose = isa >= QG_ISA_AVX512BW ? transpose16_avx512 : transpose16_generic;
+    const transpose_fn transpose = isa >= QG_ISA_AVX512BW ? transpose16_avx512
+                                   : isa >= QG_ISA_AVX2   ? transpose16_avx2
+                                                          : transpose16_generic;
 #define QG_SP_TASK(mt, g)                                                                        \
     do {                                                                                         \
         int w_ = 0;                                                                              \
