@@ -275,7 +275,6 @@ static void widen_tile(uint8_t *xt, int64_t n)
 
 /* ---------------------------------------------------------------- driver */
 
-
 /* Row m, columns n .. n+len of the output from values that went through the epilogue already
  * (qg_epilogue_channels; or raw s32): float bits plus the residual, u8 codes, or int32. */
 static void store_final(const int32_t *src, int64_t m, int64_t n, int64_t len, int64_t N,
