@@ -29,7 +29,7 @@ from fdbert_native._cpu cimport (FDB_AVX2, FDB_AVX512BW, FDB_AVX512DQ, FDB_AVX51
 cnp.import_array()
 
 cdef extern from "fp32_ops.h" nogil:
-    int FP_ISA_GENERIC, FP_ISA_AVX512
+    int FP_ISA_GENERIC, FP_ISA_AVX2, FP_ISA_AVX512
     void fp_layer_norm(const float *x, int64_t n, int64_t D, const float *w, const float *b,
                        float eps, float *y, int isa, int nthreads)
     void fp_softmax(const float *x, int64_t rows, int64_t L, float *y, int isa, int nthreads)
@@ -50,7 +50,6 @@ cdef extern from "fp32_ops.h" nogil:
 cdef extern from "attention.h" nogil:
     int FP_OK, FP_ENOMEM, FP_ENOKEYS, FP_ENONFINITE, FP_ETOOLONG, FP_EOVERFLOW
     int FP_I8_GENERIC, FP_I8_AVX512VNNI
-    int FP_ATTN_GENERIC, FP_ATTN_AVX2, FP_ATTN_AVX512
     int FP_I8_MAX_KEYS
     int fp_attention_int8(const float *q, const float *k, const float *v, const int32_t *cu_q,
                           const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal,
@@ -64,22 +63,16 @@ cdef extern from "attention.h" nogil:
         float scale
         float zp
 
-#: ISA paths, lowest to highest (the FP_ISA_* order in fp32_ops.h).
-ISAS = ("generic", "avx512")
+#: ISA paths, lowest to highest (FP_ISA_* in fp32_ops.h; avx2 needs avx2 + fma).
+ISAS = ("generic", "avx2", "avx512")
 
 cdef uint64_t _AVX512_MASK = ((<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB_AVX512BW)
                               | (<uint64_t>1 << FDB_AVX512VL) | (<uint64_t>1 << FDB_AVX512DQ))
 
 
-_PATHS = IsaPaths(ISAS, (0, _AVX512_MASK), usable_mask)
+_PATHS = IsaPaths(ISAS, (0, (<uint64_t>1 << FDB_AVX2) | (<uint64_t>1 << FDB_FMA), _AVX512_MASK),
+                  usable_mask)
 isa_supported, supported_isas, best_isa = _PATHS.isa_supported, _PATHS.supported_isas, _PATHS.best_isa
-
-#: ISA paths of the float32 attention, lowest to highest (FP_ATTN_* in attention.h): it alone has
-#: an AVX2 + FMA path among the float32 ops.
-ATTENTION_ISAS = ("generic", "avx2", "avx512")
-ATTENTION_PATHS = IsaPaths(ATTENTION_ISAS,
-                           (0, (<uint64_t>1 << FDB_AVX2) | (<uint64_t>1 << FDB_FMA), _AVX512_MASK),
-                           usable_mask)
 
 #: ISA paths of attention_int8, lowest to highest (FP_I8_* in attention.h).
 INT8_ATTENTION_ISAS = ("generic", "avx512vnni")
@@ -88,7 +81,7 @@ INT8_ATTENTION_PATHS = IsaPaths(INT8_ATTENTION_ISAS,
 
 
 cdef int _isa(name) except -1:
-    return (FP_ISA_GENERIC, FP_ISA_AVX512)[_PATHS.index(name)]
+    return (FP_ISA_GENERIC, FP_ISA_AVX2, FP_ISA_AVX512)[_PATHS.index(name)]
 
 
 cdef int _threads(n):
@@ -334,11 +327,9 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None
     first unless the sequences cover it). scale None means 1/sqrt(Dh), rounded to float32.
     quantize=(x_scale, x_zero_point): ``out`` is u8 [nq, H, Dh] and receives
     quantize_u8(attention, x_scale, x_zero_point) -- the same bits as the two calls, in one pass.
-    ``isa`` is "auto" or one of ATTENTION_ISAS (this op alone has an AVX2 path).
     """
     cdef _AttentionArgs a = _AttentionArgs(q, k, v, cu_seqlens_q, cu_seqlens_k, out, scale, quantize)
-    cdef int i = (FP_ATTN_GENERIC, FP_ATTN_AVX2, FP_ATTN_AVX512)[ATTENTION_PATHS.index(isa)]
-    cdef int nt = _threads(num_threads), c = bool(causal), rc
+    cdef int i = _isa(isa), nt = _threads(num_threads), c = bool(causal), rc
     with nogil:
         rc = fp_attention(a.q, a.k, a.v, a.cu_q, a.cu_k, a.B, a.H, a.Dh, c, a.scale, a.rs, a.out,
                           a.outq, &a.qp, i, nt)

@@ -60,8 +60,6 @@ def op_paths() -> dict[str, str]:
         if _qgemm.AMX in _qgemm.supported_dense_isas():
             qpath += f" (amx from M = {_qgemm.AMX_AUTO_MIN_M} rows, 1x4-sparse weights too)"
     paths.update({op: qpath for op in INT8_OPS})
-    if _fp32 is not None:
-        paths["attention"] = _fp32.ATTENTION_PATHS.best_isa()
     paths["attention_int8"] = (_fp32.INT8_ATTENTION_PATHS.best_isa() if _fp32 is not None
                                else "reference")
     paths["embedding"] = "row copy" if _fp32 is not None else "reference"

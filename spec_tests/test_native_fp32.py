@@ -82,11 +82,6 @@ SETTINGS = settings(max_examples=100, deadline=None,
 ISA_PARAMS = [pytest.param(isa, marks=pytest.mark.skipif(
     not _fp32.isa_supported(isa),
     reason=f"the {isa} path cannot run here (CPU lacks it, or FDBERT_DISABLE_CPU_FEATURES)")) for isa in _fp32.ISAS]
-# the float32 attention alone has an AVX2 + FMA path
-ATTN_ISA_PARAMS = [pytest.param(isa, marks=pytest.mark.skipif(
-    not _fp32.ATTENTION_PATHS.isa_supported(isa),
-    reason=f"the {isa} path cannot run here (CPU lacks it, or FDBERT_DISABLE_CPU_FEATURES)"))
-    for isa in _fp32.ATTENTION_ISAS]
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
@@ -148,33 +143,37 @@ def test_op_paths_follow_disabled_features():
     def fp32_paths():
         return {op: path for op, path in nops.op_paths().items() if op in nops.FP32_OPS}
 
-    def expected(best, attention):
-        return {op: attention if op == "attention" else best for op in nops.FP32_OPS}
+    def expected(path):
+        return {op: path for op in nops.FP32_OPS}
 
-    best, best_attention = _fp32.best_isa(), _fp32.ATTENTION_PATHS.best_isa()
-    assert fp32_paths() == expected(best, best_attention)
+    best = _fp32.best_isa()
+    assert fp32_paths() == expected(best)
     with fdbert_native.disabled_cpu_features({"avx512f"}):
-        avx2 = "avx2" if _fp32.ATTENTION_PATHS.isa_supported("avx2") else "generic"
-        assert fp32_paths() == expected("generic", avx2)
-        assert _fp32.supported_isas() == ("generic",)
+        avx2 = "avx2" if _fp32.isa_supported("avx2") else "generic"
+        assert fp32_paths() == expected(avx2)
+        assert _fp32.supported_isas() == ("generic", "avx2")[:2 if avx2 == "avx2" else 1]
         with pytest.raises(ValueError, match="cannot run"):
             _fp32.gelu(np.zeros(3, np.float32), np.zeros(3, np.float32), isa="avx512")
         with pytest.raises(ValueError, match="cannot run"):
             _fp32.attention(*(np.ones((1, 1, 8), np.float32),) * 3, *(np.array([0, 1], np.int32),) * 2,
                             np.zeros((1, 1, 8), np.float32), isa="avx512")
     with fdbert_native.disabled_cpu_features({"avx512f", "fma"}):
-        assert fp32_paths() == expected("generic", "generic")
-    assert fp32_paths() == expected(best, best_attention)
+        assert fp32_paths() == expected("generic")
+        assert _fp32.supported_isas() == ("generic",)
+    assert fp32_paths() == expected(best)
 
 
-@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
+# which features to disable so that "auto" runs each path
+FORCE = {"avx512": set(), "avx2": {"avx512f"}, "generic": {"avx512f", "avx2"}}
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_backend_attention_runs_the_forced_path(isa):
     """nops.attention runs the path the enabled CPU features allow, and gives its bytes."""
     rng = rng_of(5)
     q, k, v = (rng.normal(size=(40, 3, 24)).astype(np.float32) for _ in range(3))
     cu = np.array([0, 17, 40], np.int32)
-    disable = {"avx512": set(), "avx2": {"avx512f"}, "generic": {"avx512f", "avx2"}}[isa]
-    with fdbert_native.disabled_cpu_features(disable):
+    with fdbert_native.disabled_cpu_features(FORCE[isa]):
         assert nops.op_paths()["attention"] == isa
         got = nops.attention(q, k, v, cu, cu, causal=True)
     want = _fp32.attention(q, k, v, cu, cu, np.zeros_like(q), causal=True, isa=isa)
@@ -183,11 +182,10 @@ def test_backend_attention_runs_the_forced_path(isa):
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_backend_functions_run_the_forced_path(isa):
-    """With every avx512 feature disabled, the backend functions give the generic path's bits."""
+    """With features disabled, the backend functions give the bits of the path that remains."""
     x = rng_of(3).normal(0, 3, (33, 77)).astype(np.float32)
     w, b = np.linspace(-1, 2, 77, dtype=np.float32), np.linspace(1, 0, 77, dtype=np.float32)
-    disable = set() if isa == "avx512" else {"avx512f"}
-    with fdbert_native.disabled_cpu_features(disable):
+    with fdbert_native.disabled_cpu_features(FORCE[isa]):
         assert nops.op_paths()["softmax"] == isa
         got = [nops.layer_norm(x, w, b, 1e-5), nops.softmax(x), nops.gelu(x)]
     want = [_fp32.layer_norm(x, w, b, 1e-5, np.empty_like(x), isa=isa),
@@ -221,16 +219,38 @@ def test_layer_norm_constant_rows_give_bias(isa):
 
 
 def test_layer_norm_paths_agree_bit_for_bit():
-    """The generic twin mirrors the 16-lane sums: the two paths give the same bits (no exp/erf here)."""
-    if not _fp32.isa_supported("avx512"):
-        pytest.skip("this CPU cannot run the avx512 path")
+    """The generic twin mirrors the 16-lane sums (AVX2 as two 8-lane halves): every path gives the
+    same bits (no exp/erf here)."""
+    paths = _fp32.supported_isas()
+    if len(paths) < 2:
+        pytest.skip("this CPU runs the generic path only")
     rng = rng_of(7)
-    for D in (1, 15, 16, 17, 100, 768, 1000):
+    for D in (1, 7, 8, 9, 15, 16, 17, 24, 100, 768, 1000):
         x = rng.normal(2, 5, (50, D)).astype(np.float32)
         w, b = rng.normal(size=D).astype(np.float32), rng.normal(size=D).astype(np.float32)
         a = _fp32.layer_norm(x, w, b, 1e-5, np.empty_like(x), isa="generic")
-        c = _fp32.layer_norm(x, w, b, 1e-5, np.empty_like(x), isa="avx512")
-        assert a.tobytes() == c.tobytes(), D
+        for isa in paths[1:]:
+            c = _fp32.layer_norm(x, w, b, 1e-5, np.empty_like(x), isa=isa)
+            assert a.tobytes() == c.tobytes(), (isa, D)
+
+
+def test_avx2_twins_give_the_avx512_bits():
+    """The AVX2 exp, erf, GELU and softmax run the AVX-512 operations in 8 lanes (2^n in two exact
+    steps instead of vscalefps, table lookups by two vpermps): the same bits, specials included."""
+    if not (_fp32.isa_supported("avx2") and _fp32.isa_supported("avx512")):
+        pytest.skip("needs both the avx2 and the avx512 paths")
+    rng = rng_of(11)
+    x = np.concatenate([rng.uniform(-110, 95, 300_001), rng.normal(0, 3, 100_000),
+                        np.linspace(-4.5, 4.5, 100_001),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 88.72, -87.34, -103.9]]
+                       ).astype(np.float32)
+    for fn in (_fp32.exp, _fp32.erf, _fp32.gelu):
+        a, c = (fn(x, np.empty_like(x), isa=isa) for isa in ("avx2", "avx512"))
+        assert a.tobytes() == c.tobytes(), fn.__name__
+    for L in (1, 7, 8, 9, 16, 17, 33, 300):
+        s = (rng.normal(0, 30, (20, L))).astype(np.float32)
+        a, c = (_fp32.softmax(s, np.empty_like(s), isa=isa) for isa in ("avx2", "avx512"))
+        assert a.tobytes() == c.tobytes(), L
 
 
 @SETTINGS
@@ -432,7 +452,7 @@ def test_quantize_invalid_qparams_raise_like_the_reference():
 @example(batch=(np.ones((1, 1, 1), np.float32), np.ones((1, 1, 1), np.float32),
                 np.full((1, 1, 1), 2, np.float32), np.array([0, 1], np.int32), np.array([0, 1], np.int32),
                 True, None))
-@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_attention_vs_reference(isa, batch):
     q, k, v, cu_q, cu_k, causal, scale = batch
     got = run_all_threads(lambda nt: _fp32.attention(q, k, v, cu_q, cu_k, np.zeros_like(q), causal=causal,
@@ -442,7 +462,7 @@ def test_attention_vs_reference(isa, batch):
 
 @SETTINGS
 @given(batch=packed_batches(causal=True), n_new=st.integers(1, 9))
-@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_attention_decoder_step_equals_full_causal_rows(isa, batch, n_new):
     """KV cache: the last n_new queries alone (Lq < Lk, mask aligned at the end) give the same bits as
     the same rows of the full causal attention -- a row never depends on the rows computed with it."""
@@ -459,7 +479,7 @@ def test_attention_decoder_step_equals_full_causal_rows(isa, batch, n_new):
 
 @SETTINGS
 @given(batch=packed_batches(), xscale=st.sampled_from([1e-3, 0.01, 0.05]), zp=st.integers(0, 255))
-@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_attention_quantized_output_is_attention_then_quantize(isa, batch, xscale, zp):
     """quantize=(scale, zp) gives the bytes of quantize_u8 applied to the float32 output of the same
     path (the fused block's attention -> u8 input of the O projection), for 1-4 threads; rows
@@ -481,7 +501,7 @@ def test_attention_quantized_output_is_attention_then_quantize(isa, batch, xscal
 
 @SETTINGS
 @given(batch=packed_batches(causal=False), quantized=st.booleans())
-@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_attention_reads_row_strided_qkv_in_place(isa, batch, quantized):
     """q, k, v as the thirds of one fused QKV output [n, 3, H, Dh] (row-strided views, read without a
     copy) give the bytes of their C-contiguous copies, f32 and u8 outputs, 1-4 threads."""
@@ -519,7 +539,7 @@ def test_attention_quantize_arguments_are_checked():
         _fp32.attention(q, q, q, cu, cu, np.zeros(q.shape, np.uint8), quantize=(0.1, 256))
 
 
-@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 def test_attention_distilbert_shape_threads(isa):
     rng = rng_of(21)
     lengths = rng.integers(1, 129, 6)
@@ -530,7 +550,7 @@ def test_attention_distilbert_shape_threads(isa):
     assert_attention_close(got, q, k, v, cu, cu, False, None)
 
 
-@pytest.mark.parametrize("isa", ATTN_ISA_PARAMS)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
 @pytest.mark.parametrize("lq, lk, H, Dh, causal", [
     ([300, 5, 0, 257], [300, 9, 3, 300], 2, 65, False),
     ([300, 5, 0, 257], [300, 9, 3, 300], 2, 64, True),

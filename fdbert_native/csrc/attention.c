@@ -454,12 +454,12 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
     int64_t lq_max, lk_max;
     const int rc = scan_pairs(cu_q, cu_k, B, causal, INT64_MAX, &lq_max, &lk_max);
     if (rc != FP_OK) return rc;
-    if (!FP_X86) isa = FP_ATTN_GENERIC;
+    if (!FP_X86) isa = FP_ISA_GENERIC;
     int64_t ldS = (lk_max + KB - 1) / KB * KB, ldV = (Dh + 15) / 16 * 16;
     /* per-thread scratch: AVX-512 needs K^T [ldS, Dh], the V panel [lk_max, ldV] and chunk_rows(ldS')
      * score rows for every pair's ldS' <= ldS (at most SCORE_FLOATS + QB ldS floats); generic one
      * score row */
-    int avx = isa == FP_ATTN_AVX512 || isa == FP_ATTN_AVX2;   /* the 16-lane sizes hold the 8-lane layouts */
+    int avx = isa == FP_ISA_AVX512 || isa == FP_ISA_AVX2;   /* the 16-lane sizes hold the 8-lane layouts */
     size_t kt_bytes = avx ? (size_t)(ldS * Dh) * sizeof(float) : 0;
     size_t vp_bytes = avx ? (size_t)(lk_max * ldV) * sizeof(float) : 0;
     size_t s_bytes = (size_t)(avx ? SCORE_FLOATS + QB * ldS : ldS) * sizeof(float);
@@ -482,8 +482,8 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
             const attn_pair p = pair_at(task, H, Dh, cu_q, cu_k, q, k, v, rs, out, outq);
             if (p.Lq == 0 || !kt || !vp || !s) continue;
 #if FP_X86
-            if (isa == FP_ATTN_AVX512 || isa == FP_ATTN_AVX2) {
-                pair_blocked(isa == FP_ATTN_AVX512 ? &KERNELS_AVX512 : &KERNELS_AVX2, p.q, p.k, p.v, p.Lq,
+            if (isa == FP_ISA_AVX512 || isa == FP_ISA_AVX2) {
+                pair_blocked(isa == FP_ISA_AVX512 ? &KERNELS_AVX512 : &KERNELS_AVX2, p.q, p.k, p.v, p.Lq,
                              p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp, kt, vp, s);
                 continue;
             }

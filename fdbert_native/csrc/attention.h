@@ -15,16 +15,16 @@
  *
  * Work: one (sequence, head) pair per OpenMP work item, schedule(static); a pair's arithmetic does
  * not depend on the thread that runs it, so results do not depend on the thread count.
- * FP_ATTN_AVX512: the pair's K is packed into 16-key column blocks of K^T (16x16 register transposes)
+ * FP_ISA_AVX512 (fp32_ops.h): the pair's K is packed into 16-key column blocks of K^T (16x16 register transposes)
  * and V into a contiguous panel (its rows, H*Dh floats apart in the input, would all fall in a few L1
  * sets). Then, per chunk of queries (as many as 64 KB of scores hold: Lq = 128 at once), two phases
  * that each keep one panel in L1: all scores, 6 queries x 64 keys at a time in 24 zmm accumulators;
  * then per 6 queries the softmax numerators e = exp(s - max s) (6 rows side by side, to overlap the
  * exp latency) and e V, 6 queries x 64 head channels in 24 accumulators, each output row scaled once
  * by 1 / sum e. Memory per thread: K^T [Lk, Dh], the V panel and <= 64 KB + 6 Lk floats of scores.
- * FP_ATTN_AVX2 (AVX2 + FMA): the same panels and phases in 8 lanes (8-key blocks, 4 queries x 16 keys
+ * FP_ISA_AVX2 (AVX2 + FMA): the same panels and phases in 8 lanes (8-key blocks, 4 queries x 16 keys
  * and 4 queries x 16 channels per tile: AVX2 has 16 registers).
- * FP_ATTN_GENERIC: one query at a time, plain loops.
+ * FP_ISA_GENERIC: one query at a time, plain loops.
  */
 #ifndef FDBERT_ATTENTION_H
 #define FDBERT_ATTENTION_H
@@ -40,9 +40,6 @@ enum { FP_OK = 0, FP_ENOMEM = -2, FP_ENOKEYS = -4, FP_ENONFINITE = -5, FP_ETOOLO
 typedef struct {
     float scale, zp;
 } fp_attn_u8;
-
-/* ISA paths of fp_attention (fdbert_native._fp32.ATTENTION_ISAS orders them generic, avx2, avx512). */
-enum { FP_ATTN_GENERIC = 0, FP_ATTN_AVX512 = 1, FP_ATTN_AVX2 = 2 };
 
 /* Writes out (f32), or when outq is not NULL outq u8 [nq, H, Dh] quantized with *qp instead (out is
  * then not touched and may be NULL). Returns FP_OK, FP_ENOMEM, or FP_ENOKEYS when a query would see

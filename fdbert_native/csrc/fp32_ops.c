@@ -47,6 +47,29 @@ FDB_AVX512_TARGET static inline float fold16_avx512(__m512 v)
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
 
+
+/* The same fold on two 8-lane halves (lanes 0-7 and 8-15 of the 16-lane sum). */
+FDB_AVX2_TARGET static inline float fold16_avx2(__m256 lo, __m256 hi)
+{
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+
+/* 8 floats from p, lanes at or past `remaining` 0 (not read) */
+FDB_AVX2_TARGET static inline __m256 load8_avx2(const float *p, int64_t remaining)
+{
+    return remaining >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, fdb_lanes8(remaining));
+}
+
+FDB_AVX2_TARGET static inline void store8_avx2(float *p, int64_t remaining, __m256 v)
+{
+    if (remaining >= 8)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, fdb_lanes8(remaining), v);
+}
 #endif
 
 /* ================================================================ layer_norm */
@@ -94,6 +117,35 @@ FDB_AVX512_TARGET static void layer_norm_row_avx512(const float *x, int64_t D, c
         _mm512_mask_storeu_ps(y + j, m, _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, b + j)));
     }
 }
+
+/* The AVX2 twin: the 16-lane sums as two 8-lane halves, so the same bits as the generic path. */
+FDB_AVX2_TARGET static void layer_norm_row_avx2(const float *x, int64_t D, const float *w,
+                                                const float *b, float eps, float *y)
+{
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int64_t j = 0; j < D; j += LANES) {
+        lo = _mm256_add_ps(lo, load8_avx2(x + j, D - j));
+        hi = _mm256_add_ps(hi, load8_avx2(x + j + 8, D - j - 8));
+    }
+    const float mean = fold16_avx2(lo, hi) / (float)D;
+    const __m256 vmean = _mm256_set1_ps(mean);
+    lo = hi = _mm256_setzero_ps();
+    for (int64_t j = 0; j < D; j += LANES) {   /* d = 0 past D: adds nothing */
+        __m256 dl = _mm256_and_ps(_mm256_sub_ps(load8_avx2(x + j, D - j), vmean),
+                                  _mm256_castsi256_ps(fdb_lanes8(D - j)));
+        __m256 dh = _mm256_and_ps(_mm256_sub_ps(load8_avx2(x + j + 8, D - j - 8), vmean),
+                                  _mm256_castsi256_ps(fdb_lanes8(D - j - 8)));
+        lo = _mm256_add_ps(lo, _mm256_mul_ps(dl, dl));
+        hi = _mm256_add_ps(hi, _mm256_mul_ps(dh, dh));
+    }
+    const float var = fold16_avx2(lo, hi) / (float)D;
+    const __m256 rstd = _mm256_set1_ps(1.0f / sqrtf(var + eps));
+    for (int64_t j = 0; j < D; j += 8) {
+        __m256 d = _mm256_sub_ps(load8_avx2(x + j, D - j), vmean);
+        __m256 t = _mm256_mul_ps(_mm256_mul_ps(d, rstd), load8_avx2(w + j, D - j));
+        store8_avx2(y + j, D - j, _mm256_add_ps(t, load8_avx2(b + j, D - j)));
+    }
+}
 #endif
 
 /* (fp_layer_norm and fp_layer_norm_u8 follow the quantize kernels, which the second uses.) */
@@ -134,6 +186,30 @@ FDB_AVX512_TARGET void fp_softmax_row_avx512(float *s, int64_t L)
         _mm512_mask_storeu_ps(s + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), inv));
     }
 }
+
+FDB_AVX2_TARGET static void softmax_row_avx2(float *s, int64_t L)
+{
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < L; j += 8)
+        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(vmax, load8_avx2(s + j, L - j),
+                                                     _mm256_castsi256_ps(fdb_lanes8(L - j))));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    const __m256 m = _mm256_set1_ps(_mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4))));
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int64_t j = 0; j < L; j += LANES) {
+        __m256 el = _mm256_and_ps(fdb_exp8(_mm256_sub_ps(load8_avx2(s + j, L - j), m)),
+                                  _mm256_castsi256_ps(fdb_lanes8(L - j)));
+        __m256 eh = _mm256_and_ps(fdb_exp8(_mm256_sub_ps(load8_avx2(s + j + 8, L - j - 8), m)),
+                                  _mm256_castsi256_ps(fdb_lanes8(L - j - 8)));
+        store8_avx2(s + j, L - j, el);
+        if (L - j > 8) store8_avx2(s + j + 8, L - j - 8, eh);
+        lo = _mm256_add_ps(lo, el);
+        hi = _mm256_add_ps(hi, eh);
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / fold16_avx2(lo, hi));
+    for (int64_t j = 0; j < L; j += 8) store8_avx2(s + j, L - j, _mm256_mul_ps(load8_avx2(s + j, L - j), inv));
+}
 #else
 void fp_softmax_row_avx512(float *s, int64_t L) { fp_softmax_row_generic(s, L); }
 #endif
@@ -146,23 +222,30 @@ void fp_softmax(const float *x, int64_t rows, int64_t L, float *y, int isa, int 
         float *yr = y + r * L;
         if (yr != x + r * L)
             for (int64_t j = 0; j < L; j++) yr[j] = x[r * L + j];
-        if (isa == FP_ISA_AVX512)
+#if FP_X86
+        if (isa == FP_ISA_AVX512) {
             fp_softmax_row_avx512(yr, L);
-        else
-            fp_softmax_row_generic(yr, L);
+            continue;
+        }
+        if (isa == FP_ISA_AVX2) {
+            softmax_row_avx2(yr, L);
+            continue;
+        }
+#endif
+        fp_softmax_row_generic(yr, L);
     }
 }
 
 /* ================================================================ pointwise ops */
 
-/* Each pointwise op is a generic span kernel and an AVX-512 span kernel over x[0:n] -> y[0:n]. */
+/* Each pointwise op is a generic, an AVX2 and an AVX-512 span kernel over x[0:n] -> y[0:n]. */
 typedef void (*span_fn)(const void *x, int64_t n, void *y, const float *params);
 
-static void run_pointwise(span_fn generic, span_fn avx512, size_t in_size, size_t out_size,
-                          const void *x, int64_t n, void *y, const float *params, int isa,
-                          int nthreads)
+static void run_pointwise(span_fn generic, span_fn avx2, span_fn avx512, size_t in_size,
+                          size_t out_size, const void *x, int64_t n, void *y, const float *params,
+                          int isa, int nthreads)
 {
-    span_fn fn = (isa == FP_ISA_AVX512 && FP_X86) ? avx512 : generic;
+    span_fn fn = !FP_X86 ? generic : isa == FP_ISA_AVX512 ? avx512 : isa == FP_ISA_AVX2 ? avx2 : generic;
     int64_t nblocks = (n + POINTWISE_BLOCK - 1) / POINTWISE_BLOCK;
     int nt = threads_for(n, nthreads);
 #pragma omp parallel for schedule(static) num_threads(nt)
@@ -235,25 +318,58 @@ FDB_AVX512_TARGET static void exp_avx512(const void *xv, int64_t n, void *yv, co
         _mm512_mask_storeu_ps(y + j, k, fdb_exp16(_mm512_maskz_loadu_ps(k, x + j)));
     }
 }
+
+FDB_AVX2_TARGET static void gelu_avx2(const void *xv, int64_t n, void *yv, const float *params)
+{
+    (void)params;
+    const float *x = xv;
+    float *y = yv;
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    const __m256 inv_sqrt2 = _mm256_set1_ps(INV_SQRT2);
+    for (int64_t j = 0; j < n; j += 8) {
+        __m256 v = load8_avx2(x + j, n - j);
+        __m256 e = fdb_erf8(_mm256_mul_ps(v, inv_sqrt2));
+        store8_avx2(y + j, n - j, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
+    }
+}
+
+FDB_AVX2_TARGET static void erf_avx2(const void *xv, int64_t n, void *yv, const float *params)
+{
+    (void)params;
+    const float *x = xv;
+    float *y = yv;
+    for (int64_t j = 0; j < n; j += 8) store8_avx2(y + j, n - j, fdb_erf8(load8_avx2(x + j, n - j)));
+}
+
+FDB_AVX2_TARGET static void exp_avx2(const void *xv, int64_t n, void *yv, const float *params)
+{
+    (void)params;
+    const float *x = xv;
+    float *y = yv;
+    for (int64_t j = 0; j < n; j += 8) store8_avx2(y + j, n - j, fdb_exp8(load8_avx2(x + j, n - j)));
+}
 #else
 #define gelu_avx512 gelu_generic
 #define erf_avx512 erf_generic
 #define exp_avx512 exp_generic
+#define gelu_avx2 gelu_generic
+#define erf_avx2 erf_generic
+#define exp_avx2 exp_generic
 #endif
 
 void fp_gelu(const float *x, int64_t n, float *y, int isa, int nthreads)
 {
-    run_pointwise(gelu_generic, gelu_avx512, 4, 4, x, n, y, NULL, isa, nthreads);
+    run_pointwise(gelu_generic, gelu_avx2, gelu_avx512, 4, 4, x, n, y, NULL, isa, nthreads);
 }
 
 void fp_erf(const float *x, int64_t n, float *y, int isa, int nthreads)
 {
-    run_pointwise(erf_generic, erf_avx512, 4, 4, x, n, y, NULL, isa, nthreads);
+    run_pointwise(erf_generic, erf_avx2, erf_avx512, 4, 4, x, n, y, NULL, isa, nthreads);
 }
 
 void fp_exp(const float *x, int64_t n, float *y, int isa, int nthreads)
 {
-    run_pointwise(exp_generic, exp_avx512, 4, 4, x, n, y, NULL, isa, nthreads);
+    run_pointwise(exp_generic, exp_avx2, exp_avx512, 4, 4, x, n, y, NULL, isa, nthreads);
 }
 
 /* ---- quantize_u8: q = u8(clip(rint(x / scale) + zp, 0, 255)), every step one float32 operation.
@@ -301,23 +417,52 @@ FDB_AVX512_TARGET static void dequantize_avx512(const void *qv, int64_t n, void 
         _mm512_mask_storeu_ps(x + j, k, v);
     }
 }
+
+FDB_AVX2_TARGET static void quantize_avx2(const void *xv, int64_t n, void *qv, const float *params)
+{
+    const float *x = xv;
+    uint8_t *q = qv;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) fdb_quantize8_store(q + j, _mm256_loadu_ps(x + j), params[0], params[1]);
+    if (j < n) {
+        uint8_t tail[8];
+        fdb_quantize8_store(tail, load8_avx2(x + j, n - j), params[0], params[1]);
+        memcpy(q + j, tail, (size_t)(n - j));
+    }
+}
+
+FDB_AVX2_TARGET static void dequantize_avx2(const void *qv, int64_t n, void *xv, const float *params)
+{
+    const uint8_t *q = qv;
+    float *x = xv;
+    const __m256 scale = _mm256_set1_ps(params[0]), zp = _mm256_set1_ps(params[1]);
+    for (int64_t j = 0; j < n; j += 8) {
+        uint8_t bytes[8] = {0};
+        memcpy(bytes, q + j, (size_t)(n - j < 8 ? n - j : 8));
+        __m256i qi = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)bytes));
+        store8_avx2(x + j, n - j, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(qi), zp), scale));
+    }
+}
 #else
 #define quantize_avx512 quantize_generic
 #define dequantize_avx512 dequantize_generic
+#define quantize_avx2 quantize_generic
+#define dequantize_avx2 dequantize_generic
 #endif
 
 void fp_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
                     int nthreads)
 {
     const float params[2] = {scale, zp};
-    run_pointwise(quantize_generic, quantize_avx512, 4, 1, x, n, q, params, isa, nthreads);
+    run_pointwise(quantize_generic, quantize_avx2, quantize_avx512, 4, 1, x, n, q, params, isa, nthreads);
 }
 
 void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float *x, int isa,
                       int nthreads)
 {
     const float params[2] = {scale, zp};
-    run_pointwise(dequantize_generic, dequantize_avx512, 1, 4, q, n, x, params, isa, nthreads);
+    run_pointwise(dequantize_generic, dequantize_avx2, dequantize_avx512, 1, 4, q, n, x, params, isa,
+                  nthreads);
 }
 
 /* ================================================================ layer_norm entry points */
@@ -335,6 +480,11 @@ static void layer_norm_rows(const float *x, int64_t n, int64_t D, const float *w
         if (isa == FP_ISA_AVX512) {
             layer_norm_row_avx512(x + r * D, D, w, b, eps, y + r * D);
             if (q) quantize_avx512(y + r * D, D, q + r * D, params);
+            continue;
+        }
+        if (isa == FP_ISA_AVX2) {
+            layer_norm_row_avx2(x + r * D, D, w, b, eps, y + r * D);
+            if (q) quantize_avx2(y + r * D, D, q + r * D, params);
             continue;
         }
 #endif

@@ -7,7 +7,8 @@
  *   quantize_u8  q = u8(clip(rint(x / scale) + zp, 0, 255))                    float32, half-even
  *   dequantize   x = (float(q) - zp) * scale                                   float32
  *
- * Every kernel has two ISA paths: FP_ISA_GENERIC (plain C; libm expf / erff / nearbyintf) and
+ * Every kernel has three ISA paths: FP_ISA_GENERIC (plain C; libm expf / erff / nearbyintf),
+ * FP_ISA_AVX2 (avx2 + fma: the AVX-512 arithmetic in 8-lane halves, bit-identical to it) and
  * FP_ISA_AVX512 (avx512f/bw/vl/dq intrinsics; tails by masked loads and stores, so an element's
  * arithmetic never depends on its position in the row). The generic path mirrors the 16-lane
  * arithmetic -- sums accumulate in 16 lanes, folded 8+8, 4+4, 2+2, 1+1 -- so the paths agree
@@ -25,7 +26,7 @@
 #include <stdint.h>
 
 /* ISA paths, lowest to highest. */
-enum { FP_ISA_GENERIC = 0, FP_ISA_AVX512 = 1, FP_ISA_COUNT = 2 };
+enum { FP_ISA_GENERIC = 0, FP_ISA_AVX512 = 1, FP_ISA_AVX2 = 2, FP_ISA_COUNT = 3 };
 
 /* x, y f32 [n, D]; w, b f32 [D]. y may alias x. */
 void fp_layer_norm(const float *x__nd, int64_t n, int64_t D, const float *w__d, const float *b__d,

@@ -1,5 +1,5 @@
 /* fp32_vecmath.h -- 16-lane float32 exp and erf for the AVX-512 kernels of fp32_ops.c and attention.c
- * (and 8-lane exp for attention.c's AVX2 path).
+ * (and their 8-lane AVX2 twins).
  *
  * Internal header (static inline, no state). The generic twins are libm's expf and erff.
  *
@@ -23,8 +23,8 @@
  *   fdb_quantize16(x, scale, zp)  the INT8 contract's u8(clip(rint(x / scale) + zp, 0, 255)) as
  *                 int32 lanes: a true division, round half to even, the clip in float. Exact:
  *                 bit-identical to the reference (fp32_ops.c's quantize and attention.c use it).
- * 8-lane AVX2 + FMA twins for attention.c's AVX2 path: fdb_exp8 (fdb_exp16's arithmetic; no
- * vscalefps, so 0 below x = -87.33 instead of subnormals), fdb_quantize8_store (exact), fdb_lanes8.
+ * 8-lane AVX2 + FMA twins (fp32_ops.c's and attention.c's AVX2 paths), bit-identical to the
+ * 16-lane ones: fdb_exp8, fdb_erf8, fdb_quantize8_store; and fdb_lanes8 (a tail mask vector).
  */
 #ifndef FDBERT_FP32_VECMATH_H
 #define FDBERT_FP32_VECMATH_H
@@ -101,21 +101,24 @@ FDB_AVX512_TARGET static inline __m512i fdb_quantize16(__m512 x, __m512 scale, _
     return _mm512_cvtps_epi32(r);   /* exact: r is integral */
 }
 
-/* fdb_exp16 in 8 lanes for AVX2 + FMA (attention.c's AVX2 path), the same reduction and polynomial.
- * AVX2 has no vscalefps: 2^n goes into the exponent bits, so x is clamped to [-87.33, 88.7] where
- * 2^n is a normal float, and lanes with x < -87.33 (exp(x) < 2^-126: subnormal or 0, and x = -inf)
- * return +0 -- an absolute error below 1.2e-38. NaN gives NaN. */
+/* fdb_exp16 in 8 lanes for AVX2 + FMA, the same operations in the same order. AVX2 has no
+ * vscalefps: p * 2^n is p * 2^(n/2) * 2^(n - n/2), the first product exact (no underflow or
+ * overflow for n in [-150, 129]) and the second rounded once, as vscalefps rounds it: so the
+ * result is fdb_exp16's, bit for bit (gradual underflow, inf on overflow, 0 for -inf included). */
+FDB_AVX2_TARGET static inline __m256 fdb_pow2i8(__m256i k)   /* 2^k for k in [-126, 127] */
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
+}
+
 FDB_AVX2_TARGET static inline __m256 fdb_exp8(__m256 x)
 {
     const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
     const __m256 c1 = _mm256_set1_ps(0.693359375f);
     const __m256 c2 = _mm256_set1_ps(-2.12194440e-4f);
-    const __m256 lo = _mm256_set1_ps(-87.33f);
-    const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);   /* x >= -87.33 or NaN */
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.7f));
-    xc = _mm256_blendv_ps(xc, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));   /* NaN stays NaN */
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, c1, xc);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-104.0f));
+    x = _mm256_min_ps(x, _mm256_set1_ps(89.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, c1, x);
     r = _mm256_fnmadd_ps(n, c2, r);
     __m256 p = _mm256_set1_ps(1.9875691500e-4f);
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
@@ -123,16 +126,42 @@ FDB_AVX2_TARGET static inline __m256 fdb_exp8(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    const __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, r);
     p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
-    /* n in [-126, 128]: 2^n as float bits (n + 127) << 23; n = 128 (x near 88.7) as 2 * 2^127 */
-    const __m256i ni = _mm256_cvtps_epi32(n);
-    const __m256i big = _mm256_cmpgt_epi32(ni, _mm256_set1_epi32(127));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, _mm256_and_si256(big, _mm256_set1_epi32(1))),
-                                                         _mm256_set1_epi32(127)), 23);
-    p = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    p = _mm256_blendv_ps(p, _mm256_add_ps(p, p), _mm256_castsi256_ps(big));
-    return _mm256_and_ps(p, keep);
+    const __m256i ni = _mm256_cvtps_epi32(n);                    /* integral already: exact */
+    const __m256i n1 = _mm256_srai_epi32(ni, 1);
+    return _mm256_mul_ps(_mm256_mul_ps(p, fdb_pow2i8(n1)), fdb_pow2i8(_mm256_sub_epi32(ni, n1)));
+}
+
+/* table16[idx] for 8 lanes, idx in 0..15: two vpermps and a blend (AVX2 has no 2-table permute) */
+FDB_AVX2_TARGET static inline __m256 fdb_lut16x8(const float *table16, __m256i idx)
+{
+    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table16), idx);
+    const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table16 + 8), idx);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7))));
+}
+
+/* fdb_erf16 in 8 lanes, the same operations in the same order: the same bits. */
+FDB_AVX2_TARGET static inline __m256 fdb_erf8(__m256 x)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256 a = _mm256_andnot_ps(sign, x);
+    const __m256 a4 = _mm256_min_ps(_mm256_mul_ps(a, _mm256_set1_ps(4.0f)), _mm256_set1_ps(15.0f));
+    const __m256i idx = _mm256_cvttps_epi32(a4);
+    const __m256 first = _mm256_castsi256_ps(_mm256_cmpeq_epi32(idx, _mm256_setzero_si256()));
+    __m256 centre = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(idx), _mm256_set1_ps(0.5f)),
+                                  _mm256_set1_ps(0.25f));
+    centre = _mm256_andnot_ps(first, centre);
+    const __m256 u = _mm256_sub_ps(a, centre);
+    __m256 y = fdb_lut16x8(FDB_ERF_C[7], idx);
+    for (int p = 6; p >= 1; p--) y = _mm256_fmadd_ps(y, u, fdb_lut16x8(FDB_ERF_C[p], idx));
+    const __m256 base = _mm256_blendv_ps(fdb_lut16x8(FDB_ERF_C[0], idx), u, first);
+    y = _mm256_fmadd_ps(y, u, base);
+    const __m256 big = _mm256_cmp_ps(a, _mm256_set1_ps(4.0f), _CMP_GE_OQ);
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(1.0f), big);
+    y = _mm256_min_ps(y, _mm256_set1_ps(1.0f));
+    return _mm256_or_ps(y, _mm256_and_ps(x, sign));
 }
 
 /* fdb_quantize16 in 8 lanes, the codes stored as 8 bytes at dst. Exact (the INT8 contract). */
