@@ -134,12 +134,14 @@ FDB_AVX2_TARGET static inline __m256 fdb_exp8(__m256 x)
     return _mm256_mul_ps(_mm256_mul_ps(p, fdb_pow2i8(n1)), fdb_pow2i8(_mm256_sub_epi32(ni, n1)));
 }
 
-/* table16[idx] for 8 lanes, idx in 0..15: two vpermps and a blend (AVX2 has no 2-table permute) */
-FDB_AVX2_TARGET static inline __m256 fdb_lut16x8(const float *table16, __m256i idx)
+/* table16[idx] for 8 lanes, idx in 0..15, upper = the lanes with idx >= 8 (all ones): two vpermps
+ * and a blend (AVX2 has no 2-table permute). AVX2 alone (no FMA): qgemm.c's AVX2 epilogue uses it. */
+__attribute__((target("avx2"))) static inline __m256 fdb_lut16x8(const float *table16, __m256i idx,
+                                                                 __m256 upper)
 {
     const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table16), idx);
     const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table16 + 8), idx);
-    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7))));
+    return _mm256_blendv_ps(lo, hi, upper);
 }
 
 /* fdb_erf16 in 8 lanes, the same operations in the same order: the same bits. */
@@ -154,9 +156,10 @@ FDB_AVX2_TARGET static inline __m256 fdb_erf8(__m256 x)
                                   _mm256_set1_ps(0.25f));
     centre = _mm256_andnot_ps(first, centre);
     const __m256 u = _mm256_sub_ps(a, centre);
-    __m256 y = fdb_lut16x8(FDB_ERF_C[7], idx);
-    for (int p = 6; p >= 1; p--) y = _mm256_fmadd_ps(y, u, fdb_lut16x8(FDB_ERF_C[p], idx));
-    const __m256 base = _mm256_blendv_ps(fdb_lut16x8(FDB_ERF_C[0], idx), u, first);
+    const __m256 upper = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
+    __m256 y = fdb_lut16x8(FDB_ERF_C[7], idx, upper);
+    for (int p = 6; p >= 1; p--) y = _mm256_fmadd_ps(y, u, fdb_lut16x8(FDB_ERF_C[p], idx, upper));
+    const __m256 base = _mm256_blendv_ps(fdb_lut16x8(FDB_ERF_C[0], idx, upper), u, first);
     y = _mm256_fmadd_ps(y, u, base);
     const __m256 big = _mm256_cmp_ps(a, _mm256_set1_ps(4.0f), _CMP_GE_OQ);
     y = _mm256_blendv_ps(y, _mm256_set1_ps(1.0f), big);

@@ -35,6 +35,7 @@
 #endif
 
 #include "fp32_ops.h"   /* fp_quantize1: the INT8 contract's scalar quantize */
+#include "fp32_vecmath.h"   /* fdb_lut16x8 */
 #include "qgemm.h"
 #include "qgemm_internal.h"
 
@@ -309,15 +310,6 @@ static void epilogue_rows_avx512(const int32_t *acc0, int64_t lda, int64_t m0, i
  * the margin test cannot decide, and GELU anywhere but before a u8 output without residual, take
  * the scalar exact qg_gelu: the same bits as the AVX-512 exact path. */
 
-/* table16[idx] for 8 lanes, idx in 0..15: two vpermps and a blend (AVX2 has no 2-table permute) */
-__attribute__((target("avx2"), always_inline))
-static inline __m256 lut16_avx2(const float *table16, __m256i idx, __m256 upper)
-{
-    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table16), idx);
-    const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table16 + 8), idx);
-    return _mm256_blendv_ps(lo, hi, upper);
-}
-
 /* erf16_cheap_avx512 on 8 lanes (the same pieces, coefficients and NaN behaviour) */
 __attribute__((target("avx2"), always_inline))
 static inline __m256 erf8_cheap_avx2(__m256 x)
@@ -331,9 +323,9 @@ static inline __m256 erf8_cheap_avx2(__m256 x)
     /* 8 (|x| - center): 8|x| is exact, the subtraction too except in piece 0 below |x| = 1/16 */
     const __m256 z = _mm256_sub_ps(_mm256_mul_ps(fa, _mm256_set1_ps(8.0f)), c);
     const __m256 upper = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i32, _mm256_set1_epi32(7)));
-    __m256 p = lut16_avx2(QG_ERF_TF[QG_ERF_TF_DEG], i32, upper);
+    __m256 p = fdb_lut16x8(QG_ERF_TF[QG_ERF_TF_DEG], i32, upper);
     for (int j = QG_ERF_TF_DEG - 1; j >= 0; j--)
-        p = _mm256_add_ps(_mm256_mul_ps(p, z), lut16_avx2(QG_ERF_TF[j], i32, upper));
+        p = _mm256_add_ps(_mm256_mul_ps(p, z), fdb_lut16x8(QG_ERF_TF[j], i32, upper));
     return _mm256_or_ps(p, _mm256_andnot_ps(absmask, x));
 }
 
