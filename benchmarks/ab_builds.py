@@ -23,8 +23,6 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def child(variant, reps, threads):
     """In the tree's process: build the model and print {batch: median ms} as JSON."""

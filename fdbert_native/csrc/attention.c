@@ -291,20 +291,6 @@ FDB_AVX2_TARGET __attribute__((noinline)) static void scores_rows8(const float *
     if (c < nkb) scores_tile8(qr, kt + c * Dh * KB8, Dh, vscale, s + c * KB8, ldS, 1);
 }
 
-FDB_AVX2_TARGET static inline float hmax8(__m256 x)
-{
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
-}
-
-FDB_AVX2_TARGET static inline float hsum8(__m256 x)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-
 /* exp_rows for QB8 rows in 8 lanes (see there): e = exp(s - m_r) for j < nk[r], 0 up to nz. */
 FDB_AVX2_TARGET __attribute__((noinline)) static void exp_rows8(float *s, int64_t ldS, const int64_t nk[QB8],
                                                                 int64_t nz, float inv[QB8])
@@ -320,7 +306,7 @@ FDB_AVX2_TARGET __attribute__((noinline)) static void exp_rows8(float *s, int64_
         }
 #pragma GCC unroll 4
     for (int r = 0; r < QB8; r++) {
-        m[r] = _mm256_set1_ps(hmax8(m[r]));
+        m[r] = _mm256_set1_ps(fdb_hmax8(m[r]));
         acc[r] = _mm256_setzero_ps();
     }
     for (int64_t j = 0; j < nz; j += 8)
@@ -333,7 +319,7 @@ FDB_AVX2_TARGET __attribute__((noinline)) static void exp_rows8(float *s, int64_
             acc[r] = _mm256_add_ps(acc[r], e);
         }
 #pragma GCC unroll 4
-    for (int r = 0; r < QB8; r++) inv[r] = 1.0f / hsum8(acc[r]);
+    for (int r = 0; r < QB8; r++) inv[r] = 1.0f / fdb_hsum8(acc[r]);
 }
 
 /* pv_tile in 8 lanes: QB8 rows x nv <= 2 channel vectors from dc. */

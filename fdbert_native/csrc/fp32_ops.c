@@ -48,13 +48,10 @@ FDB_AVX512_TARGET static inline float fold16_avx512(__m512 v)
 }
 
 
-/* The same fold on two 8-lane halves (lanes 0-7 and 8-15 of the 16-lane sum). */
+/* The same fold on two 8-lane halves (lanes 0-7 and 8-15 of the 16-lane sum): 8+8, then the rest. */
 FDB_AVX2_TARGET static inline float fold16_avx2(__m256 lo, __m256 hi)
 {
-    __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+    return fdb_hsum8(_mm256_add_ps(lo, hi));
 }
 
 /* 8 floats from p, lanes at or past `remaining` 0 (not read) */
@@ -193,9 +190,7 @@ FDB_AVX2_TARGET static void softmax_row_avx2(float *s, int64_t L)
     for (int64_t j = 0; j < L; j += 8)
         vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(vmax, load8_avx2(s + j, L - j),
                                                      _mm256_castsi256_ps(fdb_lanes8(L - j))));
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    const __m256 m = _mm256_set1_ps(_mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4))));
+    const __m256 m = _mm256_set1_ps(fdb_hmax8(vmax));
     __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
     for (int64_t j = 0; j < L; j += LANES) {
         __m256 el = _mm256_and_ps(fdb_exp8(_mm256_sub_ps(load8_avx2(s + j, L - j), m)),

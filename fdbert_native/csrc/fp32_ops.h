@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 /* ISA paths, lowest to highest. */
-enum { FP_ISA_GENERIC = 0, FP_ISA_AVX512 = 1, FP_ISA_AVX2 = 2, FP_ISA_COUNT = 3 };
+enum { FP_ISA_GENERIC = 0, FP_ISA_AVX2 = 1, FP_ISA_AVX512 = 2, FP_ISA_COUNT = 3 };
 
 /* x, y f32 [n, D]; w, b f32 [D]. y may alias x. */
 void fp_layer_norm(const float *x__nd, int64_t n, int64_t D, const float *w__d, const float *b__d,

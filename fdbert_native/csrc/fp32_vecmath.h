@@ -24,7 +24,8 @@
  *                 int32 lanes: a true division, round half to even, the clip in float. Exact:
  *                 bit-identical to the reference (fp32_ops.c's quantize and attention.c use it).
  * 8-lane AVX2 + FMA twins (fp32_ops.c's and attention.c's AVX2 paths), bit-identical to the
- * 16-lane ones: fdb_exp8, fdb_erf8, fdb_quantize8_store; and fdb_lanes8 (a tail mask vector).
+ * 16-lane ones: fdb_exp8, fdb_erf8, fdb_quantize8_store; and fdb_lanes8 (a tail mask vector),
+ * fdb_hmax8 / fdb_hsum8, fdb_lut16x8 and fdb_store_codes8.
  */
 #ifndef FDBERT_FP32_VECMATH_H
 #define FDBERT_FP32_VECMATH_H
@@ -47,22 +48,36 @@ static const float FDB_ERF_C[8][16] __attribute__((aligned(64))) = {
     {-0.024476397782564163f, -0.005673014093190432f, 0.013717876747250557f, 0.018490999937057495f, 0.009611019864678383f, -0.001357811619527638f, -0.006134382449090481f, -0.004915981087833643f, -0.0018795065116137266f, 0.00011140992137370631f, 0.0006754937930963933f, 0.0005279898177832365f, 0.00026737121515907347f, 0.00010293493687640876f, 3.1868821679381654e-05f, 8.154071110766381e-06f},
 };
 
+/* fdb_exp16 / fdb_exp8's constants: log2(e), ln2 = C1 - C2 (C1 has 9 significant bits), the clamp
+ * (exp(-104) < 2^-150 rounds to 0; exp(89) > FLT_MAX gives inf), Cephes' P5 .. P0. */
+#define FDB_EXP_LOG2E 1.44269504088896341f
+#define FDB_EXP_C1 0.693359375f
+#define FDB_EXP_C2 (-2.12194440e-4f)
+#define FDB_EXP_LO (-104.0f)
+#define FDB_EXP_HI 89.0f
+#define FDB_EXP_P5 1.9875691500e-4f
+#define FDB_EXP_P4 1.3981999507e-3f
+#define FDB_EXP_P3 8.3334519073e-3f
+#define FDB_EXP_P2 4.1665795894e-2f
+#define FDB_EXP_P1 1.6666665459e-1f
+#define FDB_EXP_P0 5.0000001201e-1f
+
 FDB_AVX512_TARGET static inline __m512 fdb_exp16(__m512 x)
 {
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 c1 = _mm512_set1_ps(0.693359375f);      /* ln2 = c1 - c2, c1 has 9 significant bits */
-    const __m512 c2 = _mm512_set1_ps(-2.12194440e-4f);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));      /* exp(-104) < 2^-150: rounds to 0 */
-    x = _mm512_min_ps(x, _mm512_set1_ps(89.0f));        /* exp(89) > FLT_MAX: scalef gives inf */
+    const __m512 log2e = _mm512_set1_ps(FDB_EXP_LOG2E);
+    const __m512 c1 = _mm512_set1_ps(FDB_EXP_C1);
+    const __m512 c2 = _mm512_set1_ps(FDB_EXP_C2);
+    x = _mm512_max_ps(x, _mm512_set1_ps(FDB_EXP_LO));
+    x = _mm512_min_ps(x, _mm512_set1_ps(FDB_EXP_HI));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, c1, x);
     r = _mm512_fnmadd_ps(n, c2, r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 p = _mm512_set1_ps(FDB_EXP_P5);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FDB_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FDB_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FDB_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FDB_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(FDB_EXP_P0));
     __m512 r2 = _mm512_mul_ps(r, r);
     p = _mm512_fmadd_ps(p, r2, r);                        /* r + r^2 P(r) */
     p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
@@ -112,20 +127,20 @@ FDB_AVX2_TARGET static inline __m256 fdb_pow2i8(__m256i k)   /* 2^k for k in [-1
 
 FDB_AVX2_TARGET static inline __m256 fdb_exp8(__m256 x)
 {
-    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-    const __m256 c1 = _mm256_set1_ps(0.693359375f);
-    const __m256 c2 = _mm256_set1_ps(-2.12194440e-4f);
-    x = _mm256_max_ps(x, _mm256_set1_ps(-104.0f));
-    x = _mm256_min_ps(x, _mm256_set1_ps(89.0f));
+    const __m256 log2e = _mm256_set1_ps(FDB_EXP_LOG2E);
+    const __m256 c1 = _mm256_set1_ps(FDB_EXP_C1);
+    const __m256 c2 = _mm256_set1_ps(FDB_EXP_C2);
+    x = _mm256_max_ps(x, _mm256_set1_ps(FDB_EXP_LO));
+    x = _mm256_min_ps(x, _mm256_set1_ps(FDB_EXP_HI));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, c1, x);
     r = _mm256_fnmadd_ps(n, c2, r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 p = _mm256_set1_ps(FDB_EXP_P5);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FDB_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FDB_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FDB_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FDB_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(FDB_EXP_P0));
     const __m256 r2 = _mm256_mul_ps(r, r);
     p = _mm256_fmadd_ps(p, r2, r);
     p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
@@ -167,14 +182,39 @@ FDB_AVX2_TARGET static inline __m256 fdb_erf8(__m256 x)
     return _mm256_or_ps(y, _mm256_and_ps(x, sign));
 }
 
+/* The second half of the INT8 contract's quantize in 8 lanes: r = rint(x / scale) already, then
+ * + zp, the clip to 0..255 in float, the 8 codes stored as bytes at dst. AVX2 alone (no FMA):
+ * qgemm.c's AVX2 epilogue uses it too. */
+__attribute__((target("avx2"))) static inline void fdb_store_codes8(uint8_t *dst, __m256 r, __m256 zp)
+{
+    r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, zp), _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
+    const __m256i q = _mm256_cvtps_epi32(r);   /* exact: r is integral */
+    const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64((__m128i *)dst, _mm_packus_epi16(w16, w16));
+}
+
 /* fdb_quantize16 in 8 lanes, the codes stored as 8 bytes at dst. Exact (the INT8 contract). */
 FDB_AVX2_TARGET static inline void fdb_quantize8_store(uint8_t *dst, __m256 x, float scale, float zp)
 {
-    __m256 r = _mm256_round_ps(_mm256_div_ps(x, _mm256_set1_ps(scale)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, _mm256_set1_ps(zp)), _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
-    const __m256i q = _mm256_cvtps_epi32(r);
-    const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    _mm_storel_epi64((__m128i *)dst, _mm_packus_epi16(w16, w16));
+    const __m256 r = _mm256_round_ps(_mm256_div_ps(x, _mm256_set1_ps(scale)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    fdb_store_codes8(dst, r, _mm256_set1_ps(zp));
+}
+
+/* Horizontal max and sum of 8 lanes: (0..3 with 4..7), then (0,1 with 2,3), then (0 with 1). The
+ * sum is the last three steps of the 16-lane fold (fp32_ops.c). */
+__attribute__((target("avx2"))) static inline float fdb_hmax8(__m256 x)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+__attribute__((target("avx2"))) static inline float fdb_hsum8(__m256 x)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
 /* r[e] <- (r[0][e], ..., r[15][e]): a 16x16 transpose of 32-bit words in registers (floats, or

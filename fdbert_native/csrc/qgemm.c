@@ -35,7 +35,7 @@
 #endif
 
 #include "fp32_ops.h"   /* fp_quantize1: the INT8 contract's scalar quantize */
-#include "fp32_vecmath.h"   /* fdb_lut16x8 */
+#include "fp32_vecmath.h"   /* fdb_lut16x8, fdb_store_codes8 */
 #include "qgemm.h"
 #include "qgemm_internal.h"
 
@@ -382,10 +382,7 @@ static void epilogue_rows_avx2(const int32_t *acc0, int64_t lda, int64_t m0, int
             }
             /* rint(y / scale) (done for gelu_u8) + zp, clipped in float as fp_quantize1, to bytes */
             if (!gelu_u8) y = _mm256_round_ps(_mm256_div_ps(y, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            y = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(y, zp), _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
-            const __m256i q = _mm256_cvtps_epi32(y);
-            const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-            _mm_storel_epi64((__m128i *)((uint8_t *)ep->out + m * N + n), _mm_packus_epi16(w16, w16));
+            fdb_store_codes8((uint8_t *)ep->out + m * N + n, y, zp);
         }
         if (i < len) epilogue_row_generic(acc, m, n0, i, len, N, ep);
     }
