@@ -82,10 +82,11 @@ class Encoder:
         return (f"<fdbert.Encoder {self.name or c.model_type}: {c.n_layers} layers, D={c.d_model}, "
                 f"H={c.n_heads}, F={c.d_ffn}, V={c.vocab_size}>")
 
-    def save(self, path):
-        """Write the model (float, pruned or INT8) to directory ``path``; read it with :func:`fdbert.load`."""
+    def save(self, path, external=None):
+        """Write the model (float, pruned or INT8) to directory ``path``; read it with :func:`fdbert.load`.
+        ``external``: tensors to reference in an installed package instead of copying (fdbert.serialization)."""
         from .serialization import save
-        return save(self, path)
+        return save(self, path, external)
 
     # ---- the forward pass on a packed batch --------------------------------------------------
     def forward_packed(self, batch: PackedBatch) -> np.ndarray:  # -> [n, D]

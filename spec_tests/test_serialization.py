@@ -195,3 +195,56 @@ def test_from_pretrained_and_the_cli_open_a_saved_model(tmp_path, capsys):
     np.testing.assert_array_equal(again.encode(texts), q.encode(texts))
     assert main(["encode", str(tmp_path / "fast"), *texts[:2]]) == 0
     assert "embeddings: 2 x" in capsys.readouterr().out
+
+
+# ---- tensors referenced in an installed package ----------------------------------------------------
+@pytest.fixture
+def fake_package(models, tmp_path, monkeypatch):
+    """An importable package `fdbert_test_pkg` whose model/ directory holds the tiny model's word
+    embeddings in model.safetensors, as a model package from PyPI would."""
+    from safetensors.numpy import save_file
+    root = tmp_path / "site"
+    pkg = root / "fdbert_test_pkg"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('fdbert must never import this package')\n")
+    table = models["int8-sparse"].weights.embeddings.word_embeddings
+    save_file({"other": np.zeros((2, 3), np.float32), "emb.word.weight": table}, str(pkg / "model" / TENSOR_FILE))
+    monkeypatch.syspath_prepend(str(root))
+    return pkg
+
+
+def test_a_referenced_tensor_round_trips_and_is_not_copied(models, texts, fake_package, tmp_path):
+    from fdbert.serialization import package_tensor
+    m = models["int8-sparse"]
+    ref = package_tensor(fake_package / "model", m.weights.embeddings.word_embeddings)
+    assert (ref.package, ref.file, ref.tensor) == ("fdbert_test_pkg", "model/model.safetensors", "emb.word.weight")
+    m.save(tmp_path / "m", external={"embeddings.word_embeddings": ref})
+    meta = json.loads((tmp_path / "m" / META_FILE).read_text())
+    assert meta["external"]["embeddings.word_embeddings"]["tensor"] == "emb.word.weight"
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "m" / TENSOR_FILE), "np") as f:
+        assert "embeddings.word_embeddings" not in f.keys()
+    r = fdbert.load(tmp_path / "m")
+    assert np.array_equal(r.encode(texts), m.encode(texts))
+    assert package_tensor(tmp_path / "m", m.weights.embeddings.word_embeddings) is None  # not a package
+
+
+def test_a_changed_or_missing_referenced_tensor_is_refused(models, fake_package, tmp_path, monkeypatch):
+    from safetensors.numpy import save_file
+    from fdbert.serialization import package_tensor
+    m = models["int8-sparse"]
+    ref = package_tensor(fake_package / "model", m.weights.embeddings.word_embeddings)
+    m.save(tmp_path / "m", external={"embeddings.word_embeddings": ref})
+    table = m.weights.embeddings.word_embeddings.copy()
+    table[3, 1] += 1e-3                                    # one number of the package's table changes
+    save_file({"emb.word.weight": table}, str(fake_package / "model" / TENSOR_FILE))
+    with pytest.raises(CorruptModelError, match="differs from the one this model was saved with"):
+        fdbert.load(tmp_path / "m")
+    save_file({"something.else": table}, str(fake_package / "model" / TENSOR_FILE))
+    with pytest.raises(CorruptModelError, match="cannot read external tensor"):
+        fdbert.load(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / META_FILE).read_text())
+    meta["external"]["embeddings.word_embeddings"]["package"] = "fdbert_no_such_package"
+    (tmp_path / "m" / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ModelNotFoundError, match="not installed"):
+        fdbert.load(tmp_path / "m")
