@@ -51,6 +51,26 @@ def apply_block_mask(w, keep, block):  # f32 [N, K], bool [Nb, Kb] -> f32 [N, K]
     return np.where(mask, w, np.float32(0)).astype(np.float32)
 
 
+def keep_masks(weights, sparsity, block, scope="layer"):  # {key: f32 [N, K]} -> {key: bool [Nb, Kb]}
+    """Which R x C blocks of each weight survive magnitude pruning to ``sparsity`` (True = keep).
+
+    scope="layer": each matrix loses floor(sparsity * its blocks); scope="global": one ranking over the
+    blocks of all matrices, floor(sparsity * all blocks) pruned (in the order the dict lists them on ties).
+    """
+    scores = {key: block_scores(w, block) for key, w in weights.items()}
+    if scope == "layer":
+        return {key: block_mask(s, int(np.floor(sparsity * s.size))) for key, s in scores.items()}
+    keys = list(scores)
+    flat = np.concatenate([scores[k].ravel() for k in keys]) if keys else np.zeros(0)
+    keep_flat = block_mask(flat, int(np.floor(sparsity * flat.size)))
+    keeps, start = {}, 0
+    for k in keys:
+        size = scores[k].size
+        keeps[k] = keep_flat[start:start + size].reshape(scores[k].shape)
+        start += size
+    return keeps
+
+
 def prune(model, sparsity=0.8, block=(1, 4), scope="layer"):
     """A new model whose encoder Linears have ``sparsity`` of their R x C blocks zeroed by magnitude."""
     if not 0.0 <= float(sparsity) <= 1.0:
@@ -61,19 +81,9 @@ def prune(model, sparsity=0.8, block=(1, 4), scope="layer"):
         raise ValueError("prune: the model is already quantized; prune the float model, then quantize")
     block = parse_block(block)
     layers = model.weights.layers
-    scores = {(i, name): block_scores(getattr(layer, name).weight, block)
-              for i, layer in enumerate(layers) for name in linear_names()}
-    if scope == "layer":
-        keeps = {key: block_mask(s, int(np.floor(sparsity * s.size))) for key, s in scores.items()}
-    else:
-        keys = list(scores)
-        flat = np.concatenate([scores[k].ravel() for k in keys])
-        keep_flat = block_mask(flat, int(np.floor(sparsity * flat.size)))
-        keeps, start = {}, 0
-        for k in keys:
-            size = scores[k].size
-            keeps[k] = keep_flat[start:start + size].reshape(scores[k].shape)
-            start += size
+    keeps = keep_masks({(i, name): getattr(layer, name).weight
+                        for i, layer in enumerate(layers) for name in linear_names()},
+                       sparsity, block, scope)
     new_layers = []
     for i, layer in enumerate(layers):
         mods = {name: getattr(layer, name) for name in ("sa_layer_norm", "output_layer_norm")}
