@@ -18,11 +18,11 @@ from .errors import (BackendError, CorruptModelError, DTypeError, FdbertError, M
                      ShapeError, TokenIdError, UnsupportedModelError, WeightShapeError)
 from .model import Encoder, from_pretrained
 from .runtime import cpu_features, get_num_threads, set_num_threads, show_config
-from .compress import prune, quantize  # INT8 + block sparsity (docs/int8.md)
+from .compress import distill, prune, quantize  # INT8 + block sparsity (docs/int8.md)
 from .serialization import load
 
 __all__ = [
-    "__version__", "ops", "from_pretrained", "Encoder", "EncoderConfig", "prune", "quantize", "load",
+    "__version__", "ops", "from_pretrained", "Encoder", "EncoderConfig", "prune", "quantize", "distill", "load",
     "set_backend", "set_default_backend", "get_backend", "available_backends", "register_backend", "unregister_backend",
     "cpu_features", "get_num_threads", "set_num_threads", "show_config",
     "FdbertError", "BackendError", "CorruptModelError", "DTypeError", "ModelNotFoundError",

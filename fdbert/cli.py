@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_demo)
 
     for name, module, help_ in (("compress", "fdbert.compress.cli", "prune + quantize a model"),
+                                ("distill", "fdbert.compress.distill_cli",
+                                 "gradual block pruning + distillation + QAT (needs torch)"),
                                 ("bench", "fdbert.bench", "race fdbert against other engines")):
         try:
             mod = __import__(module, fromlist=["add_arguments"])

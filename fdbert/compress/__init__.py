@@ -6,8 +6,9 @@
 """
 
 from .calibrate import calibrate
+from .distill import DistillConfig, distill  # torch is imported when distill runs, not here
 from .prune import prune
 from .quantize import quantize
 from .report import LayerReport, QuantizationReport
 
-__all__ = ["prune", "quantize", "calibrate", "QuantizationReport", "LayerReport"]
+__all__ = ["prune", "quantize", "calibrate", "distill", "DistillConfig", "QuantizationReport", "LayerReport"]
