@@ -211,6 +211,16 @@ def test_layer_scope_prunes_each_matrix_to_the_target(teacher, texts):
         assert m.size - m.sum() == int(np.floor(0.5 * m.size))
 
 
+def test_bf16_autocast_trains_with_exact_masks_and_a_float32_qat_phase(teacher, texts):
+    """precision="bf16" runs the prune and fine-tune phases under bfloat16 autocast; the loss still
+    falls, the sparsity is exact, and the QAT phase and the export are as in float32."""
+    s = distill(teacher, texts, progress=False, precision="bf16", **RUN)
+    by_step = {r["step"]: r["loss"] for r in s.distill_report.history}
+    assert by_step[30] < by_step[20]        # masks locked at step 24: the student recovers
+    assert s.distill_report.block_sparsity == pytest.approx(RUN["sparsity"], abs=1e-6)
+    assert s.compression["quantization"] is not None
+
+
 def test_a_classification_head_is_distilled_with_kl_on_logits(texts):
     from strategies import SmallConfig, random_encoder
     from int8_models import SPECIALS, WORDS, word_tokenizer
@@ -249,6 +259,9 @@ def _ids(model, texts):
     ({"steps": 0}, "steps must be an integer >= 1"),
     ({"scope": "row"}, "scope must be one of"),
     ({"ramp_end": 0.9, "qat_start": 0.5}, "ramp_end <= qat_start"),
+    ({"precision": "fp16"}, "precision must be one of"),
+    ({"score": "l1"}, "score must be one of"),
+    ({"w_hidden": -1.0}, "loss weights must be >= 0"),
 ])
 def test_distill_refuses_bad_arguments(teacher, texts, kw, match):
     with pytest.raises((ValueError, fdbert.FdbertError), match=match):
@@ -300,6 +313,9 @@ def test_cli_refuses_bad_input_before_loading_and_writes_nothing(teacher_dir, te
         (["--texts", good, "--block", "ax4"], "--block"),
         (["--texts", good, "--steps", "0"], "steps must be"),
         (["--texts", good, "--resume"], "no checkpoint"),
+        (["--texts", good, "--mask-interval", "0"], "mask_interval must be"),
+        (["--texts", good, "--ramp-end", "0.95"], "ramp_end <= qat_start"),
+        (["--texts", good, "--w-emb", "-1"], "loss weights must be >= 0"),
     ]
     for extra, why in cases:
         assert _cli([teacher_dir, out, *extra]) == 2, extra

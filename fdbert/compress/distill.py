@@ -56,6 +56,7 @@ from .prune import apply_block_mask, keep_masks
 
 SCOPES = ("global", "layer")
 SCORES = ("l2", "l2-act")
+PRECISIONS = ("fp32", "bf16")
 HIDDEN_NORMS = ("energy", "channel")
 CHECKPOINT = "checkpoint.pt"
 
@@ -85,6 +86,8 @@ class DistillConfig:
     temperature: float = 2.0
     n_calibration: int = 512       # texts that calibrate the activation ranges before QAT
     outlier_threshold: float | None = 6.0   # as fdbert.quantize: channels above stay float32
+    precision: str = "fp32"        # "bf16": the prune and fine-tune phases under torch.autocast (bfloat16
+                                   # matmuls, float32 master weights); QAT always runs in float32
     seed: int = 0
     checkpoint_every: int = 200    # steps between checkpoints (0: none but the final / Ctrl-C one)
 
@@ -103,6 +106,8 @@ class DistillConfig:
                              f"{self.warmup}, {self.ramp_end}, {self.qat_start}")
         if not (self.lr > 0 and self.temperature > 0):
             raise ValueError("lr and temperature must be > 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
         if self.hidden_norm not in HIDDEN_NORMS:
@@ -462,7 +467,10 @@ def _loss(student: _Student, data: _Data, teacher, idx, cfg: DistillConfig):
     ids[rows, cols] = torch.from_numpy(batch.input_ids)
     tt[rows, cols] = torch.from_numpy(batch.token_type_ids)
     mask[rows, cols] = True
-    hidden = student.net(ids, mask, tt)
+    bf16 = cfg.precision == "bf16" and student.qparams is None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        hidden = student.net(ids, mask, tt)
+    hidden = [h.float() for h in hidden]
     terms = {}
     total = hidden[-1].new_zeros(())
     if cfg.w_emb > 0:

@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .distill import CHECKPOINT, DistillConfig
+from .distill import CHECKPOINT, PRECISIONS, SCORES, DistillConfig
 
 CHECKPOINTS = "checkpoints"
 REPORT = "distill.json"
@@ -47,6 +47,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-length", type=int, default=d.max_length, help="tokens per training text")
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps of lr warm-up")
+    parser.add_argument("--ramp-end", type=float, default=d.ramp_end,
+                        help="fraction of steps at which the target sparsity is reached")
+    parser.add_argument("--mask-interval", type=int, default=d.mask_interval,
+                        help="steps between mask updates during the ramp")
+    parser.add_argument("--qat-start", type=float, default=d.qat_start,
+                        help="fraction of steps after which training is quantization-aware")
+    parser.add_argument("--score", choices=SCORES, default=d.score,
+                        help="block score: l2 (||W||) or l2-act (||W * rms(x)||, Wanda-style)")
+    parser.add_argument("--w-emb", type=float, default=d.w_emb, help="weight of the embedding loss")
+    parser.add_argument("--w-hidden", type=float, default=d.w_hidden, help="weight of the hidden-state loss")
+    parser.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                        help="bf16: prune and fine-tune under bfloat16 autocast (QAT stays float32)")
     parser.add_argument("--no-quantize", action="store_true", help="no QAT phase: export float32 (pruned)")
     parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     parser.add_argument("--threads", type=int, default=None, help="torch and fdbert threads (default: all)")
@@ -95,7 +108,10 @@ def check_args(args) -> tuple[DistillConfig, list[str]]:
     try:
         cfg = DistillConfig(sparsity=args.sparsity, block=block, scope=args.scope, steps=args.steps,
                             batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
-                            seed=args.seed, quantize=not args.no_quantize,
+                            seed=args.seed, quantize=not args.no_quantize, warmup=args.warmup,
+                            ramp_end=args.ramp_end, mask_interval=args.mask_interval,
+                            qat_start=args.qat_start, score=args.score, w_emb=args.w_emb,
+                            w_hidden=args.w_hidden, precision=args.precision,
                             checkpoint_every=args.checkpoint_every).validate()
     except ValueError as e:
         raise UsageError(str(e).replace("sparsity must", "--sparsity must")) from None
