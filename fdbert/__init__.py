@@ -20,9 +20,11 @@ from .model import Encoder, from_pretrained
 from .runtime import cpu_features, get_num_threads, set_num_threads, show_config
 from .compress import distill, prune, quantize  # INT8 + block sparsity (docs/int8.md)
 from .serialization import load
+from .shipped import load_shipped, shipped_models
 
 __all__ = [
     "__version__", "ops", "from_pretrained", "Encoder", "EncoderConfig", "prune", "quantize", "distill", "load",
+    "load_shipped", "shipped_models",
     "set_backend", "set_default_backend", "get_backend", "available_backends", "register_backend", "unregister_backend",
     "cpu_features", "get_num_threads", "set_num_threads", "show_config",
     "FdbertError", "BackendError", "CorruptModelError", "DTypeError", "ModelNotFoundError",

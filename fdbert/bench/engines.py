@@ -407,12 +407,41 @@ class FdbertNativeInt8SparseInt8Attention(FdbertNativeInt8Sparse):
     attention = "int8"
 
 
+class FdbertDistilled(FdbertEngine):
+    """A distilled sparse INT8 model shipped with fdbert (fdbert.shipped_models(), docs/accuracy.md).
+
+    Trained from all-MiniLM-L6-v2 by ``fdbert distill``: skipped on any other workload model. Its
+    fidelity column is the distilled model's real cosine to the float32 model.
+    """
+
+    name = "fdbert-distilled-80"
+    precision = "int8"
+    backend = "native"
+    shipped = "minilm-l6-sparse80-int8"
+
+    def prepare(self) -> None:
+        super().prepare()
+        models = getattr(self.fdbert, "shipped_models", dict)()
+        if self.shipped not in models:
+            raise Skip(f"no shipped model {self.shipped!r}")
+        distilled = self.fdbert.load_shipped(self.shipped)
+        if not np.array_equal(distilled.weights.embeddings.word_embeddings,
+                              self.model.weights.embeddings.word_embeddings):
+            raise Skip(f"{self.shipped} is distilled from all-MiniLM-L6-v2, not from this workload's model")
+        self.model = distilled
+
+
+class FdbertDistilledAccurate(FdbertDistilled):
+    name = "fdbert-distilled-accurate"
+    shipped = "minilm-l6-sparse60-int8"
+
+
 ENGINES: dict[str, type[Engine]] = {
     cls.name: cls
     for cls in (
         PyTorchFP32, PyTorchInt8Dynamic, OnnxRuntimeFP32, OnnxRuntimeInt8, OpenVINOFP32,
         OpenVINOInt8, FdbertEngine, FdbertNativeFP32, FdbertNativeInt8, FdbertNativeInt8Sparse,
-        FdbertNativeInt8SparseInt8Attention,
+        FdbertNativeInt8SparseInt8Attention, FdbertDistilled, FdbertDistilledAccurate,
     )
 }
 
