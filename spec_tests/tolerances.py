@@ -54,3 +54,12 @@ CLI_PRINTED_COSINE_ATOL = 5e-4 + 1e-5
 # Observed on tiny random models: native 3e-7, reference 7.5e-5 (one flipped code in ~1,000).
 DISTILL_EXPORT_RTOL = 1e-3
 DISTILL_EXPORT_MIN_COSINE = 1 - 1e-5
+
+# A shipped distilled model (real all-MiniLM-L6-v2, 6 layers) on the native backend vs the reference:
+# exact integer accumulators, float ops between them (LayerNorm, softmax, erf) rounding differently in
+# the last ulp. Where such an ulp moves an activation across a u8 rounding boundary, the next Linear
+# sees one code of difference, and on the real model that cascades through the following layers:
+# most sentences agree to float rounding (the median bound), a few move further (observed: min cosine
+# 0.99908 over 32 polarity sentences, Intel AMX path). A real kernel bug moves most sentences.
+SHIPPED_BACKENDS_MEDIAN_COSINE = 1 - 1e-6
+SHIPPED_BACKENDS_MIN_COSINE = 0.995

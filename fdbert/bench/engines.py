@@ -431,9 +431,9 @@ class FdbertDistilled(FdbertEngine):
         self.model = distilled
 
 
-class FdbertDistilledAccurate(FdbertDistilled):
-    name = "fdbert-distilled-accurate"
-    shipped = "minilm-l6-sparse60-int8"
+class FdbertDistilled50(FdbertDistilled):
+    name = "fdbert-distilled-50"
+    shipped = "minilm-l6-sparse50-int8"
 
 
 ENGINES: dict[str, type[Engine]] = {
@@ -441,7 +441,7 @@ ENGINES: dict[str, type[Engine]] = {
     for cls in (
         PyTorchFP32, PyTorchInt8Dynamic, OnnxRuntimeFP32, OnnxRuntimeInt8, OpenVINOFP32,
         OpenVINOInt8, FdbertEngine, FdbertNativeFP32, FdbertNativeInt8, FdbertNativeInt8Sparse,
-        FdbertNativeInt8SparseInt8Attention, FdbertDistilled, FdbertDistilledAccurate,
+        FdbertNativeInt8SparseInt8Attention, FdbertDistilled, FdbertDistilled50,
     )
 }
 
