@@ -23,6 +23,14 @@ class CorruptModelError(FdbertError, ValueError):
     """A weight or metadata file exists but cannot be read: truncated, garbled, or of another version."""
 
 
+class ConfigError(FdbertError, ValueError):
+    """A model configuration field has the wrong type or lies outside its range (``field`` names it)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
 class WeightShapeError(FdbertError, ValueError):
     """A checkpoint tensor's shape differs from what the config implies."""
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import ops
 from .config import EncoderConfig
-from .errors import FdbertError, ShapeError, TokenIdError
+from .errors import ConfigError, CorruptModelError, FdbertError, ShapeError, TokenIdError, UnsupportedModelError
 from .loading import build_weights, model_dir, read_config, read_tensors
 from .packing import PackedBatch, pack, pass_groups, unpack
 from .reference import heads
@@ -45,19 +45,51 @@ class PoolingConfig:
         modules_f = path / "modules.json"
         if not modules_f.is_file():
             return cls()
-        modules = json.loads(modules_f.read_text())
+        modules = _read_json(modules_f)
+        if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("type", ""), str)
+                                                    and isinstance(m.get("path", ""), str) for m in modules):
+            raise CorruptModelError(f"{modules_f}: expected a list of modules, each with a string "
+                                    "'type' and 'path'")
         normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
         mode = "mean"
         for m in modules:
             if m.get("type", "").endswith("Pooling"):
                 pf = path / m.get("path", "") / "config.json"
                 if pf.is_file():
-                    pc = json.loads(pf.read_text())
-                    if pc.get("pooling_mode_cls_token"):
-                        mode = "cls"
-                    elif not pc.get("pooling_mode_mean_tokens", True):
-                        raise FdbertError(f"{pf}: only mean and cls pooling are supported")
+                    mode = _pooling_mode(pf, _read_json(pf))
         return cls(mode, normalize)
+
+    def __post_init__(self):
+        if self.mode not in POOLING_MODES:
+            raise ConfigError(f"pooling mode must be one of {POOLING_MODES}, got {self.mode!r}", "mode")
+        if not isinstance(self.normalize, bool):
+            raise ConfigError(f"pooling normalize must be True or False, got {self.normalize!r}", "normalize")
+
+
+POOLING_MODES = ("mean", "cls")
+
+
+def _read_json(f: Path):
+    try:
+        return json.loads(f.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise CorruptModelError(f"{f}: not valid JSON ({e})") from None
+
+
+def _pooling_mode(pf: Path, pc) -> str:
+    """sentence-transformers' Pooling config -> "mean" or "cls"; any other (or combined) mode is refused,
+    never treated as mean."""
+    if not isinstance(pc, dict):
+        raise CorruptModelError(f"{pf}: expected a JSON object")
+    on = sorted(k for k, v in pc.items() if k.startswith("pooling_mode_") and v)
+    if not on and "pooling_mode_mean_tokens" not in pc:
+        return "mean"        # sentence-transformers' default
+    if on == ["pooling_mode_cls_token"]:
+        return "cls"
+    if on == ["pooling_mode_mean_tokens"]:
+        return "mean"
+    raise UnsupportedModelError(f"{pf}: pooling {', '.join(on) or 'none'}: only one of "
+                                "pooling_mode_mean_tokens and pooling_mode_cls_token is supported")
 
 
 class Encoder:
@@ -195,7 +227,7 @@ def from_pretrained(path) -> Encoder:
     from .serialization import META_FILE, load
     if (p / META_FILE).is_file():
         return load(p)
-    config = EncoderConfig.from_hf(read_config(p))
+    config = EncoderConfig.from_hf(read_config(p), where=str(p / "config.json"))
     tensors = read_tensors(p)
     weights, unused = build_weights(tensors, config, where=str(p))
     model = Encoder(config, weights, Tokenizer.from_dir(p, config.max_positions), PoolingConfig.from_dir(p),

@@ -58,9 +58,10 @@ def _max_length(path: Path, max_positions: int) -> int:
         f = path / name
         if f.is_file():
             try:
-                value = json.loads(f.read_text()).get(key)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, int) and value > 0:
+                cfg = json.loads(f.read_bytes().decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+                raise CorruptModelError(f"{f}: not valid JSON ({e})") from None
+            value = cfg.get(key) if isinstance(cfg, dict) else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return min(value, max_positions)
     return max_positions
