@@ -164,19 +164,29 @@ class Encoder:
         return unpack(self.forward_packed(batch), batch)
 
     def question_answering(self, input_ids, attention_mask=None, token_type_ids=None):
-        """(start_logits, end_logits), each f32 [B, T]; padding positions are -inf."""
+        """(start_logits, end_logits), each f32 [B, T]; padding positions (so every position of an
+        empty row) are -inf."""
         qa = self._head("qa_outputs")
         batch = pack(input_ids, attention_mask, token_type_ids)
         start, end = heads.question_answering(self.forward_packed(batch), qa)
         return unpack(start, batch, -np.inf), unpack(end, batch, -np.inf)
 
     def classify(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
-        """Sequence-classification logits f32 [B, C] from the [CLS] token."""
+        """Sequence-classification logits f32 [B, C] from the [CLS] token; zeros for a row with no
+        real token (an all-zero attention_mask row)."""
+        if self.config.model_type == "distilbert":
+            pre, clf = self._head("pre_classifier"), self._head("classifier")
+
+            def head(cls):
+                return heads.distilbert_classifier(cls, pre, clf)
+        else:
+            pooler, clf = self._head("pooler"), self._head("classifier")
+
+            def head(cls):
+                return heads.bert_classifier(cls, pooler, clf)
         batch = pack(input_ids, attention_mask, token_type_ids)
         cls = heads.first_token(self.forward_packed(batch), batch.cu_seqlens)
-        if self.config.model_type == "distilbert":
-            return heads.distilbert_classifier(cls, self._head("pre_classifier"), self._head("classifier"))
-        return heads.bert_classifier(cls, self._head("pooler"), self._head("classifier"))
+        return heads.per_sequence(head, cls, batch.cu_seqlens, clf.shape[0])
 
     def _head(self, name):
         head = getattr(self.weights.heads, name)
@@ -193,7 +203,8 @@ class Encoder:
         return self.tokenizer(texts)
 
     def embed_packed(self, batch: PackedBatch, normalize: bool | None = None) -> np.ndarray:  # -> [B, D]
-        """Sentence embeddings of a packed batch with the model's pooling."""
+        """Sentence embeddings of a packed batch with the model's pooling; zeros for an empty sequence
+        (mean and cls pooling, normalised or not)."""
         h = self.forward_packed(batch)
         pooled = (heads.first_token(h, batch.cu_seqlens) if self.pooling.mode == "cls"
                   else heads.mean_pool(h, batch.cu_seqlens))
