@@ -14,7 +14,7 @@ from ._version import __version__
 from .backend import (available_backends, get_backend, register_backend, set_backend,
                       set_default_backend, unregister_backend)
 from .config import EncoderConfig
-from .errors import (BackendError, ConfigError, CorruptModelError, DTypeError, FdbertError, ModelNotFoundError,
+from .errors import (ArgumentError, BackendError, ConfigError, CorruptModelError, DTypeError, FdbertError, ModelNotFoundError,
                      ShapeError, TokenIdError, UnsupportedModelError, WeightShapeError)
 from .model import Encoder, from_pretrained
 from .runtime import cpu_features, get_num_threads, set_num_threads, show_config
@@ -27,6 +27,6 @@ __all__ = [
     "load_shipped", "shipped_models",
     "set_backend", "set_default_backend", "get_backend", "available_backends", "register_backend", "unregister_backend",
     "cpu_features", "get_num_threads", "set_num_threads", "show_config",
-    "FdbertError", "BackendError", "ConfigError", "CorruptModelError", "DTypeError", "ModelNotFoundError",
+    "FdbertError", "ArgumentError", "BackendError", "ConfigError", "CorruptModelError", "DTypeError", "ModelNotFoundError",
     "ShapeError", "TokenIdError", "UnsupportedModelError", "WeightShapeError",
 ]

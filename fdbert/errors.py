@@ -47,6 +47,10 @@ class TokenIdError(FdbertError, ValueError):
     """A token id lies outside ``[0, vocab_size)``."""
 
 
+class ArgumentError(FdbertError, ValueError):
+    """An op's argument has a valid type but an invalid value: a scale, eps, zero point, a flag."""
+
+
 class BackendError(FdbertError, ValueError):
     """An unknown backend name, or an op that no backend in the chain could run."""
 

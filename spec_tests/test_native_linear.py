@@ -19,7 +19,7 @@ import fdbert
 import fdbert.ops
 import fdbert_native
 from fdbert.backend import Declined
-from fdbert.errors import BackendError
+from fdbert.errors import BackendError, FdbertError
 
 pytestmark = [pytest.mark.native_only]
 
@@ -169,6 +169,14 @@ def test_declines(make, reason):
     args = make(x, w, b)
     with pytest.raises(Declined, match=reason):
         nops.linear(*args)
+    try:
+        with fdbert.set_backend("reference", only=True):
+            fdbert.ops.linear(*args)
+    except FdbertError as e:   # issue 15: invalid input, refused by fdbert.ops before any backend
+        assert not isinstance(e, BackendError)
+        with fdbert.set_backend("native", only=True), pytest.raises(type(e)):
+            fdbert.ops.linear(*args)
+        return
     with fdbert.set_backend("native", only=True), pytest.raises(BackendError):
         fdbert.ops.linear(*args)
 
