@@ -51,6 +51,10 @@ class ArgumentError(FdbertError, ValueError):
     """An op's argument has a valid type but an invalid value: a scale, eps, zero point, a flag."""
 
 
+class UsageError(FdbertError, ValueError):
+    """A command-line argument, path or environment variable is wrong (the CLI exits with 2)."""
+
+
 class BackendError(FdbertError, ValueError):
     """An unknown backend name, or an op that no backend in the chain could run."""
 
