@@ -18,7 +18,7 @@ import numpy as np
 
 from . import ops
 from .config import EncoderConfig
-from .errors import ConfigError, CorruptModelError, FdbertError, ShapeError, TokenIdError, UnsupportedModelError
+from .errors import ArgumentError, ConfigError, CorruptModelError, DTypeError, FdbertError, ShapeError, TokenIdError, UnsupportedModelError
 from .loading import build_weights, model_dir, read_config, read_tensors
 from .packing import PackedBatch, pack, pass_groups, unpack
 from .reference import heads
@@ -67,6 +67,20 @@ class PoolingConfig:
 
 
 POOLING_MODES = ("mean", "cls")
+
+
+def _texts(texts) -> list:
+    """A str or an iterable of str -> list of str; DTypeError naming the first item that is not text."""
+    if isinstance(texts, str):
+        return [texts]
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise DTypeError(f"texts: expected a string or a list of strings, got {type(texts).__name__}") from None
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise DTypeError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+    return texts
 
 
 def _read_json(f: Path):
@@ -200,7 +214,7 @@ class Encoder:
         if self.tokenizer is None:
             raise FdbertError("this model has no tokenizer (no tokenizer.json in its directory); "
                               "call it with token ids instead")
-        return self.tokenizer(texts)
+        return self.tokenizer(_texts(texts))
 
     def embed_packed(self, batch: PackedBatch, normalize: bool | None = None) -> np.ndarray:  # -> [B, D]
         """Sentence embeddings of a packed batch with the model's pooling; zeros for an empty sequence
@@ -215,11 +229,9 @@ class Encoder:
                progress: bool = False) -> np.ndarray:
         """Sentence embeddings f32 [N, D] of N texts (pooling and normalisation as the model's
         sentence-transformers config says unless ``normalize`` is given)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        texts = _texts(texts)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ArgumentError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         out = np.zeros((len(texts), self.config.d_model), dtype=np.float32)
         starts = range(0, len(texts), batch_size)
         if progress:

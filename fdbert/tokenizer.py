@@ -62,6 +62,10 @@ def _max_length(path: Path, max_positions: int) -> int:
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
                 raise CorruptModelError(f"{f}: not valid JSON ({e})") from None
             value = cfg.get(key) if isinstance(cfg, dict) else None
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return min(value, max_positions)
+            if value is None:
+                continue
+            # tokenizer_config.json writes int(1e30) for "no limit": a huge int is fine, min() caps it
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
+                raise CorruptModelError(f"{f}: field {key!r}: expected a positive integer, got {value!r}")
+            return min(int(value), max_positions) if value < 1e300 else max_positions
     return max_positions

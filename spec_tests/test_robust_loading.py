@@ -288,7 +288,8 @@ def test_fuzz_the_fdbert_loader(saved_models, texts, kind, target, data, rehash)
         d = Path(tmp) / "m"
         shutil.copytree(src, d)
         original = (d / target).read_bytes()
-        new, what = data.draw(damage(original), label="damage")
+        header = target == TENSOR_FILE and data.draw(st.booleans(), label="header only")
+        new, what = data.draw(damage(original, header_only=header), label="damage")
         (d / target).write_bytes(new)
         if rehash:
             rehash_files(d)
@@ -329,3 +330,59 @@ def test_fuzz_the_hugging_face_loader(tiny_hf_models, texts, target, data):
                 r.classify(ids, mask)
         except FdbertError:
             pass
+
+
+# ---- the Hugging Face path's other files -------------------------------------------------------------
+@pytest.fixture
+def hf_dir(tiny_hf_models, tmp_path):
+    d = tmp_path / "hf"
+    shutil.copytree(tiny_hf_models["bert"][1], d)
+    return d
+
+
+@pytest.mark.parametrize("files, error, match", [
+    ({"config.json": "[1, 2]"}, CorruptModelError, "expected a JSON object"),
+    ({"modules.json": "{"}, CorruptModelError, "modules.json: not valid JSON"),
+    ({"modules.json": '{"a": 1}'}, CorruptModelError, "modules.json: expected a list"),
+    ({"modules.json": '[{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}]',
+      "1_Pooling/config.json": '{"pooling_mode_max_tokens": true, "pooling_mode_mean_tokens": false}'},
+     fdbert.UnsupportedModelError, "pooling_mode_max_tokens"),
+    ({"modules.json": '[{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}]',
+      "1_Pooling/config.json": '{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": true}'},
+     fdbert.UnsupportedModelError, "only one of"),
+    ({"sentence_bert_config.json": '{"max_seq_length": -5}', "tokenizer.json": None},
+     CorruptModelError, "max_seq_length"),
+    ({"model.safetensors.index.json": '{"weight_map": {"a": "../../etc/passwd"}}', "model.safetensors": None},
+     CorruptModelError, "weight_map"),
+])
+def test_hugging_face_side_files(hf_dir, tiny_hf_models, files, error, match):
+    for name, text in files.items():
+        f = hf_dir / name
+        if text is None:   # a file this case needs from elsewhere, or one to remove
+            if name == "tokenizer.json":
+                from int8_models import word_tokenizer
+                f.write_text(word_tokenizer(16).to_str())
+            else:
+                f.unlink()
+            continue
+        f.parent.mkdir(exist_ok=True)
+        f.write_text(text)
+    with pytest.raises(error, match=match):
+        fdbert.from_pretrained(hf_dir)
+
+
+def test_a_hugging_face_config_missing_a_key_or_with_a_bad_value(hf_dir):
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    for key, value, match in (("num_attention_heads", 0, "'num_attention_heads'"),
+                              ("hidden_size", "16", "'hidden_size'"),
+                              ("vocab_size", None, "missing key 'vocab_size'"),
+                              ("num_hidden_layers", 1, "not used by config.json")):
+        bad = dict(cfg)
+        if value is None:
+            del bad[key]
+        else:
+            bad[key] = value
+        (hf_dir / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(CorruptModelError, match=match) as e:
+            fdbert.from_pretrained(hf_dir)
+        assert str(hf_dir) in str(e.value)

@@ -206,3 +206,15 @@ def test_attention_runs_exactly_the_valid_offsets(name, only, cq, ck, causal):
         else:
             with pytest.raises(ShapeError):
                 ops.attention(QKV, QKV, QKV, cq, ck, causal=causal)
+
+
+def test_encoder_text_arguments():
+    m = tiny_text_model(seed=3)
+    for bad in (123, [b"bytes"], ["ok", None]):
+        with pytest.raises(DTypeError):
+            m.encode(bad)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ArgumentError):
+            m.encode(["a"], batch_size=bad)
+    with pytest.raises(ArgumentError):
+        fdbert.set_num_threads(0)
