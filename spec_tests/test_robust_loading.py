@@ -386,3 +386,29 @@ def test_a_hugging_face_config_missing_a_key_or_with_a_bad_value(hf_dir):
         with pytest.raises(CorruptModelError, match=match) as e:
             fdbert.from_pretrained(hf_dir)
         assert str(hf_dir) in str(e.value)
+
+
+def test_add_checksum_to_a_model_saved_before_checksums(saved_models, tmp_path, texts):
+    """A model saved by an fdbert without the metadata checksum: refused, until add_checksum, which
+    checks everything else first."""
+    import subprocess
+    import sys
+    from fdbert.serialization import add_checksum
+    model, src = saved_models["float"]
+    d = tmp_path / "old"
+    shutil.copytree(src, d)
+    edit_meta(d, lambda m: m.pop("checksum"), rehash=False)
+    with pytest.raises(CorruptModelError, match="missing key 'checksum'"):
+        fdbert.load(d)
+    r = subprocess.run([sys.executable, "-m", "fdbert.serialization", "add-checksum", str(d)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert_same_model(fdbert.load(d), model, texts)
+    with pytest.raises(FdbertError, match="already has a checksum"):
+        add_checksum(d)
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    edit_meta(bad, lambda m: (m.pop("checksum"), m["config"].__setitem__("n_heads", 0)), rehash=False)
+    with pytest.raises(CorruptModelError, match="n_heads"):
+        add_checksum(bad)
+    assert "checksum" not in json.loads((bad / META_FILE).read_text())
