@@ -189,8 +189,12 @@ def load_decoder(path) -> Decoder:
     from .loading import model_dir, read_config, read_tensors
     p = model_dir(p)
     import json
+    from .errors import CorruptModelError
     raw = json.loads((p / "config.json").read_text())
-    config = DecoderConfig.from_hf(raw)
+    try:
+        config = DecoderConfig.from_hf(raw)
+    except (KeyError, TypeError) as e:
+        raise CorruptModelError(f"{p / 'config.json'}: {raw.get('model_type')} config lacks or garbles {e}") from None
     weights, unused = build_decoder_weights(read_tensors(p), config, where=str(p))
     lm = Decoder(config, weights, DecoderTokenizer.from_dir(p), name=p.name)
     lm.unused_tensors = unused

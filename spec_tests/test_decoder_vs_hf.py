@@ -66,3 +66,28 @@ def test_llama_config_translation():
     c = fdbert.DecoderConfig.from_hf(oracle.hf_config(cfg).to_dict())
     assert (c.n_heads, c.n_kv_heads, c.head_dim, c.rope_theta) == (4, 2, 8, 500.0)
     assert c.rope_scaling["rope_type"] == "linear" and c.rope_scaling["factor"] == 2.0
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+@pytest.mark.parametrize("safe", [True, False])
+def test_checkpoint_directory(tmp_path, model_type, safe):
+    """save_pretrained (safetensors or pytorch_model.bin) -> fdbert.from_pretrained -> the same logits."""
+    cfg = oracle.SmallDecoderConfig(model_type, 2, 4, 2 if model_type == "llama" else 4, 8, 24, 50, 32, tie=False
+                                    if model_type == "llama" else True, seed=9)
+    hf = oracle.build(cfg)
+    try:
+        hf.save_pretrained(tmp_path, safe_serialization=safe)
+    except TypeError:
+        pytest.skip("this transformers writes safetensors only")
+    lm = fdbert.from_pretrained(tmp_path)
+    assert isinstance(lm, fdbert.Decoder) and lm.tokenizer is None and lm.unused_tensors == []
+    ids = [1, 2, 3, 40]
+    with fdbert.set_backend("reference", only=True):
+        assert_logits_close(lm.logits(ids), oracle.hf_logits(hf, ids), "checkpoint")
+
+
+def test_checkpoint_config_missing_a_field(tmp_path):
+    import json
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
+    with pytest.raises(fdbert.CorruptModelError, match="config lacks"):
+        fdbert.from_pretrained(tmp_path)
