@@ -22,8 +22,7 @@ from .errors import (BackendError, CorruptModelError, DTypeError, FdbertError, M
 from .decoder import Completion, Decoder
 from .decoder_config import DecoderConfig
 from .generator import Event, Generator
-from .model import Encoder
-from .model import from_pretrained
+from .model import Encoder, from_pretrained
 from .sampling import SamplingParams
 from .runtime import cpu_features, get_num_threads, set_num_threads, show_config
 from .compress import distill, prune, quantize  # INT8 + block sparsity (docs/int8.md)
