@@ -77,7 +77,7 @@ def test_logits_equal_transformers(smollm2, hf_smollm2, backend):
 def test_greedy_equals_transformers(smollm2, hf_smollm2):
     """All prompts in one packed batch (fdbert) vs each alone through transformers' generate."""
     import torch
-    n_new = 16
+    n_new = 12   # 8 prompts x 12 tokens: the suite's time budget on a shared 2-core machine
     prompts = [smollm2.tokenizer.encode(p) for p in PROMPTS]
     got = smollm2.generate(prompts, max_new_tokens=n_new)
     for p, completion in zip(prompts, got):
