@@ -1,4 +1,4 @@
-"""The ``fdbert`` command line: info, encode, demo, and (as they land) compress and bench."""
+"""The ``fdbert`` command line: info, encode, demo, generate, chat, and (as they land) compress and bench."""
 
 from __future__ import annotations
 
@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="the main job on the embedded default: real all-MiniLM-L6-v2")
     s.set_defaults(func=_cmd_demo)
+
+    from .generate_cli import register as register_generation
+    register_generation(sub)   # fdbert generate, fdbert chat
 
     for name, module, help_ in (("compress", "fdbert.compress.cli", "prune + quantize a model"),
                                 ("distill", "fdbert.compress.distill_cli",

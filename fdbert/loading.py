@@ -67,7 +67,7 @@ def read_config(path: Path) -> dict:
     if cfg.get("model_type") not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(
             f"{f}: model_type {cfg.get('model_type')!r} is not supported; supported: "
-            + ", ".join(SUPPORTED_MODEL_TYPES))
+            + ", ".join(SUPPORTED_MODEL_TYPES) + " (encoders), gpt2, llama (decoders)")
     return cfg
 
 

@@ -242,10 +242,15 @@ class Encoder:
         return out
 
 
-def from_pretrained(path) -> Encoder:
+def from_pretrained(path):
     """Load a local Hugging Face directory (config.json + model.safetensors or pytorch_model.bin
     [+ tokenizer.json]) of model type ``distilbert`` or ``bert``, or a directory written by
-    ``model.save`` (fdbert's format, e.g. a compressed model). Never downloads anything."""
+    ``model.save`` (fdbert's format, e.g. a compressed model): an :class:`Encoder`. A ``.gguf`` file,
+    or a directory of model type ``gpt2`` or ``llama``: a :class:`fdbert.Decoder`. Never downloads
+    anything."""
+    from .decoder import is_decoder_path, load_decoder
+    if is_decoder_path(path):
+        return load_decoder(path)
     p = model_dir(path)
     from .serialization import META_FILE, load
     if (p / META_FILE).is_file():

@@ -178,3 +178,45 @@ def _qlinear_input(op, x_u8, qweight):  # -> x_u8 u8 [M, K]
     c.quantized_linear(f"{op}: qweight", qweight)
     K = qweight.shape[1]
     return c.exact(f"{op}: x", x_u8, np.uint8, (None, K))
+
+
+# ---- decoder ops (docs/decoder.md; reference: fdbert/reference/{rmsnorm,rope,decoder_attention}.py) --
+def rms_norm(x, weight, eps):
+    """y = x / sqrt(mean(x^2) + eps) * weight over the last axis: f32 [n, D], [D] -> f32 [n, D]."""
+    return call("rms_norm", x, weight, eps)
+
+
+def rope(x, cos, sin):
+    """Rotary embedding, HF "rotate half" layout: y = (x1 cos - x2 sin, x2 cos + x1 sin) per head.
+
+    x f32 [n, H, Dh] (x1, x2 its channel halves); cos, sin f32 [n, Dh/2] (one angle per token and
+    channel pair, :func:`fdbert.reference.rope.rope_angles`) -> f32 [n, H, Dh].
+    """
+    return call("rope", x, cos, sin)
+
+
+def silu_mul(gate, up):
+    """y = silu(gate) * up = gate / (1 + exp(-gate)) * up (SwiGLU's gated product): f32 [n, F] x2 -> [n, F]."""
+    return call("silu_mul", gate, up)
+
+
+def gelu_tanh(x):
+    """y = x/2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's ``gelu_new``: f32 [...] -> f32 [...]."""
+    return call("gelu_tanh", x)
+
+
+def decoder_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale=None):
+    """Causal attention of each sequence's new tokens over its KV cache, with grouped-query heads.
+
+    q f32 [nq, H, Dh]; k, v f32 [nk, Hkv, Dh], H a multiple of Hkv (query head h reads kv head
+    h // (H / Hkv)); cu_seqlens_q, cu_seqlens_k int32 [B+1] -> f32 [nq, H, Dh]. Sequence b's queries
+    are the last Lq = cu_q[b+1] - cu_q[b] of its Lk keys' positions: query i sees keys j <= i + Lk - Lq.
+    """
+    return call("decoder_attention", q, k, v, cu_seqlens_q, cu_seqlens_k, scale=scale)
+
+
+def prepadded_attention(q, k, v, n_pad, *, scale=None):
+    """EET's pre-padded causal attention: q f32 [B, Tq, H, Dh]; k, v f32 [B, Tk, Hkv, Dh]; n_pad int
+    [B] (sequence b's first n_pad[b] columns are pads, never seen) -> f32 [B, Tq, H, Dh]; query i
+    sees keys n_pad[b] <= j <= i + Tk - Tq, and a pad query's output is 0."""
+    return call("prepadded_attention", q, k, v, n_pad, scale=scale)
