@@ -183,6 +183,11 @@ def _qlinear_input(op, x_u8, qweight):  # -> x_u8 u8 [M, K]
 # ---- decoder ops (docs/decoder.md; reference: fdbert/reference/{rmsnorm,rope,decoder_attention}.py) --
 def rms_norm(x, weight, eps):
     """y = x / sqrt(mean(x^2) + eps) * weight over the last axis: f32 [n, D], [D] -> f32 [n, D]."""
+    x = c.typed("rms_norm: x", x, "f", min_ndim=1)
+    if np.shape(x)[-1] == 0:
+        raise c.ShapeError("rms_norm: x has D = 0 features (the mean of nothing)")
+    weight = c.exact_kind("rms_norm: weight", weight, (np.shape(x)[-1],))
+    c.number("rms_norm: eps", eps, lo=0)
     return call("rms_norm", x, weight, eps)
 
 
@@ -192,16 +197,25 @@ def rope(x, cos, sin):
     x f32 [n, H, Dh] (x1, x2 its channel halves); cos, sin f32 [n, Dh/2] (one angle per token and
     channel pair, :func:`fdbert.reference.rope.rope_angles`) -> f32 [n, H, Dh].
     """
+    x = c.typed("rope: x", x, "f", ndim=3)
+    n, _, Dh = x.shape
+    if Dh % 2:
+        raise c.ShapeError(f"rope: head width Dh = {Dh} must be even (channel pairs)")
+    cos = c.exact_kind("rope: cos", cos, (n, Dh // 2))
+    sin = c.exact_kind("rope: sin", sin, (n, Dh // 2))
     return call("rope", x, cos, sin)
 
 
 def silu_mul(gate, up):
     """y = silu(gate) * up = gate / (1 + exp(-gate)) * up (SwiGLU's gated product): f32 [n, F] x2 -> [n, F]."""
+    gate = c.typed("silu_mul: gate", gate, "f")
+    up = c.exact_kind("silu_mul: up", up, gate.shape)
     return call("silu_mul", gate, up)
 
 
 def gelu_tanh(x):
     """y = x/2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's ``gelu_new``: f32 [...] -> f32 [...]."""
+    x = c.typed("gelu_tanh: x", x, "f")
     return call("gelu_tanh", x)
 
 
@@ -212,11 +226,41 @@ def decoder_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale=None):
     h // (H / Hkv)); cu_seqlens_q, cu_seqlens_k int32 [B+1] -> f32 [nq, H, Dh]. Sequence b's queries
     are the last Lq = cu_q[b+1] - cu_q[b] of its Lk keys' positions: query i sees keys j <= i + Lk - Lq.
     """
-    return call("decoder_attention", q, k, v, cu_seqlens_q, cu_seqlens_k, scale=scale)
+    q = c.typed("decoder_attention: q", q, "f", ndim=3)
+    k = c.typed("decoder_attention: k", k, "f", ndim=3)
+    v = c.typed("decoder_attention: v", v, "f", ndim=3)
+    H, Dh, Hkv = q.shape[1], q.shape[2], k.shape[1]
+    if k.shape[2] != Dh or v.shape != k.shape or Hkv == 0 or H % Hkv:
+        raise c.ShapeError(f"decoder_attention: k {k.shape} and v {v.shape} must both be [nk, Hkv, Dh = {Dh}] "
+                           f"with Hkv dividing H = {H} (q {q.shape})")
+    cu_q = c.cu_seqlens("decoder_attention: cu_seqlens_q", cu_seqlens_q, q.shape[0])
+    cu_k = c.cu_seqlens("decoder_attention: cu_seqlens_k", cu_seqlens_k, k.shape[0])
+    if cu_q.shape != cu_k.shape:
+        raise c.ShapeError(f"decoder_attention: cu_seqlens_q {cu_q.shape} and cu_seqlens_k {cu_k.shape} differ in B")
+    if np.any(np.diff(cu_q) > np.diff(cu_k)):
+        raise c.ShapeError("decoder_attention: a sequence has more queries than keys (its queries are its "
+                           "last positions, so every query needs its own key)")
+    if scale is not None:
+        c.number("decoder_attention: scale", scale)
+    return call("decoder_attention", q, k, v, cu_q, cu_k, scale=scale)
 
 
 def prepadded_attention(q, k, v, n_pad, *, scale=None):
     """EET's pre-padded causal attention: q f32 [B, Tq, H, Dh]; k, v f32 [B, Tk, Hkv, Dh]; n_pad int
     [B] (sequence b's first n_pad[b] columns are pads, never seen) -> f32 [B, Tq, H, Dh]; query i
     sees keys n_pad[b] <= j <= i + Tk - Tq, and a pad query's output is 0."""
+    q = c.typed("prepadded_attention: q", q, "f", ndim=4)
+    k = c.typed("prepadded_attention: k", k, "f", ndim=4)
+    v = c.typed("prepadded_attention: v", v, "f", ndim=4)
+    B, Tq, H, Dh = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    if k.shape[0] != B or k.shape[3] != Dh or v.shape != k.shape or Hkv == 0 or H % Hkv or Tq > Tk:
+        raise c.ShapeError(f"prepadded_attention: k {k.shape} and v {v.shape} must both be [B = {B}, Tk >= {Tq}, "
+                           f"Hkv, Dh = {Dh}] with Hkv dividing H = {H} (q {q.shape})")
+    n_pad = c.typed("prepadded_attention: n_pad", n_pad, "iu", ndim=1)
+    if n_pad.shape != (B,) or np.any(n_pad < 0) or np.any(n_pad > Tk):
+        raise c.ShapeError(f"prepadded_attention: n_pad must be [B = {B}] counts in [0, Tk = {Tk}], got "
+                           f"{n_pad.tolist() if n_pad.size <= 8 else n_pad.shape}")
+    if scale is not None:
+        c.number("prepadded_attention: scale", scale)
     return call("prepadded_attention", q, k, v, n_pad, scale=scale)

@@ -121,6 +121,24 @@ CASES = [
     ("qlinear, w_scale (5,)", ShapeError, ops.qlinear, (np.zeros((2, 8), np.uint8), qlayer(w_scale=np.ones(5, np.float32))), {}),
     ("qlinear_s32, K > K_MAX", ShapeError, ops.qlinear_s32,
      (np.zeros((1, 70000), np.uint8), qlayer(weight=np.ones((6, 70000), np.int8))), {}),
+    # the decoder's ops (docs/decoder.md) keep the same rule
+    ("rms_norm, weight (1,)", ShapeError, ops.rms_norm, (X, np.ones(1, np.float32), 1e-5), {}),
+    ("rms_norm, eps -1", ArgumentError, ops.rms_norm, (X, G, -1.0), {}),
+    ("rms_norm, int x", DTypeError, ops.rms_norm, (np.ones((4, 8), np.int32), G, 1e-5), {}),
+    ("rope, odd head width", ShapeError, ops.rope,
+     (np.ones((5, 2, 3), np.float32), np.ones((5, 1), np.float32), np.ones((5, 1), np.float32)), {}),
+    ("rope, cos of other rows", ShapeError, ops.rope,
+     (QKV, np.ones((4, 2), np.float32), np.ones((5, 2), np.float32)), {}),
+    ("silu_mul, up of another shape", ShapeError, ops.silu_mul, (X, X[:, :4]), {}),
+    ("gelu_tanh, list of str", (DTypeError, ArgumentError), ops.gelu_tanh, (["a"],), {}),
+    ("decoder_attention, cu_seqlens [0, 3, 2, 5]", ShapeError, ops.decoder_attention,
+     (QKV, QKV, QKV, np.array([0, 3, 2, 5], np.int32), np.array([0, 3, 2, 5], np.int32)), {}),
+    ("decoder_attention, 3 kv heads for 2 query heads", ShapeError, ops.decoder_attention,
+     (QKV, np.ones((5, 3, 4), np.float32), np.ones((5, 3, 4), np.float32), CU, CU), {}),
+    ("decoder_attention, more queries than keys", ShapeError, ops.decoder_attention,
+     (QKV, QKV[:4], QKV[:4], CU, np.array([0, 2, 4], np.int32)), {}),
+    ("prepadded_attention, n_pad beyond Tk", ShapeError, ops.prepadded_attention,
+     (QKV[None], QKV[None], QKV[None], np.array([6])), {}),
 ]
 
 
