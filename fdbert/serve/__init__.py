@@ -115,9 +115,8 @@ def main(args) -> int:
         # load before serving: a bad model or a limit it cannot meet fails here with one line
         models = load_models(specs)
         server = Server(config, models=models)
-        server._load()
-        if server.state != "ready":
-            return 1
+        server.announce = True
+        server._load(raise_errors=True)
     except (ValueError, fdbert.FdbertError) as e:
         print(f"fdbert serve: error: {e}", file=sys.stderr)
         return 2
@@ -126,5 +125,4 @@ def main(args) -> int:
           f"listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     uvicorn.run(server.app(), host=args.host, port=args.port, log_level="warning",
                 access_log=args.access_log, timeout_graceful_shutdown=None)
-    print("fdbert serve: stopped", file=sys.stderr, flush=True)
     return 0

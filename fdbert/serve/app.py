@@ -152,23 +152,25 @@ class ServedEncoder:
 class ServedDecoder:
     kind = "generation"
 
-    def __init__(self, name: str, lm, config: ServeConfig, metrics: Metrics, generator_factory=None):
-        self.name, self.lm = name, lm
+    def __init__(self, name: str, lm, config: ServeConfig, metrics: Metrics, api=None):
+        """``api``: where Generator and SamplingParams come from (default: fdbert; tests pass fakes)."""
+        if api is None:
+            import fdbert as api
+        self.name, self.lm, self.api, self.config = name, lm, api, config
         self.max_len = int(lm.max_seq_len)
-        if generator_factory is None:
-            import fdbert
-            generator_factory = lambda lm: fdbert.Generator(lm, max_batch_tokens=config.gen_max_batch_tokens)  # noqa: E731
-        self._factory = generator_factory
-        self.scheduler = GenerationScheduler(generator_factory(lm), max_queue=config.max_queue,
+        config.validate_model(name, 1)
+        self.scheduler = GenerationScheduler(self._generator(), max_queue=config.max_queue,
                                              metrics=metrics, name=name)
 
+    def _generator(self):
+        return self.api.Generator(self.lm, max_batch_tokens=self.config.gen_max_batch_tokens)
+
     def sampling_params(self, **kw):
-        import fdbert
-        return fdbert.SamplingParams(**kw)
+        return self.api.SamplingParams(**kw)
 
     def warm_up(self):
         """Two greedy tokens through a Generator of its own (the scheduler's stays untouched)."""
-        gen = self._factory(self.lm)
+        gen = self._generator()
         rid = gen.add(self.lm.tokenizer.encode("Hello"), self.sampling_params(max_new_tokens=2))
         for _ in range(16):
             if any(e.request_id == rid and e.finish_reason for e in gen.step()):
@@ -256,22 +258,25 @@ class Server:
         self.decoders: dict[str, ServedDecoder] = {}
         self.state = "loading"      # loading -> ready -> draining; or failed
         self.error = None
-        self.generator_factory = None
+        self.announce = False        # print a line at shutdown (the CLI)
+        self.decoder_api = None     # module-like: Generator, SamplingParams (None: fdbert)
 
     # ---- life cycle ------------------------------------------------------------------------------
-    def _load(self):
+    def _load(self, raise_errors=False):
         try:
             models = self.preloaded if self.preloaded is not None else self.loader()
             for name, m in models:
+                self.metrics.add_model(name)
                 if hasattr(m, "embed_packed"):
                     self.encoders[name] = ServedEncoder(name, m, self.config, self.metrics)
                 else:
-                    self.decoders[name] = ServedDecoder(name, m, self.config, self.metrics,
-                                                        self.generator_factory)
+                    self.decoders[name] = ServedDecoder(name, m, self.config, self.metrics, self.decoder_api)
             for served in (*self.encoders.values(), *self.decoders.values()):
                 served.warm_up()
             self.state = "ready"
         except Exception as e:  # noqa: BLE001 -- reported by /health and the log
+            if raise_errors:
+                raise
             self.state, self.error = "failed", f"{type(e).__name__}: {e}"
             import sys
             print(f"fdbert serve: error: {self.error}", file=sys.stderr, flush=True)
@@ -286,6 +291,9 @@ class Server:
         for served in (*self.encoders.values(), *self.decoders.values()):
             served.drain()
         await asyncio.to_thread(lambda: [s.stop() for s in (*self.encoders.values(), *self.decoders.values())])
+        if self.announce:
+            import sys
+            print("fdbert serve: stopped (in-flight work finished)", file=sys.stderr, flush=True)
 
     def app(self) -> Starlette:
         routes = [Route("/health", self.health), Route("/metrics", self.metrics_endpoint),
@@ -412,7 +420,7 @@ class Server:
         if isinstance(inp, str):
             texts = [inp]
         elif isinstance(inp, list) and inp:
-            if len(inp) > self.config.max_inputs:
+            if len(inp) > self.config.max_inputs and not all(_is_int(x) for x in inp):
                 raise HTTPError(413, f"'input' has {len(inp)} items, more than the limit of "
                                      f"{self.config.max_inputs} (--max-inputs)")
             if all(isinstance(x, str) for x in inp):

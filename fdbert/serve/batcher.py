@@ -216,11 +216,11 @@ class EmbeddingBatcher:
                     t.pending -= 1
                     done = t.pending == 0
                 if error is not None:
-                    t.loop.call_soon_threadsafe(_set_exception, t.future, error)
+                    post(t.loop, _set_exception, t.future, error)
                     continue
                 t.out[it.row] = emb[i]
                 if done:
-                    t.loop.call_soon_threadsafe(_set_result, t.future, t.out)
+                    post(t.loop, _set_result, t.future, t.out)
 
 
 def _set_result(fut, value):
@@ -231,3 +231,11 @@ def _set_result(fut, value):
 def _set_exception(fut, exc):
     if not fut.done():
         fut.set_exception(exc)
+
+
+def post(loop, fn, *args):
+    """Run fn(*args) on the event loop from a worker thread (nothing if the loop has closed)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        pass

@@ -29,3 +29,9 @@ class Metrics:
         self.live_generations = Gauge("fdbert_live_generations", "Generations in the running batch",
                                       ["model"], registry=r)
         self.in_flight = Gauge("fdbert_requests_in_flight", "HTTP requests being handled", registry=r)
+
+    def add_model(self, name: str):
+        """Create a served model's series at zero, so they are listed before its first request."""
+        for m in (self.queue_depth, self.queue_tokens, self.batch_size, self.batch_tokens, self.queue_seconds,
+                  self.compute_seconds, self.generated_tokens, self.live_generations):
+            m.labels(name)

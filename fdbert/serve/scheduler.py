@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .batcher import Draining, QueueFull
+from .batcher import Draining, QueueFull, post
 
 
 @dataclass
@@ -124,7 +124,7 @@ class GenerationScheduler:
                 except Exception as e:  # noqa: BLE001 -- a bad prompt fails its request, not the server
                     with self._cond:
                         self._finish(s)
-                    s.loop.call_soon_threadsafe(s.queue.put_nowait, e)
+                    post(s.loop, s.queue.put_nowait, e)
                     continue
                 with self._cond:
                     self._by_rid[s.rid] = s
@@ -139,7 +139,7 @@ class GenerationScheduler:
                     for s in live:
                         self._finish(s)
                 for s in live:
-                    s.loop.call_soon_threadsafe(s.queue.put_nowait, e)
+                    post(s.loop, s.queue.put_nowait, e)
                 continue
             dt = time.perf_counter() - t0
             produced = 0
@@ -156,7 +156,7 @@ class GenerationScheduler:
                 if ev.finish_reason is not None:
                     with self._cond:
                         self._finish(s)
-                s.loop.call_soon_threadsafe(s.queue.put_nowait, (ev.token_id, ev.text, ev.finish_reason))
+                post(s.loop, s.queue.put_nowait, (ev.token_id, ev.text, ev.finish_reason))
             if self.metrics:
                 m = self.metrics
                 m.compute_seconds.labels(self.name).observe(dt)
