@@ -276,6 +276,24 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(slow_server):
     assert httpx.post(url + "/v1/embeddings", json={"input": "still here"}, timeout=30).status_code == 200
 
 
+def test_max_queue_wait_refuses_what_could_not_start_in_time(polarity_sentences):
+    """--max-queue-wait-ms 1: once a batch has measured the speed, work queued behind work is refused."""
+    s = ServeProcess("--max-queue-wait-ms", "1", "--max-wait-ms", "50")
+    try:
+        assert httpx.post(s.url + "/v1/embeddings", json={"input": "measure"}, timeout=30).status_code == 200
+        texts = polarity_sentences[:32]
+        with cf.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: httpx.post(s.url + "/v1/embeddings", json={"input": texts},
+                                                         timeout=30), range(8)))
+        codes = sorted(a.status_code for a in answers)
+        assert 200 in codes and 429 in codes, codes
+        assert set(codes) == {200, 429}
+        refused = next(a for a in answers if a.status_code == 429)
+        assert "estimated" in refused.json()["error"]["message"] and "Retry-After" in refused.headers
+    finally:
+        s.stop()
+
+
 # ---- start-up and shutdown ------------------------------------------------------------------------------
 def _serve(*args):
     env = {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
@@ -291,6 +309,7 @@ def _serve(*args):
     (["--max-wait-ms", "-1"], "--max-wait-ms must be a finite number >= 0"),
     (["--max-queue-tokens", "1000"], "--max-queue-tokens 1000 is smaller than --max-batch-tokens 4096"),
     (["/nonexistent/model"], "does not exist"),
+    (["--max-queue-wait-ms", "0"], "--max-queue-wait-ms must be a finite number > 0"),
 ])
 def test_limits_are_validated_at_start_up(args, words):
     r = _serve(*args)

@@ -31,6 +31,9 @@ def add_arguments(p):
     p.add_argument("--max-queue", type=int, default=256, help="queued requests per model before 429 (default 256)")
     p.add_argument("--max-queue-tokens", type=int, default=65536,
                    help="queued tokens per encoder before 429 (default 65536)")
+    p.add_argument("--max-queue-wait-ms", type=float, default=None,
+                   help="also refuse (429) when the queued work would take longer than this to run, "
+                        "estimated from recent batches (default: off)")
     p.add_argument("--max-inputs", type=int, default=2048, help="inputs per embeddings request (default 2048)")
     p.add_argument("--max-body-bytes", type=int, default=8 << 20, help="request body limit (default 8 MiB)")
     p.add_argument("--request-timeout", type=float, default=30.0,
@@ -97,7 +100,8 @@ def main(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = ServeConfig(max_batch_tokens=args.max_batch_tokens, max_batch_size=args.max_batch_size,
                          max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                         max_queue_tokens=args.max_queue_tokens, max_inputs=args.max_inputs,
+                         max_queue_tokens=args.max_queue_tokens, max_queue_wait_ms=args.max_queue_wait_ms,
+                         max_inputs=args.max_inputs,
                          max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout,
                          gen_max_batch_tokens=args.gen_max_batch_tokens)
     try:

@@ -43,6 +43,7 @@ class ServeConfig:
     max_wait_ms: float = 5.0          # how long the first queued sequence waits for company
     max_queue: int = 256              # requests queued (per model)
     max_queue_tokens: int = 65536     # tokens queued (per encoder)
+    max_queue_wait_ms: float | None = None  # refuse when the queued work would take longer (estimated)
     max_inputs: int = 2048            # inputs per embeddings request
     max_body_bytes: int = 8 << 20     # request body size
     request_timeout: float = 30.0     # default deadline, s (a request may set its own)
@@ -59,6 +60,9 @@ class ServeConfig:
                 raise ValueError(f"{flag} must be >= {low}, got {value}")
         if not (self.max_wait_ms >= 0 and math.isfinite(self.max_wait_ms)):
             raise ValueError(f"--max-wait-ms must be a finite number >= 0, got {self.max_wait_ms}")
+        if self.max_queue_wait_ms is not None and not (self.max_queue_wait_ms > 0 and
+                                                       math.isfinite(self.max_queue_wait_ms)):
+            raise ValueError(f"--max-queue-wait-ms must be a finite number > 0, got {self.max_queue_wait_ms}")
         if not (self.request_timeout > 0 and math.isfinite(self.request_timeout)):
             raise ValueError(f"--request-timeout must be a finite number > 0, got {self.request_timeout}")
         if self.max_queue_tokens < self.max_batch_tokens:
@@ -107,7 +111,7 @@ class ServedEncoder:
                                         max_batch_tokens=config.max_batch_tokens,
                                         max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
                                         max_queue=config.max_queue, max_queue_tokens=config.max_queue_tokens,
-                                        metrics=metrics, name=name)
+                                        max_queue_wait_ms=config.max_queue_wait_ms, metrics=metrics, name=name)
 
     def tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
         """Token ids of each text; 413 for a text over max_len unless ``truncate``."""

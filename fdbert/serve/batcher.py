@@ -67,11 +67,13 @@ class EmbeddingBatcher:
     """Owns one worker thread that runs ``embed(batch: PackedBatch) -> f32 [B, D]`` on packed batches."""
 
     def __init__(self, embed, d_model: int, *, max_batch_tokens: int, max_batch_size: int | None,
-                 max_wait_ms: float, max_queue: int, max_queue_tokens: int, metrics=None, name=""):
+                 max_wait_ms: float, max_queue: int, max_queue_tokens: int, max_queue_wait_ms=None,
+                 metrics=None, name=""):
         self.embed, self.d_model = embed, d_model
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue, self.max_queue_tokens = max_queue, max_queue_tokens
+        self.max_queue_wait = None if max_queue_wait_ms is None else max_queue_wait_ms / 1000.0
         self.metrics, self.name = metrics, name
         self._items: deque[_Item] = deque()
         self._queued_requests = 0
@@ -81,7 +83,7 @@ class EmbeddingBatcher:
         self._stopping = False
         self._draining = False
         self._busy = False
-        self._tokens_per_s = 5000.0  # running estimate, for Retry-After
+        self._tokens_per_s = None    # running estimate (after the first batch): wait and Retry-After
         self._thread = threading.Thread(target=self._run, name=f"fdbert-batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -99,6 +101,11 @@ class EmbeddingBatcher:
             if self._queued_tokens + n_tokens > self.max_queue_tokens:
                 raise QueueFull(f"the queue is full ({self._queued_tokens} tokens queued + {n_tokens} "
                                 f"> --max-queue-tokens {self.max_queue_tokens})", self._retry_after())
+            if self.max_queue_wait is not None and self._tokens_per_s and self._queued_tokens:
+                wait = (self._queued_tokens + n_tokens) / self._tokens_per_s
+                if wait > self.max_queue_wait:
+                    raise QueueFull(f"the queue is full (an estimated {1000 * wait:.0f} ms of work queued > "
+                                    f"--max-queue-wait-ms {1000 * self.max_queue_wait:g})", self._retry_after())
             t = Ticket(next(self._ids), sequences, n_tokens, time.monotonic(), loop.create_future(), loop,
                        queued=len(sequences), pending=len(sequences))
             t.out = np.empty((len(sequences), self.d_model), dtype=np.float32)
@@ -146,7 +153,7 @@ class EmbeddingBatcher:
 
     def _retry_after(self) -> int:
         """Seconds until the queue has likely drained, at least 1 (Retry-After takes whole seconds)."""
-        return max(1, int(np.ceil(self._queued_tokens / max(self._tokens_per_s, 1.0))))
+        return max(1, int(np.ceil(self._queued_tokens / max(self._tokens_per_s or 5000.0, 1.0))))
 
     def _gauges(self):
         if self.metrics:
@@ -202,7 +209,8 @@ class EmbeddingBatcher:
                 emb, error = None, e
             dt = time.perf_counter() - t0
             if dt > 0 and error is None:
-                self._tokens_per_s = 0.8 * self._tokens_per_s + 0.2 * packed.n_tokens / dt
+                rate = packed.n_tokens / dt
+                self._tokens_per_s = rate if self._tokens_per_s is None else 0.8 * self._tokens_per_s + 0.2 * rate
             if self.metrics:
                 m = self.metrics
                 m.batch_size.labels(self.name).observe(len(batch))
