@@ -15,6 +15,7 @@ Every 200 answer is checked against an offline ``model.encode`` of the same text
 Offline ``model.encode`` throughput on the same texts (batch 32) is measured for the 80% target.
 
 Usage: python benchmarks/load_test.py [--rounds 3] [--seconds 5] [--clients 32] [--png docs/load-test.png]
+       [--server-args "--max-queue-wait-ms 150"]
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ def main():
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--texts", type=int, default=1000)
+    ap.add_argument("--server-args", default="--max-queue-wait-ms 150",
+                    help="extra flags for both servers (default: %(default)s)")
     ap.add_argument("--png", default=None, help="write a throughput / p99 latency plot here")
     args = ap.parse_args()
 
@@ -185,6 +188,7 @@ def main():
         offline.append(len(texts) / (time.perf_counter() - t0))
     print(f"# fdbert {fdbert.__version__}, backend {fdbert.get_backend()}, {args.threads} threads, "
           f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
+    print(f"# server flags: {args.server_args}; load average before: {os.getloadavg()[0]:.2f}")
     print(f"# {len(texts)} texts, tokens per text min {lengths.min()} median {int(np.median(lengths))} "
           f"max {lengths.max()}")
     print(f"offline model.encode (batch 32): {statistics.median(offline):.0f} texts/s "
@@ -195,7 +199,7 @@ def main():
     sat_dynamic = None
     for rnd in range(args.rounds):
         for name, extra in SERVERS.items():
-            server = Server(extra, args.threads)
+            server = Server([*args.server_args.split(), *extra], args.threads)
             try:
                 asyncio.run(closed_loop(server.url, texts, args.clients, 1.0, checker))  # warm-up
                 b0 = batch_stats(_get(server.url + "/metrics"))

@@ -262,3 +262,56 @@ def test_not_ready_until_loaded():
         release.set()
         us.should_exit = True
         t.join(10)
+
+
+def test_return_token_ids(gen_server):
+    ts, gen = gen_server
+    r = httpx.post(ts.url + "/v1/completions", json={"prompt": "abc", "max_tokens": 3, "return_token_ids": True},
+                   timeout=30)
+    assert r.json()["choices"][0]["token_ids"] == [ord(c) for c in fake_continuation([0] * 3, 3)]
+
+
+# ---- the real decoder, once fdbert has one -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(tmp_path_factory):
+    import fdbert
+    if not hasattr(fdbert, "Generator"):
+        pytest.skip("fdbert has no decoder yet (fdbert.Generator)")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=64, n_positions=64)
+    d = tmp_path_factory.mktemp("tiny-gpt2")
+    transformers.GPT2LMHeadModel(cfg).eval().save_pretrained(d)
+    return d
+
+
+def test_real_decoder_greedy_matches_the_generator_alone(tiny_gpt2_dir):
+    """Concurrent greedy requests through the server get the tokens a lone Generator gives each prompt."""
+    import fdbert
+    from fdbert.serve.app import Server, ServeConfig
+    lm = fdbert.from_pretrained(tiny_gpt2_dir)
+    prompts = [[1, 2, 3], [5] * 9, [7, 8], [10, 11, 12, 13, 14]]
+    want = []
+    for p in prompts:
+        g = fdbert.Generator(lm)
+        rid = g.add(p, fdbert.SamplingParams(max_new_tokens=8))
+        ids = []
+        while g.live or getattr(g, "waiting", 0):
+            ids += [e.token_id for e in g.step() if e.request_id == rid and e.token_id is not None]
+        want.append(ids)
+    server = Server(ServeConfig(max_batch_tokens=64), models=[("tiny", lm)])
+    ts = ThreadServer(server.app())
+    try:
+        def call(p):
+            return httpx.post(ts.url + "/v1/completions", timeout=60, json={
+                "prompt": p, "max_tokens": 8, "temperature": 0, "return_token_ids": True}).json()
+        with cf.ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(call, prompts))
+        assert [g["choices"][0]["token_ids"] for g in got] == want
+        with httpx.stream("POST", ts.url + "/v1/completions", timeout=60,
+                          json={"prompt": prompts[0], "max_tokens": 8, "temperature": 0, "stream": True}) as s:
+            events = sse_events(s)
+        assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    finally:
+        ts.stop()

@@ -175,7 +175,8 @@ class ServedDecoder:
     def warm_up(self):
         """Two greedy tokens through a Generator of its own (the scheduler's stays untouched)."""
         gen = self._generator()
-        rid = gen.add(self.lm.tokenizer.encode("Hello"), self.sampling_params(max_new_tokens=2))
+        tok = self.lm.tokenizer
+        rid = gen.add(tok.encode("Hello") if tok is not None else [0], self.sampling_params(max_new_tokens=2))
         for _ in range(16):
             if any(e.request_id == rid and e.finish_reason for e in gen.step()):
                 break
@@ -458,6 +459,9 @@ class Server:
 
     def _prompts(self, served: ServedDecoder, data: dict, chat: bool) -> list[list[int]]:
         tok = served.lm.tokenizer
+        if tok is None and (chat or isinstance(data.get("prompt"), str) or (
+                isinstance(data.get("prompt"), list) and any(isinstance(x, str) for x in data["prompt"]))):
+            raise HTTPError(422, f"model {served.name} has no tokenizer: send the prompt as token ids")
         if chat:
             msgs = data.get("messages")
             if not isinstance(msgs, list) or not msgs:
@@ -509,6 +513,7 @@ class Server:
         else:
             raise HTTPError(422, f"'stop' must be a string or a list of up to 4 non-empty strings, got "
                                  f"{json.dumps(stop)[:80]}")
+        return_ids = _field(data, "return_token_ids", bool, False, what="true or false")
         include_usage = bool(isinstance(data.get("stream_options"), dict)
                              and data["stream_options"].get("include_usage"))
         prompts = self._prompts(served, data, chat)
@@ -556,11 +561,13 @@ class Server:
                 for s in streams:
                     served.scheduler.cancel(s)
         choices, n_out = [], 0
-        for i, (text, reason, n) in enumerate(results):
-            n_out += n
+        for i, (text, reason, ids) in enumerate(results):
+            n_out += len(ids)
             choices.append({"index": i, "message": {"role": "assistant", "content": text},
                             "finish_reason": reason} if chat else
                            {"index": i, "text": text, "logprobs": None, "finish_reason": reason})
+            if return_ids:
+                choices[-1]["token_ids"] = ids
         return JSONResponse({**head, "choices": choices,
                              "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out,
                                        "total_tokens": n_prompt + n_out}})
@@ -596,17 +603,20 @@ class Server:
                 f.cancel()
 
     async def _collect(self, s, first):
-        text, reason, ev = [], None, first
+        """(text, finish_reason, generated token ids) of one stream."""
+        text, ids, reason, ev = [], [], None, first
         while True:
             if isinstance(ev, BaseException):
                 raise ev
             token_id, piece, reason = ev
             if piece:
                 text.append(piece)
+            if token_id is not None:
+                ids.append(int(token_id))
             if reason is not None:
                 break
             ev = await s.queue.get()
-        return "".join(text), reason, s.n_tokens
+        return "".join(text), reason, ids
 
     async def _sse(self, served, streams, first, head, chat, n_prompt, include_usage):
         """data: {chunk} per event, then data: [DONE]; the client leaving cancels every stream."""
