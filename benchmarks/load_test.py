@@ -3,13 +3,16 @@
 This process is the client; each server is ``fdbert serve`` in a subprocess (one at a time, on the
 same cores), serving the real all-MiniLM-L6-v2:
   dynamic - the defaults: packed batches under --max-batch-tokens, --max-wait-ms 5;
-  batch-1 - the same server with batching off: --max-batch-size 1 --max-wait-ms 0.
+  batch-1 - the same server with batching off: --max-batch-size 1 --max-wait-ms 0;
+  st-by-hand - sentence-transformers behind a Starlette route, one encode per request
+             (benchmarks/st_server.py: the server a user would write by hand).
 Texts: real movie-review sentences (../shared/data/polarity_sentences.tsv), one text per request,
 1 to 4 sentences joined so lengths are mixed (5-150 tokens). Per server and round:
   1. saturation: --clients closed-loop clients for --seconds: the throughput ceiling;
-  2. open loop: Poisson arrivals at fractions of the dynamic server's saturation rate (the same
-     absolute rates for both servers), --seconds each: throughput, p50/p90/p99 latency, 429s, batch
-     sizes (from the server's /metrics).
+  2. open loop, on a fresh server started with --server-args (default: an admission bound
+     --max-queue-wait-ms 150): Poisson arrivals at fractions of the dynamic server's saturation rate
+     (the same absolute rates for every server), --seconds each: throughput, p50/p90/p99 latency of
+     the accepted requests, 429s and how fast they came, batch sizes (from the server's /metrics).
 Every 200 answer is checked against an offline ``model.encode`` of the same text in this process
 (bit for bit on the native backend); a lost request (no answer, 5xx) or a mismatch is counted.
 Offline ``model.encode`` throughput on the same texts (batch 32) is measured for the 80% target.
@@ -37,7 +40,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 RATE_FRACTIONS = (0.25, 0.5, 0.75, 0.9, 2.0)
-SERVERS = {"dynamic": [], "batch-1": ["--max-batch-size", "1", "--max-wait-ms", "0"]}
+SERVERS = {"dynamic": [], "batch-1": ["--max-batch-size", "1", "--max-wait-ms", "0"],
+           "st-by-hand": None}  # benchmarks/st_server.py
 
 
 def texts_of_mixed_lengths(n: int, seed: int = 0) -> list[str]:
@@ -54,12 +58,18 @@ def free_port() -> int:
 
 
 class Server:
+    """``fdbert serve`` with ``extra`` flags, or (extra None) the sentence-transformers server by hand."""
+
     def __init__(self, extra, threads):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "fdbert.cli", "serve", "--port", str(self.port),
-                                      "--threads", str(threads), "--max-queue", "512", *extra],
-                                     env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.PIPE, text=True)
+        if extra is None:
+            cmd = [sys.executable, str(REPO / "benchmarks" / "st_server.py"), "--threads", str(threads)]
+        else:
+            cmd = [sys.executable, "-m", "fdbert.cli", "serve", "--threads", str(threads), "--max-queue", "512",
+                   *extra]
+        self.proc = subprocess.Popen([*cmd, "--port", str(self.port)], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                                     stderr=subprocess.PIPE, text=True)
         import httpx
         t_end = time.monotonic() + 120
         while time.monotonic() < t_end:
@@ -169,7 +179,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--texts", type=int, default=1000)
     ap.add_argument("--server-args", default="--max-queue-wait-ms 150",
-                    help="extra flags for both servers (default: %(default)s)")
+                    help="extra flags for the fdbert servers of the open-loop phases (default: %(default)s)")
+    ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers server")
     ap.add_argument("--png", default=None, help="write a throughput / p99 latency plot here")
     args = ap.parse_args()
 
@@ -199,19 +210,27 @@ def main():
     sat_dynamic = None
     for rnd in range(args.rounds):
         for name, extra in SERVERS.items():
-            server = Server([*args.server_args.split(), *extra], args.threads)
+            if extra is None and args.no_st:
+                continue
+            # saturation: the server as configured, without an admission bound on queue wait
+            server = Server(extra, args.threads)
             try:
                 asyncio.run(closed_loop(server.url, texts, args.clients, 1.0, checker))  # warm-up
                 b0 = batch_stats(_get(server.url + "/metrics"))
                 out, wall = asyncio.run(closed_loop(server.url, texts, args.clients, args.seconds, checker))
                 b1 = batch_stats(_get(server.url + "/metrics"))
-                s = summarize(out, wall)
-                rows.append((name, rnd, "saturation", float("nan"), s, _mean_batch(b0, b1)))
-                print(f"round {rnd} {name:8s} saturation ({args.clients} clients): {s['throughput']:.0f} req/s, "
-                      f"p50 {s['p50']:.0f} ms, p99 {s['p99']:.0f} ms, batch {_mean_batch(b0, b1):.1f}", flush=True)
-                if name == "dynamic":
-                    sat = s["throughput"]
-                    sat_dynamic = sat if sat_dynamic is None else sat_dynamic
+            finally:
+                server.stop()
+            s = summarize(out, wall)
+            rows.append((name, rnd, "saturation", float("nan"), s, _mean_batch(b0, b1)))
+            print(f"round {rnd} {name:10s} saturation ({args.clients} clients): {s['throughput']:.0f} req/s, "
+                  f"p50 {s['p50']:.0f} ms, p99 {s['p99']:.0f} ms, batch {_mean_batch(b0, b1):.1f}", flush=True)
+            if name == "dynamic" and sat_dynamic is None:
+                sat_dynamic = s["throughput"]
+            # open loop at rising rates: fdbert with --server-args (the admission bound)
+            server = Server(None if extra is None else [*args.server_args.split(), *extra], args.threads)
+            try:
+                asyncio.run(closed_loop(server.url, texts, 4, 1.0, checker))  # warm-up, measures the speed
                 for frac in RATE_FRACTIONS:
                     rate = frac * sat_dynamic
                     b0 = batch_stats(_get(server.url + "/metrics"))
@@ -219,7 +238,7 @@ def main():
                     b1 = batch_stats(_get(server.url + "/metrics"))
                     s = summarize(out, wall)
                     rows.append((name, rnd, f"{frac:g}x", rate, s, _mean_batch(b0, b1)))
-                    print(f"round {rnd} {name:8s} {rate:6.0f} req/s offered: {s['throughput']:.0f} ok/s, "
+                    print(f"round {rnd} {name:10s} {rate:6.0f} req/s offered: {s['throughput']:.0f} ok/s, "
                           f"p50 {s['p50']:.0f} p90 {s['p90']:.0f} p99 {s['p99']:.0f} ms, 429 {s['refused']}, "
                           f"lost {s['lost']}, batch {_mean_batch(b0, b1):.1f}", flush=True)
             finally:
@@ -238,7 +257,7 @@ def _get(url):
 
 
 def _mean_batch(b0, b1):
-    return (b1[0] - b0[0]) / max(b1[1] - b0[1], 1)
+    return (b1[0] - b0[0]) / (b1[1] - b0[1]) if b1[1] > b0[1] else float("nan")  # nan: no /metrics
 
 
 def table(rows, offline) -> str:
@@ -265,10 +284,13 @@ def table(rows, offline) -> str:
                    f"{sum(x['refused'] for x in s)} | {cell([x['refused_p99_ms'] for x in s], '{:.1f}')} | "
                    f"{cell([r[5] for r in rs], '{:.1f}')} | {sum(x['lost'] for x in s)} |")
     sat = {n: statistics.median([r[4]["throughput"] for r in rows if r[0] == n and r[2] == "saturation"])
-           for n in SERVERS}
-    out.append(f"\nsaturation throughput: dynamic {sat['dynamic']:.0f} req/s = {sat['dynamic'] / offline:.0%} of "
-               f"offline encode ({offline:.0f} texts/s); {sat['dynamic'] / sat['batch-1']:.1f}x batch-1 "
-               f"({sat['batch-1']:.0f} req/s)")
+           for n in SERVERS if any(r[0] == n for r in rows)}
+    line = (f"\nsaturation throughput: dynamic {sat['dynamic']:.0f} req/s = {sat['dynamic'] / offline:.0%} of "
+            f"offline encode ({offline:.0f} texts/s); {sat['dynamic'] / sat['batch-1']:.1f}x batch-1 "
+            f"({sat['batch-1']:.0f} req/s)")
+    if "st-by-hand" in sat:
+        line += f"; {sat['dynamic'] / sat['st-by-hand']:.1f}x sentence-transformers by hand ({sat['st-by-hand']:.0f} req/s)"
+    out.append(line)
     return "\n".join(out)
 
 
@@ -277,11 +299,13 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, style in (("dynamic", "o-"), ("batch-1", "s--")):
+    for name, style in (("dynamic", "o-"), ("batch-1", "s--"), ("st-by-hand", "^:")):
         pts = {}
         for r in rows:
             if r[0] == name and r[2] != "saturation":
                 pts.setdefault(r[2], []).append((r[4]["throughput"], r[4]["p99"]))
+        if not pts:
+            continue
         xs = [statistics.median(p[0] for p in v) for v in pts.values()]
         ys = [statistics.median(p[1] for p in v) for v in pts.values()]
         order = np.argsort(xs)
