@@ -387,6 +387,7 @@ class Server:
         if "input" not in data:
             raise HTTPError(422, "'input' is missing: send a string, a list of strings, a list of token ids "
                                  "or a list of lists of token ids")
+        served.batcher.check_room()  # a full queue refuses before any tokenizing
         sequences = await self._embedding_inputs(served, data["input"], truncate)
         if self.config.max_queue_tokens < sum(len(s) for s in sequences):
             raise HTTPError(413, f"the request has {sum(len(s) for s in sequences)} tokens, more than the "

@@ -88,6 +88,14 @@ class EmbeddingBatcher:
         self._thread.start()
 
     # ---- the event loop's side -------------------------------------------------------------------
+    def check_room(self) -> None:
+        """Raise QueueFull / Draining now if no request could be admitted (before tokenizing it)."""
+        if self._draining:
+            raise Draining("the server is shutting down")
+        if self._queued_requests >= self.max_queue:
+            raise QueueFull(f"the queue is full ({self._queued_requests} requests queued, "
+                            f"--max-queue {self.max_queue})", self._retry_after())
+
     def submit(self, sequences: list) -> Ticket:
         """Admit a request (all its sequences) or raise :class:`QueueFull` / :class:`Draining` at once."""
         n_tokens = sum(len(s) for s in sequences)
