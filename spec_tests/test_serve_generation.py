@@ -103,12 +103,12 @@ def test_stop_sequence_and_several_prompts(gen_server):
 
 def test_continuous_batching_joins_at_the_next_step_and_leaves_at_once(gen_server):
     ts, gen = gen_server
-    FakeGenerator.step_s = 0.01
+    FakeGenerator.step_s = 0.015  # 100 tokens: 1.5 s
     long_first = threading.Event()
 
     def long_stream():
         with httpx.stream("POST", ts.url + "/v1/completions", timeout=30,
-                          json={"prompt": "long", "max_tokens": 60, "stream": True}) as s:
+                          json={"prompt": "long", "max_tokens": 100, "stream": True}) as s:
             n = 0
             for line in s.iter_lines():
                 if line.startswith("data: {"):
@@ -122,7 +122,7 @@ def test_continuous_batching_joins_at_the_next_step_and_leaves_at_once(gen_serve
         assert long_first.wait(10)
         r = httpx.post(ts.url + "/v1/completions", json={"prompt": "short", "max_tokens": 4}, timeout=30)
         assert r.json()["choices"][0]["text"] == fake_continuation(list(b"short"), 4)
-        assert f.result() == 60
+        assert f.result() == 100
     steps = gen.log
     long_id, short_id = 0, 1
     with_short = [i for i, s in enumerate(steps) if short_id in s]
@@ -164,28 +164,32 @@ def test_a_client_that_disconnects_stops_its_generation(gen_server):
 
 def test_a_deadline_fires_while_queued_and_the_generation_never_starts(gen_server):
     ts, gen = gen_server
-    FakeGenerator.step_s, FakeGenerator.capacity = 0.01, 1  # one at a time: the second one queues
+    FakeGenerator.step_s, FakeGenerator.capacity = 0.015, 1  # one at a time: the second one queues
     with cf.ThreadPoolExecutor(1) as pool:
-        first = pool.submit(httpx.post, ts.url + "/v1/completions", json={"prompt": "a", "max_tokens": 80},
+        first = pool.submit(httpx.post, ts.url + "/v1/completions", json={"prompt": "a", "max_tokens": 100},
                             timeout=30)
+        t_end = time.monotonic() + 10
         while not gen.log:
+            assert time.monotonic() < t_end
             time.sleep(0.005)
         t0 = time.perf_counter()
         r = httpx.post(ts.url + "/v1/completions", json={"prompt": "b", "max_tokens": 5, "timeout": 0.2},
                        timeout=30)
         assert r.status_code == 504, r.text
-        assert time.perf_counter() - t0 < 0.7  # the first one needs 0.8 s
+        assert time.perf_counter() - t0 < 1.2  # the first one needs 1.5 s
         assert first.result().status_code == 200
     assert 1 in gen.cancelled and not any(1 in s for s in gen.log)
 
 
 def test_a_full_generation_queue_answers_429(gen_server):
     ts, gen = gen_server
-    FakeGenerator.step_s = 0.01
+    FakeGenerator.step_s = 0.02  # 100 tokens: 2 s
     with cf.ThreadPoolExecutor(8) as pool:
-        busy = [pool.submit(httpx.post, ts.url + "/v1/completions", json={"prompt": "x", "max_tokens": 40},
+        busy = [pool.submit(httpx.post, ts.url + "/v1/completions", json={"prompt": "x", "max_tokens": 100},
                             timeout=30) for _ in range(8)]
+        t_end = time.monotonic() + 10
         while gen.live < 8:
+            assert time.monotonic() < t_end
             time.sleep(0.005)
         r = httpx.post(ts.url + "/v1/completions", json={"prompt": "y", "max_tokens": 2}, timeout=30)
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
