@@ -411,15 +411,10 @@ class Server:
             gone.cancel()
             waiter.cancel()
         emb = ticket.future.result()
-        n_tokens = ticket.n_tokens
-        if fmt == "base64":
-            items = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in emb]
-        else:
-            items = emb.tolist()
-        body = {"object": "list", "model": served.name,
-                "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
-                "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
-        return JSONResponse(body)
+        if len(emb) > 32:  # a long answer is rendered off the event loop
+            return Response(await asyncio.to_thread(_embeddings_json, emb, fmt, served.name, ticket.n_tokens),
+                            media_type="application/json")
+        return Response(_embeddings_json(emb, fmt, served.name, ticket.n_tokens), media_type="application/json")
 
     async def _embedding_inputs(self, served: ServedEncoder, inp, truncate: bool) -> list[list[int]]:
         what = "a string, a list of strings, a list of token ids or a list of lists of token ids"
@@ -665,6 +660,18 @@ class Server:
         finally:  # normal end, or the client went (the generator is closed): stop what still runs
             for s in streams:
                 served.scheduler.cancel(s)
+
+
+def _embeddings_json(emb, fmt: str, model: str, n_tokens: int) -> bytes:
+    """The /v1/embeddings answer for f32 [N, D] embeddings (float lists or base64 little-endian f32)."""
+    if fmt == "base64":
+        items = [base64.b64encode(row.astype("<f4").tobytes()).decode() for row in emb]
+    else:
+        items = emb.tolist()
+    body = {"object": "list", "model": model,
+            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(items)],
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _sse(obj) -> str:
