@@ -206,12 +206,13 @@ def main():
           f"(rounds: {', '.join(f'{x:.0f}' for x in offline)})")
 
     rows = []   # (server, round, phase, rate, summary, mean batch)
-    checker = Checker(texts, want)
+    checkers = {name: Checker(texts, want) for name in SERVERS}
     sat_dynamic = None
     for rnd in range(args.rounds):
         for name, extra in SERVERS.items():
             if extra is None and args.no_st:
                 continue
+            checker = checkers[name]
             # saturation: the server as configured, without an admission bound on queue wait
             server = Server(extra, args.threads)
             try:
@@ -243,8 +244,10 @@ def main():
                           f"lost {s['lost']}, batch {_mean_batch(b0, b1):.1f}", flush=True)
             finally:
                 server.stop()
-    print(f"\nresponses checked against offline encode: {checker.exact} bit-identical, {checker.close} within "
-          f"float32 noise, {checker.bad} mismatched; lost: {sum(r[4]['lost'] for r in rows)}")
+    print("\nresponses checked against offline encode:")
+    for name, c in checkers.items():
+        print(f"  {name}: {c.exact} bit-identical, {c.close} within float32 noise, {c.bad} mismatched; "
+              f"lost: {sum(r[4]['lost'] for r in rows if r[0] == name)}")
     print(table(rows, statistics.median(offline)))
     if args.png:
         plot(rows, args.png)
