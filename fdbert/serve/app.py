@@ -375,6 +375,7 @@ class Server:
         return await self._handle("embeddings", request, self._embeddings)
 
     async def _embeddings(self, request: Request):
+        arrived = time.monotonic()
         data = await _read_json(request, self.config.max_body_bytes)
         served = self._model(data, self.encoders, "embeddings")
         timeout = _deadline(request, data, self.config.request_timeout)
@@ -396,7 +397,8 @@ class Server:
         waiter = asyncio.ensure_future(asyncio.shield(ticket.future))
         gone = asyncio.ensure_future(_wait_disconnect(request))
         try:
-            done, _ = await asyncio.wait({waiter, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            left = max(timeout - (time.monotonic() - arrived), 0.0)  # the deadline counts from arrival
+            done, _ = await asyncio.wait({waiter, gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             if waiter not in done:
                 if ticket.future.done():     # finished in the same instant
                     pass
@@ -487,6 +489,7 @@ class Server:
                              f"of lists of token ids, got {json.dumps(p)[:80]}")
 
     async def _generate(self, request: Request, chat: bool):
+        arrived = time.monotonic()
         data = await _read_json(request, self.config.max_body_bytes)
         served = self._model(data, self.decoders, "generation")
         timeout = _deadline(request, data, self.config.request_timeout)
@@ -534,7 +537,7 @@ class Server:
                 "created": int(time.time()), "model": served.name}
         n_prompt = sum(len(p) for p in prompts)
         try:
-            first = await self._first_events(request, served, streams, timeout)
+            first = await self._first_events(request, served, streams, timeout, arrived)
         except BaseException:
             for s in streams:
                 served.scheduler.cancel(s)
@@ -568,13 +571,13 @@ class Server:
                              "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out,
                                        "total_tokens": n_prompt + n_out}})
 
-    async def _first_events(self, request, served, streams, timeout):
+    async def _first_events(self, request, served, streams, timeout, arrived):
         """The first event of every stream; 504 if one has produced nothing by the deadline (still queued),
         ClientDisconnect if the client goes first."""
         gone = asyncio.ensure_future(_wait_disconnect(request))
         firsts = [asyncio.ensure_future(s.queue.get()) for s in streams]
         try:
-            deadline = time.monotonic() + timeout
+            deadline = arrived + timeout
             while True:
                 if gone.done():
                     raise ClientDisconnect()
