@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, help_ in (("compress", "fdbert.compress.cli", "prune + quantize a model"),
                                 ("distill", "fdbert.compress.distill_cli",
                                  "gradual block pruning + distillation + QAT (needs torch)"),
-                                ("bench", "fdbert.bench", "race fdbert against other engines")):
+                                ("bench", "fdbert.bench", "race fdbert against other engines"),
+                                ("serve", "fdbert.serve", "OpenAI-style HTTP server with dynamic batching")):
         try:
             mod = __import__(module, fromlist=["add_arguments"])
         except ImportError:
