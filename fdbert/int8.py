@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ShapeError, expect_dtype
+from .errors import ArgumentError, ShapeError, expect_dtype
 
 # ---- integer bounds (the table in docs/int8.md) ------------------------------------------------
 U8_MIN, U8_MAX = 0, 255            # activation codes
@@ -51,7 +51,7 @@ def activation_qparams(lo, hi):  # (float, float) -> (f32 scale, int zero_point)
     """
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"calibration range must be finite, got [{lo}, {hi}]")
+        raise ArgumentError(f"calibration range must be finite, got [{lo}, {hi}]")
     scale = np.float32((hi - lo) / U8_MAX)
     if scale < F32_TINY:  # all-zero (or subnormally narrow) range: nothing to resolve
         return np.float32(1.0), 0
@@ -80,12 +80,19 @@ def dequantize_u8(q, scale, zero_point):  # u8 [...] -> f32 [...]
 
 
 def check_qparams(where, scale, zero_point):
-    """Raise ValueError unless scale is a finite float32 > 0 and zero_point an integer in [0, 255]."""
-    s = np.float32(scale)
-    if not (np.isfinite(s) and s > 0):
-        raise ValueError(f"{where}: scale must be a finite float32 > 0, got {scale!r}")
-    if int(zero_point) != zero_point or not U8_MIN <= int(zero_point) <= U8_MAX:
-        raise ValueError(f"{where}: zero_point must be an integer in [0, 255], got {zero_point!r}")
+    """Raise ArgumentError (a ValueError) unless scale is a finite float32 > 0 and zero_point an integer in [0, 255]."""
+    try:
+        s = np.float32(scale)
+    except (TypeError, ValueError):
+        s = np.float32(np.nan)
+    if isinstance(scale, bool) or np.size(scale) != 1 or not (np.isfinite(s) and s > 0):
+        raise ArgumentError(f"{where}: scale must be a finite float32 > 0, got {scale!r}")
+    try:
+        ok = int(zero_point) == zero_point and U8_MIN <= int(zero_point) <= U8_MAX
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if isinstance(zero_point, bool) or np.size(zero_point) != 1 or not ok:
+        raise ArgumentError(f"{where}: zero_point must be an integer in [0, 255], got {zero_point!r}")
 
 
 # ---- weights: symmetric per-output-channel s8 --------------------------------------------------
@@ -115,10 +122,10 @@ def dequantize_weight_s8(wq, scales):  # s8 [N, K], f32 [N] -> f32 [N, K]
 
 
 def check_weight_codes(wq, where="weight"):
-    """Raise ValueError if an s8 weight holds -128 (outside the symmetric range [-127, 127])."""
+    """Raise ArgumentError (a ValueError) if an s8 weight holds -128 (outside the symmetric range [-127, 127])."""
     expect_dtype(f"{where}", wq, np.int8)
     if wq.size and int(wq.min()) < S8_MIN:
-        raise ValueError(f"{where}: s8 weight codes must lie in [-127, 127]; found -128")
+        raise ArgumentError(f"{where}: s8 weight codes must lie in [-127, 127]; found -128")
 
 
 def _expect_ndim(name, a, ndim):
@@ -162,7 +169,7 @@ def dot_u8s8(x, w, *, instruction="exact", acc=None):  # u8 [M, K], s8 [N, K] (,
     if x.shape[1] != w.shape[1]:
         raise ShapeError(f"dot_u8s8: x has K={x.shape[1]} columns but w has K={w.shape[1]}")
     if instruction not in INSTRUCTIONS:
-        raise ValueError(f"dot_u8s8: instruction must be one of {INSTRUCTIONS}, got {instruction!r}")
+        raise ArgumentError(f"dot_u8s8: instruction must be one of {INSTRUCTIONS}, got {instruction!r}")
     M, K = x.shape
     N = w.shape[0]
     acc0 = np.zeros((M, N), np.int64) if acc is None else np.asarray(acc, np.int32).astype(np.int64)
@@ -212,7 +219,7 @@ def matmul_u8s8_s32(x, w):  # u8 [M, K], s8 [N, K] -> s32 [M, N]
     if x.shape[1] != w.shape[1]:
         raise ShapeError(f"matmul_u8s8_s32: x has K={x.shape[1]} columns but w has K={w.shape[1]}")
     if x.shape[1] > K_MAX:
-        raise ValueError(f"matmul_u8s8_s32: K={x.shape[1]} > K_MAX={K_MAX}: int32 could overflow")
+        raise ShapeError(f"matmul_u8s8_s32: K={x.shape[1]} > K_MAX={K_MAX}: int32 could overflow")
     return (x.astype(np.float64) @ w.astype(np.float64).T).astype(np.int32)
 
 

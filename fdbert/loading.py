@@ -59,13 +59,15 @@ def read_config(path: Path) -> dict:
     if not f.is_file():
         raise ModelNotFoundError(f"{path}: no config.json (expected a Hugging Face model directory)")
     try:
-        cfg = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        cfg = json.loads(f.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CorruptModelError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CorruptModelError(f"{f}: expected a JSON object, got {type(cfg).__name__}")
     if cfg.get("model_type") not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(
             f"{f}: model_type {cfg.get('model_type')!r} is not supported; supported: "
-            + ", ".join(SUPPORTED_MODEL_TYPES))
+            + ", ".join(SUPPORTED_MODEL_TYPES) + " (encoders), gpt2, llama (decoders)")
     return cfg
 
 
@@ -98,11 +100,13 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
         return _load_safetensors(single)
     if index.is_file():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, AttributeError) as e:
-            raise CorruptModelError(f"{index}: not a safetensors index ({e})") from None
+            shards = sorted(set(json.loads(index.read_bytes().decode("utf-8"))["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, AttributeError, TypeError) as e:
+            raise CorruptModelError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
         tensors = {}
         for shard in shards:
+            if not isinstance(shard, str) or not shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
+                raise CorruptModelError(f"{index}: field 'weight_map': {shard!r} is not a file name in {path}")
             if not (path / shard).is_file():
                 raise ModelNotFoundError(f"{path}: shard {shard} named in {index.name} is missing")
             tensors.update(_load_safetensors(path / shard))
@@ -130,8 +134,14 @@ class _Reader:
                 if tuple(t.shape) != tuple(shape):
                     raise WeightShapeError(f"{self.where}: tensor {key!r} has shape {tuple(t.shape)}, "
                                            f"expected {tuple(shape)} from config.json")
+                if t.dtype.kind != "f":
+                    raise CorruptModelError(f"{self.where}: tensor {key!r} has dtype {t.dtype}, "
+                                            "expected a float dtype")
+                t = np.ascontiguousarray(t, dtype=np.float32)
+                if not np.isfinite(t).all():
+                    raise CorruptModelError(f"{self.where}: tensor {key!r} holds NaN or infinity")
                 self.used.add(key)
-                return np.ascontiguousarray(t, dtype=np.float32)
+                return t
         raise CorruptModelError(f"{self.where}: tensor {module}.{param} is missing from the checkpoint")
 
     def linear(self, module: str, shape: tuple) -> Linear:
@@ -178,6 +188,15 @@ def build_weights(tensors: dict, cfg: EncoderConfig, where: str = "checkpoint") 
                 n_out = tensors.get(f"{module}.weight", np.empty((D, D))).shape[0]
                 setattr(heads, name, r.linear(module, (n_out, D)))
     unused = sorted(k for k in tensors if k not in r.used and not k.endswith("position_ids"))
+    # A tensor of the encoder itself that the config does not use (a layer beyond n_layers, a
+    # token-type table with type_vocab_size 0) means config.json and the weights disagree: refuse
+    # rather than run another model. Other extras (an MLM head, ...) are listed in unused_tensors.
+    ours = [k for k in unused if k.startswith(pre + "embeddings.")
+            or k.startswith(pre + LAYER_PREFIX[cfg.model_type].split("{")[0])]
+    if ours:
+        raise CorruptModelError(f"{where}: tensor {ours[0]!r} is not used by config.json "
+                                f"(n_layers {cfg.n_layers}, type_vocab_size {cfg.type_vocab_size}); "
+                                "the config and the weights disagree")
     return EncoderWeights(embeddings, layers, heads), unused
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import ops
 from .config import EncoderConfig
-from .errors import FdbertError, ShapeError, TokenIdError
+from .errors import ArgumentError, ConfigError, CorruptModelError, DTypeError, FdbertError, ShapeError, TokenIdError, UnsupportedModelError
 from .loading import build_weights, model_dir, read_config, read_tensors
 from .packing import PackedBatch, pack, pass_groups, unpack
 from .reference import heads
@@ -45,19 +45,65 @@ class PoolingConfig:
         modules_f = path / "modules.json"
         if not modules_f.is_file():
             return cls()
-        modules = json.loads(modules_f.read_text())
+        modules = _read_json(modules_f)
+        if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("type", ""), str)
+                                                    and isinstance(m.get("path", ""), str) for m in modules):
+            raise CorruptModelError(f"{modules_f}: expected a list of modules, each with a string "
+                                    "'type' and 'path'")
         normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
         mode = "mean"
         for m in modules:
             if m.get("type", "").endswith("Pooling"):
                 pf = path / m.get("path", "") / "config.json"
                 if pf.is_file():
-                    pc = json.loads(pf.read_text())
-                    if pc.get("pooling_mode_cls_token"):
-                        mode = "cls"
-                    elif not pc.get("pooling_mode_mean_tokens", True):
-                        raise FdbertError(f"{pf}: only mean and cls pooling are supported")
+                    mode = _pooling_mode(pf, _read_json(pf))
         return cls(mode, normalize)
+
+    def __post_init__(self):
+        if self.mode not in POOLING_MODES:
+            raise ConfigError(f"pooling mode must be one of {POOLING_MODES}, got {self.mode!r}", "mode")
+        if not isinstance(self.normalize, bool):
+            raise ConfigError(f"pooling normalize must be True or False, got {self.normalize!r}", "normalize")
+
+
+POOLING_MODES = ("mean", "cls")
+
+
+def _texts(texts) -> list:
+    """A str or an iterable of str -> list of str; DTypeError naming the first item that is not text."""
+    if isinstance(texts, str):
+        return [texts]
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise DTypeError(f"texts: expected a string or a list of strings, got {type(texts).__name__}") from None
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise DTypeError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+    return texts
+
+
+def _read_json(f: Path):
+    try:
+        return json.loads(f.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise CorruptModelError(f"{f}: not valid JSON ({e})") from None
+
+
+def _pooling_mode(pf: Path, pc) -> str:
+    """sentence-transformers' Pooling config -> "mean" or "cls"; any other (or combined) mode is refused,
+    never treated as mean."""
+    if not isinstance(pc, dict):
+        raise CorruptModelError(f"{pf}: expected a JSON object")
+    on = sorted(k for k, v in pc.items() if k.startswith("pooling_mode_") and v)
+    if not on and "pooling_mode_mean_tokens" not in pc:
+        return "mean"        # sentence-transformers' default
+    if on == ["pooling_mode_cls_token"]:
+        return "cls"
+    if on == ["pooling_mode_mean_tokens"]:
+        return "mean"
+    raise UnsupportedModelError(f"{pf}: pooling {', '.join(on) or 'none'}: only one of "
+                                "pooling_mode_mean_tokens and pooling_mode_cls_token is supported")
 
 
 class Encoder:
@@ -132,19 +178,29 @@ class Encoder:
         return unpack(self.forward_packed(batch), batch)
 
     def question_answering(self, input_ids, attention_mask=None, token_type_ids=None):
-        """(start_logits, end_logits), each f32 [B, T]; padding positions are -inf."""
+        """(start_logits, end_logits), each f32 [B, T]; padding positions (so every position of an
+        empty row) are -inf."""
         qa = self._head("qa_outputs")
         batch = pack(input_ids, attention_mask, token_type_ids)
         start, end = heads.question_answering(self.forward_packed(batch), qa)
         return unpack(start, batch, -np.inf), unpack(end, batch, -np.inf)
 
     def classify(self, input_ids, attention_mask=None, token_type_ids=None) -> np.ndarray:
-        """Sequence-classification logits f32 [B, C] from the [CLS] token."""
+        """Sequence-classification logits f32 [B, C] from the [CLS] token; zeros for a row with no
+        real token (an all-zero attention_mask row)."""
+        if self.config.model_type == "distilbert":
+            pre, clf = self._head("pre_classifier"), self._head("classifier")
+
+            def head(cls):
+                return heads.distilbert_classifier(cls, pre, clf)
+        else:
+            pooler, clf = self._head("pooler"), self._head("classifier")
+
+            def head(cls):
+                return heads.bert_classifier(cls, pooler, clf)
         batch = pack(input_ids, attention_mask, token_type_ids)
         cls = heads.first_token(self.forward_packed(batch), batch.cu_seqlens)
-        if self.config.model_type == "distilbert":
-            return heads.distilbert_classifier(cls, self._head("pre_classifier"), self._head("classifier"))
-        return heads.bert_classifier(cls, self._head("pooler"), self._head("classifier"))
+        return heads.per_sequence(head, cls, batch.cu_seqlens, clf.shape[0])
 
     def _head(self, name):
         head = getattr(self.weights.heads, name)
@@ -158,10 +214,11 @@ class Encoder:
         if self.tokenizer is None:
             raise FdbertError("this model has no tokenizer (no tokenizer.json in its directory); "
                               "call it with token ids instead")
-        return self.tokenizer(texts)
+        return self.tokenizer(_texts(texts))
 
     def embed_packed(self, batch: PackedBatch, normalize: bool | None = None) -> np.ndarray:  # -> [B, D]
-        """Sentence embeddings of a packed batch with the model's pooling."""
+        """Sentence embeddings of a packed batch with the model's pooling; zeros for an empty sequence
+        (mean and cls pooling, normalised or not)."""
         h = self.forward_packed(batch)
         pooled = (heads.first_token(h, batch.cu_seqlens) if self.pooling.mode == "cls"
                   else heads.mean_pool(h, batch.cu_seqlens))
@@ -172,11 +229,9 @@ class Encoder:
                progress: bool = False) -> np.ndarray:
         """Sentence embeddings f32 [N, D] of N texts (pooling and normalisation as the model's
         sentence-transformers config says unless ``normalize`` is given)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        texts = _texts(texts)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ArgumentError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         out = np.zeros((len(texts), self.config.d_model), dtype=np.float32)
         starts = range(0, len(texts), batch_size)
         if progress:
@@ -187,15 +242,20 @@ class Encoder:
         return out
 
 
-def from_pretrained(path) -> Encoder:
+def from_pretrained(path):
     """Load a local Hugging Face directory (config.json + model.safetensors or pytorch_model.bin
     [+ tokenizer.json]) of model type ``distilbert`` or ``bert``, or a directory written by
-    ``model.save`` (fdbert's format, e.g. a compressed model). Never downloads anything."""
+    ``model.save`` (fdbert's format, e.g. a compressed model): an :class:`Encoder`. A ``.gguf`` file,
+    or a directory of model type ``gpt2`` or ``llama``: a :class:`fdbert.Decoder`. Never downloads
+    anything."""
+    from .decoder import is_decoder_path, load_decoder
+    if is_decoder_path(path):
+        return load_decoder(path)
     p = model_dir(path)
     from .serialization import META_FILE, load
     if (p / META_FILE).is_file():
         return load(p)
-    config = EncoderConfig.from_hf(read_config(p))
+    config = EncoderConfig.from_hf(read_config(p), where=str(p / "config.json"))
     tensors = read_tensors(p)
     weights, unused = build_weights(tensors, config, where=str(p))
     model = Encoder(config, weights, Tokenizer.from_dir(p, config.max_positions), PoolingConfig.from_dir(p),

@@ -24,7 +24,8 @@ def cpu_features() -> frozenset:
 def set_num_threads(n: int) -> None:
     """Threads for fdbert's native kernels (OpenMP) and, when threadpoolctl is installed, NumPy's BLAS."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"set_num_threads: expected an integer >= 1, got {n!r}")
+        from .errors import ArgumentError
+        raise ArgumentError(f"set_num_threads: expected an integer >= 1, got {n!r}")
     native = _native()
     if native:
         native.set_num_threads(n)

@@ -58,9 +58,14 @@ def _max_length(path: Path, max_positions: int) -> int:
         f = path / name
         if f.is_file():
             try:
-                value = json.loads(f.read_text()).get(key)
-            except json.JSONDecodeError:
+                cfg = json.loads(f.read_bytes().decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+                raise CorruptModelError(f"{f}: not valid JSON ({e})") from None
+            value = cfg.get(key) if isinstance(cfg, dict) else None
+            if value is None:
                 continue
-            if isinstance(value, int) and value > 0:
-                return min(value, max_positions)
+            # tokenizer_config.json writes int(1e30) for "no limit": a huge int is fine, min() caps it
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
+                raise CorruptModelError(f"{f}: field {key!r}: expected a positive integer, got {value!r}")
+            return min(int(value), max_positions) if value < 1e300 else max_positions
     return max_positions

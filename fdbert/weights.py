@@ -71,3 +71,40 @@ class EncoderWeights:
     embeddings: EmbeddingWeights
     layers: list[EncoderLayerWeights]
     heads: HeadWeights = field(default_factory=HeadWeights)
+
+
+# ---- decoders (fdbert/reference/llama.py, gpt2.py) ------------------------------------------------
+@dataclass(eq=False)
+class LlamaLayerWeights:
+    input_layernorm: np.ndarray         # f32 [D]            RMSNorm weight before attention
+    q_proj: Linear                      # [H Dh, D]
+    k_proj: Linear                      # [Hkv Dh, D]
+    v_proj: Linear                      # [Hkv Dh, D]
+    o_proj: Linear                      # [D, H Dh]
+    post_attention_layernorm: np.ndarray  # f32 [D]          RMSNorm weight before the MLP
+    gate_proj: Linear                   # [F, D]
+    up_proj: Linear                     # [F, D]
+    down_proj: Linear                   # [D, F]
+
+    LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(eq=False)
+class GPT2LayerWeights:
+    ln_1: LayerNorm                     # [D]
+    c_attn: Linear                      # [3D, D]  attn.c_attn, transposed from Conv1D's [D, 3D]
+    c_proj: Linear                      # [D, D]   attn.c_proj
+    ln_2: LayerNorm                     # [D]
+    c_fc: Linear                        # [F, D]   mlp.c_fc
+    mlp_c_proj: Linear                  # [D, F]   mlp.c_proj
+
+    LINEARS = ("c_attn", "c_proj", "c_fc", "mlp_c_proj")
+
+
+@dataclass(eq=False)
+class DecoderWeights:
+    embed_tokens: np.ndarray            # f32 [V, D]  (GPT-2: wte; Llama: embed_tokens)
+    positions: np.ndarray | None        # f32 [P, D]  GPT-2's wpe; None for Llama (RoPE)
+    layers: list                        # LlamaLayerWeights or GPT2LayerWeights
+    norm: object                        # final norm: LayerNorm (GPT-2 ln_f) or f32 [D] RMSNorm weight
+    lm_head: Linear                     # [V, D], no bias; its weight is embed_tokens when tied

@@ -33,6 +33,11 @@ cdef extern from "sgemm.h" nogil:
     int SG_ISA_GENERIC, SG_ISA_AVX2, SG_ISA_AVX512
     void sg_linear(const float *x, const float *w, const float *b, int64_t M, int64_t N,
                    int64_t K, float *y, int isa, int nthreads)
+    int SG_PACK_NR
+    int64_t sg_packed_size(int64_t N, int64_t K)
+    void sg_pack_weight(const float *w, int64_t N, int64_t K, float *wp)
+    int sg_linear_packed(const float *x, const float *wp, const float *b, int64_t M, int64_t N,
+                         int64_t K, float *y, int isa, int nthreads)
 
 #: ISA paths, lowest to highest (the SG_ISA_* order in sgemm.h).
 ISAS = ("generic", "avx2", "avx512")
@@ -82,4 +87,46 @@ def linear(x, weight, bias, out, isa="auto", num_threads=0):
     cdef float *po = <float *>_ptr(out)
     with nogil:
         sg_linear(px, pw, pb, M, N, K, po, i, nt)
+    return out
+
+
+class PackedWeight:
+    """A weight [N, K] packed once into 32-column panels of W^T ([ceil(N / 32), K, 32], 64-byte aligned)
+    for :func:`linear_packed`: N K floats more memory, no packing per call."""
+
+    def __init__(self, weight):
+        _check(weight, "weight", np.float32, (None, None))
+        cdef int64_t N = weight.shape[0], K = weight.shape[1]
+        cdef int64_t size = sg_packed_size(N, K)
+        raw = np.empty(size + 16, np.float32)
+        cdef int64_t off = ((-raw.ctypes.data) % 64) // 4      # floats to the next 64-byte boundary
+        self.data = raw[off:off + size]
+        self.shape = (N, K)
+        cdef const float *pw = <const float *>_ptr(weight)
+        cdef float *pp = <float *>_ptr(self.data)
+        with nogil:
+            sg_pack_weight(pw, N, K, pp)
+
+
+def linear_packed(x, packed, bias, out, isa="auto", num_threads=0):
+    """:func:`linear` with a :class:`PackedWeight`: the same bits. AVX-512 only (ValueError elsewhere)."""
+    _check(x, "x", np.float32, (None, None))
+    cdef int64_t M = x.shape[0], K = x.shape[1]
+    cdef int64_t N = packed.shape[0]
+    if packed.shape[1] != K:
+        raise ValueError(f"x has K = {K}, the packed weight {packed.shape[1]}")
+    if bias is not None:
+        _check(bias, "bias", np.float32, (N,))
+    _check(out, "out", np.float32, (M, N))
+    cdef int i = _isa(isa)
+    cdef int nt = _threads(num_threads)
+    cdef const float *px = <const float *>_ptr(x)
+    cdef const float *pw = <const float *>_ptr(packed.data)
+    cdef const float *pb = NULL if bias is None else <const float *>_ptr(bias)
+    cdef float *po = <float *>_ptr(out)
+    cdef int rc
+    with nogil:
+        rc = sg_linear_packed(px, pw, pb, M, N, K, po, i, nt)
+    if rc:
+        raise ValueError("linear_packed runs on the avx512 path only")
     return out

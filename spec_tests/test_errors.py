@@ -65,13 +65,20 @@ def test_config_json_that_is_not_json(tiny_model_dir):
         fdbert.from_pretrained(tiny_model_dir)
 
 
-@pytest.mark.parametrize("model_type", ["gpt2", "roberta", None])
+@pytest.mark.parametrize("model_type", ["t5", "roberta", None])
 def test_unsupported_model_type_names_the_supported_ones(tiny_model_dir, model_type):
     edit_config(tiny_model_dir, model_type=model_type)
     with pytest.raises(fdbert.UnsupportedModelError,
                        match=rf"model_type {model_type!r} is not supported; supported: distilbert, bert") as e:
         fdbert.from_pretrained(tiny_model_dir)
     assert isinstance(e.value, ValueError)
+
+
+def test_decoder_model_type_with_encoder_weights(tiny_model_dir):
+    """gpt2 is a decoder now: a DistilBERT checkpoint relabelled gpt2 is missing its tensors."""
+    edit_config(tiny_model_dir, model_type="gpt2", n_embd=16, n_layer=2, n_head=4, n_positions=16, vocab_size=50)
+    with pytest.raises(fdbert.CorruptModelError, match="no gpt2 token embedding found"):
+        fdbert.from_pretrained(tiny_model_dir)
 
 
 def test_unsupported_activation(tiny_model_dir):

@@ -25,7 +25,7 @@ import fdbert_native
 from fdbert import int8
 from fdbert import reference as ref
 from fdbert.backend import Declined
-from fdbert.errors import BackendError
+from fdbert.errors import BackendError, FdbertError, TokenIdError
 
 pytestmark = [pytest.mark.native_only,
               # the reference's own x / scale and (q - zp) * scale overflow to inf on purpose
@@ -597,12 +597,10 @@ def test_embedding_ids_outside_the_table():
         ids = np.array(bad, np.int64)
         with pytest.raises(IndexError, match=r"outside \[0, 4\)"):
             _fp32.embedding(ids, table, np.empty((len(bad), 3), np.float32))
-        with fdbert.set_backend("native", only=True), pytest.raises(BackendError, match="outside"):
-            fdbert.ops.embedding(ids, table)
-    with fdbert.set_backend("native"):   # declined: the reference wraps a negative id like NumPy
-        np.testing.assert_array_equal(fdbert.ops.embedding(np.array([-1], np.int64), table), table[[-1]])
-        with pytest.raises(IndexError):
-            fdbert.ops.embedding(np.array([4], np.int64), table)
+        for backend, only in (("native", True), ("native", False), ("reference", False)):
+            # issue 15: refused by fdbert.ops before any backend (NumPy would wrap -1 to the last row)
+            with fdbert.set_backend(backend, only=only), pytest.raises(TokenIdError, match=r"outside \[0, 4\)"):
+                fdbert.ops.embedding(ids, table)
     with fdbert.set_backend("native", only=True), pytest.raises(BackendError, match="dtype int32"):
         fdbert.ops.embedding(np.array([1], np.int32), table)
 
@@ -654,12 +652,15 @@ def test_declines_fall_back_to_reference(op, args, kwargs, reason):
     with pytest.raises(Declined, match=reason):
         getattr(nops, op)(*args, **kwargs)
     try:
-        want = getattr(ref, op)(*args, **kwargs)
-    except Exception as e:  # the reference rejects it too: through fdbert.ops, the same error
-        with fdbert.set_backend("native"):
-            with pytest.raises(type(e)):
+        with fdbert.set_backend("reference", only=True):
+            getattr(fdbert.ops, op)(*args, **kwargs)
+    except FdbertError as e:   # issue 15: invalid input, refused by fdbert.ops before any backend
+        for only in (False, True):
+            with fdbert.set_backend("native", only=only), pytest.raises(type(e)):
                 getattr(fdbert.ops, op)(*args, **kwargs)
-    else:
+        return
+    want = getattr(ref, op)(*[np.asarray(a) if isinstance(a, list) else a for a in args], **kwargs)
+    if True:
         with fdbert.set_backend("native"):
             got = getattr(fdbert.ops, op)(*args, **kwargs)
         assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)

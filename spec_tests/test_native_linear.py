@@ -19,7 +19,7 @@ import fdbert
 import fdbert.ops
 import fdbert_native
 from fdbert.backend import Declined
-from fdbert.errors import BackendError
+from fdbert.errors import BackendError, FdbertError
 
 pytestmark = [pytest.mark.native_only]
 
@@ -91,6 +91,11 @@ def test_linear_within_bound_and_bit_identical_across_paths_and_threads(M, N, K,
                 continue   # libm fmaf per multiply-add: slow; 1 and 2 threads cover the split
             results[isa, nt] = _sgemm.linear(x, w, b, np.empty((M, N), np.float32), isa=isa,
                                              num_threads=nt)
+    if _sgemm.isa_supported("avx512"):   # a weight packed once (decode steps): the same bits
+        packed = _sgemm.PackedWeight(w)
+        for nt in (1, 2):
+            results["avx512 packed", nt] = _sgemm.linear_packed(x, packed, b, np.empty((M, N), np.float32),
+                                                                num_threads=nt)
     first_key, y = next(iter(results.items()))
     for key, other in results.items():
         assert np.array_equal(y, other), f"{key} differs from {first_key}"
@@ -169,6 +174,14 @@ def test_declines(make, reason):
     args = make(x, w, b)
     with pytest.raises(Declined, match=reason):
         nops.linear(*args)
+    try:
+        with fdbert.set_backend("reference", only=True):
+            fdbert.ops.linear(*args)
+    except FdbertError as e:   # issue 15: invalid input, refused by fdbert.ops before any backend
+        assert not isinstance(e, BackendError)
+        with fdbert.set_backend("native", only=True), pytest.raises(type(e)):
+            fdbert.ops.linear(*args)
+        return
     with fdbert.set_backend("native", only=True), pytest.raises(BackendError):
         fdbert.ops.linear(*args)
 
@@ -193,3 +206,20 @@ def test_wrapper_rejects_bad_arguments():
         with pytest.raises(ValueError, match="cannot run"):
             _sgemm.linear(x, w, b, out, isa="avx2")
         assert _sgemm.best_isa() == "generic"
+
+
+def test_backend_linear_packs_small_m_weights_once():
+    """ops.linear at M <= PACKED_MAX_M keeps one packed copy per weight (freed with the weight)."""
+    import gc
+    import fdbert_native.ops as nops
+    if nops._linear_path() != "avx512":
+        pytest.skip("the packed path is AVX-512 only")
+    x, w, b = operands(1, 40, 300, 0, True)
+    before = len(nops._PACKED)
+    y = nops.linear(x, w, b)
+    assert len(nops._PACKED) == before + 1
+    assert np.array_equal(nops.linear(x, w, b), y) and len(nops._PACKED) == before + 1
+    assert np.array_equal(y, _sgemm.linear(x, w, b, np.empty((1, 40), np.float32)))
+    del w
+    gc.collect()
+    assert len(nops._PACKED) == before

@@ -9,7 +9,7 @@ import pytest
 
 import fdbert
 from fdbert.errors import CorruptModelError, ModelNotFoundError
-from fdbert.serialization import FORMAT_VERSION, META_FILE, TENSOR_FILE, TOKENIZER_FILE
+from fdbert.serialization import FORMAT_VERSION, META_FILE, TENSOR_FILE, TOKENIZER_FILE, _meta_checksum
 from int8_models import sentences, tiny_text_model
 
 KINDS = ("float", "pruned", "int8", "int8-sparse", "int8-sparse-int8-attention")
@@ -77,6 +77,10 @@ def test_int8_attention_is_saved_per_layer_and_checked(models, tmp_path):
     with pytest.raises(CorruptModelError, match="'attention' must list one of"):
         fdbert.load(d)
     del meta["attention"]   # a model saved before INT8 attention existed: float32 attention
+    (d / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CorruptModelError, match="checksum"):   # an edit, not an old save
+        fdbert.load(d)
+    meta["checksum"] = _meta_checksum(meta)                    # as an intact old save would be
     (d / META_FILE).write_text(json.dumps(meta))
     assert [layer.attention for layer in fdbert.load(d).weights.layers] == ["fp32"] * m.config.n_layers
 

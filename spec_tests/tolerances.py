@@ -63,3 +63,23 @@ DISTILL_EXPORT_MIN_COSINE = 1 - 1e-5
 # 0.99908 over 32 polarity sentences, Intel AMX path). A real kernel bug moves most sentences.
 SHIPPED_BACKENDS_MEDIAN_COSINE = 1 - 1e-6
 SHIPPED_BACKENDS_MIN_COSINE = 0.995
+
+# ---- decoders (docs/decoder.md) ----
+# Logits of random GPT-2 / Llama configs vs transformers in float32: the same reasons as HF_HEADS_*
+# (summation order, exp/tanh/cos ulps, L layers), and logits are not of magnitude ~1 (up to ~20 on
+# hf_decoder_oracle's weights), hence an absolute and a relative part, as for the heads.
+DECODER_HF_ATOL = 1e-4
+DECODER_HF_RTOL = 2e-4
+
+# Cached decode (one token per step against the stored k, v) vs recomputing the whole sequence: the
+# same ops on the same rows, except that GEMMs of M = 1 and of M = T rows sum in different orders
+# (OpenBLAS picks the kernel by M). Observed ~1e-6 on the random configs; a cache bug (a position
+# off by one, a key missing or leaking in) shows as O(1).
+CACHE_ATOL = 1e-4
+CACHE_RTOL = 1e-4
+
+# The real SmolLM2-135M (30 layers, logits up to ~30) vs transformers' LlamaForCausalLM holding the same
+# dequantized float32 weights: float32 rounding through 30 layers; observed 8e-5 (reference) and 1.2e-4
+# (native linear: one fma chain per output instead of BLAS's blocked sums). An error in dequantization,
+# the q/k permutation or RoPE shows as O(1).
+SMOLLM2_LOGITS_ATOL = 1e-3

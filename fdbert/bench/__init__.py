@@ -109,6 +109,34 @@ def _parse(argv) -> argparse.Namespace:
     return add_arguments(parser).parse_args(argv)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Ranges and paths, before the workload is built; :class:`fdbert.errors.UsageError` if wrong."""
+    import math
+    import os
+
+    from ..errors import UsageError
+    for name, lo in (("latency_bound_ms", 0.0), ("budget_s", 0.0), ("fp32_atol", None)):
+        v = getattr(args, name)
+        if not math.isfinite(v) or (v <= lo if lo is not None else v < 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number "
+                             f"{'> 0' if lo is not None else '>= 0'}, got {v}")
+    for name in ("min_reps", "max_bound_batch"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out} exists and is not a directory")
+    p = out.resolve()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {args.out}: cannot write in {p}")
+    if args.texts is not None:
+        t = Path(args.texts)
+        if not t.is_file():
+            raise UsageError(f"--texts {args.texts} " + ("is not a file" if t.exists() else "does not exist"))
+
+
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
     """Run the race; print the table; write bench.{md,json,png}. Returns the exit code."""
     if isinstance(args, argparse.Namespace):  # from the fdbert CLI: argv is 'bench ...'
@@ -117,6 +145,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
         argv = sys.argv[1:] if args is None else list(args)
         command = shlex.join(["fdbert", "bench", *argv])
         args = _parse(argv)
+    check_args(args)   # before any heavy work: UsageError -> one line, exit 2 (fdbert.cli)
     set_thread_environment(args.threads)  # before torch / onnxruntime / openvino load
     options = RaceOptions(
         batch_sizes=args.batch_sizes, bound_batch_sizes=args.bound_batch_sizes,

@@ -27,8 +27,7 @@ CHECKPOINTS = "checkpoints"
 REPORT = "distill.json"
 
 
-class UsageError(Exception):
-    """A bad argument or path, found before any heavy work (exit 2)."""
+from ..errors import UsageError  # a bad argument or path, found before any heavy work (exit 2)
 
 
 def add_arguments(parser) -> None:

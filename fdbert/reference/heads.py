@@ -1,4 +1,10 @@
-"""Task heads on top of the encoder's last hidden state."""
+"""Task heads on top of the encoder's last hidden state.
+
+Empty sequences (a row of the padded batch whose attention_mask is all 0) are defined, as in the
+encoder, whose last hidden state is 0 at every padding position: every pooling mode gives a zero
+embedding (normalised or not), a classifier gives zero logits, and the QA head gives -inf at every
+position (padding positions always get -inf). Rows never affect one another (docs/robustness.md).
+"""
 
 import numpy as np
 
@@ -11,8 +17,10 @@ def mean_pool(h, cu_seqlens):  # [n, D], [B+1] -> [B, D]
     An empty sequence pools to zeros.
     """
     lengths = np.diff(cu_seqlens)
-    sums = np.add.reduceat(h, cu_seqlens[:-1], axis=0) if len(h) else np.zeros((len(lengths), h.shape[1]), h.dtype)
-    sums[lengths == 0] = 0  # reduceat returns h[start] for empty segments
+    nonempty = lengths > 0
+    sums = np.zeros((len(lengths), h.shape[1]), h.dtype)
+    if nonempty.any():   # segment i of reduceat runs to the next start: empty sequences are left out
+        sums[nonempty] = np.add.reduceat(h[:cu_seqlens[-1]], cu_seqlens[:-1][nonempty], axis=0)
     return sums / np.maximum(lengths, 1)[:, None].astype(h.dtype)
 
 
@@ -22,8 +30,20 @@ def l2_normalize(e, eps=1e-12):  # [B, D] -> [B, D]
 
 
 def first_token(h, cu_seqlens):  # [n, D], [B+1] -> [B, D]
-    """h at each sequence's first real token ([CLS])."""
-    return h[cu_seqlens[:-1]]
+    """h at each sequence's first real token ([CLS]); zeros for an empty sequence."""
+    starts, lengths = cu_seqlens[:-1], np.diff(cu_seqlens)
+    out = np.zeros((len(lengths), h.shape[1]), h.dtype)
+    out[lengths > 0] = h[starts[lengths > 0]]
+    return out
+
+
+def per_sequence(head, rows, cu_seqlens, n_out):  # [B, D] -> [B, n_out]
+    """head(rows) for the non-empty sequences; zeros for the empty ones (no token, no logits)."""
+    nonempty = np.diff(cu_seqlens) > 0
+    out = np.zeros((len(nonempty), n_out), np.float32)
+    if nonempty.any():
+        out[nonempty] = head(np.ascontiguousarray(rows[nonempty]))
+    return out
 
 
 def question_answering(h, qa_outputs):  # [n, D] -> ([n], [n])

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import int8
 from ..blocksparse import BSRMatrix
-from ..errors import ShapeError, expect_dtype
+from ..errors import ArgumentError, ShapeError, expect_dtype
 from .activations import gelu as _gelu
 
 
@@ -115,7 +115,7 @@ class QuantizedLinear:
         int8.check_weight_codes(self.weight.data if self.sparse else self.weight, "QuantizedLinear.weight")
         int8.check_qparams("QuantizedLinear", self.x_scale, self.x_zero_point)
         if not np.all(np.isfinite(self.w_scale) & (self.w_scale > 0)):
-            raise ValueError("QuantizedLinear.w_scale must be finite and > 0")
+            raise ArgumentError("QuantizedLinear.w_scale must be finite and > 0")
         o = self.outliers
         expect_dtype("QuantizedLinear.outliers", o, np.int32)
         if o.ndim != 1 or (len(o) and (o.min() < 0 or o.max() >= K or np.any(np.diff(o) <= 0))):
@@ -125,7 +125,7 @@ class QuantizedLinear:
             raise ShapeError(f"QuantizedLinear.outlier_weight: expected shape {(N, len(o))}, "
                              f"got {self.outlier_weight.shape}")
         if len(o) and np.any(self.dense_codes()[:, o]):
-            raise ValueError("QuantizedLinear: the s8 codes of outlier channels must be 0")
+            raise ArgumentError("QuantizedLinear: the s8 codes of outlier channels must be 0")
         return self
 
 

@@ -167,6 +167,30 @@ SG_AVX512_TARGET static void task_avx512(const float *x, const float *w, const f
     }
 }
 
+/* task_avx512 on a weight packed once (sg_pack_weight): the panel of columns n0..n0+31 is wp's K x 32
+ * slice starting at (n0 / 32) K 32, so no packing per call. The same kernel, the same chunks of K,
+ * the same bits. */
+SG_AVX512_TARGET static void task_avx512_packed(const float *x, const float *wp, const float *b,
+                                                int64_t K, int64_t N, int64_t m0, int64_t m1,
+                                                int64_t n0, int64_t n1, float *y)
+{
+    int64_t nr = n1 - n0;   /* <= 32 */
+    __mmask16 mk0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1u);
+    __mmask16 mk1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1u);
+    const float *panel = wp + (n0 / NR16) * K * NR16;
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        int64_t kc = min64(KC, K - k0);
+        int last = k0 + kc >= K;
+        for (int64_t m = m0; m < m1; m += MR16) {
+            int mr = (int)min64(MR16, m1 - m);
+            const float *a[MR16];
+            for (int i = 0; i < MR16; i++) a[i] = x + (m + (i < mr ? i : mr - 1)) * K + k0;
+            kernel_avx512(a, kc, panel + k0 * NR16, y + m * N + n0, N, mr, mk0, mk1, k0 == 0,
+                          last && b ? b + n0 : NULL);
+        }
+    }
+}
+
 /* ================================================================ AVX2: 6 x 16 micro-kernel */
 #define MR8 6
 #define NR8 16
@@ -265,4 +289,44 @@ void sg_linear(const float *x, const float *w, const float *b, int64_t M, int64_
 #endif
             task_generic(x, w, b, K, N, m0, m1, n0, n1, y);
     }
+}
+
+/* ================================================================ weights packed once */
+
+int64_t sg_packed_size(int64_t N, int64_t K)
+{
+    return (N + SG_PACK_NR - 1) / SG_PACK_NR * K * SG_PACK_NR;
+}
+
+void sg_pack_weight(const float *w, int64_t N, int64_t K, float *wp)
+{
+    for (int64_t p = 0; p * SG_PACK_NR < N; p++)
+        pack_panel(w, K, p * SG_PACK_NR, min64(SG_PACK_NR, N - p * SG_PACK_NR), 0, K, SG_PACK_NR,
+                   wp + p * K * SG_PACK_NR);
+}
+
+int sg_linear_packed(const float *x, const float *wp, const float *b, int64_t M, int64_t N, int64_t K,
+                     float *y, int isa, int nthreads)
+{
+#if SG_X86
+    if (isa != SG_ISA_AVX512) return -1;
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) {
+        sg_linear(x, wp, b, M, N, K, y, isa, nthreads);
+        return 0;
+    }
+    int64_t n_mblocks = (M + MC - 1) / MC, n_panels = (N + NR_TASK - 1) / NR_TASK;
+    int64_t n_tasks = n_mblocks * n_panels;
+    int nt = (nthreads < 1 || (double)M * N * K < PARALLEL_MIN) ? 1 : nthreads;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t t = 0; t < n_tasks; t++) {
+        int64_t m0 = (t / n_panels) * MC, m1 = min64(M, m0 + MC);
+        int64_t n0 = (t % n_panels) * NR_TASK, n1 = min64(N, n0 + NR_TASK);
+        task_avx512_packed(x, wp, b, K, N, m0, m1, n0, n1, y);
+    }
+    return 0;
+#else
+    (void)x; (void)wp; (void)b; (void)M; (void)N; (void)K; (void)y; (void)isa; (void)nthreads;
+    return -1;
+#endif
 }

@@ -1,0 +1,35 @@
+"""The pre-norm decoder block of Llama (Touvron et al. 2023), as HF ``LlamaDecoderLayer`` in eval mode.
+
+    h = x + o_proj(Attention(RMSNorm(x)))        input_layernorm, q/k/v_proj + RoPE, GQA, o_proj
+    y = h + down_proj(silu(gate_proj(n)) * up_proj(n)),  n = RMSNorm(h)   post_attention_layernorm
+
+``attend(q, k, v)`` is the causal attention of this step's tokens over their sequence's cache
+(:mod:`fdbert.kv_cache`): it stores k and v and returns [n, H, Dh].
+"""
+
+from .. import ops
+
+
+def llama_attention(x, cos, sin, attend, p, config):  # [n, D] -> [n, D]
+    """o_proj(concat_h softmax(RoPE(q_h) RoPE(k_g(h))^T / sqrt(Dh), causal) v_g(h))"""
+    n, _ = x.shape
+    H, Hkv, Dh = config.n_heads, config.n_kv_heads, config.head_dim
+    q = ops.linear(x, p.q_proj.weight, p.q_proj.bias).reshape(n, H, Dh)     # [n, H Dh] -> [n, H, Dh]
+    k = ops.linear(x, p.k_proj.weight, p.k_proj.bias).reshape(n, Hkv, Dh)   # [n, Hkv Dh] -> [n, Hkv, Dh]
+    v = ops.linear(x, p.v_proj.weight, p.v_proj.bias).reshape(n, Hkv, Dh)   # [n, Hkv Dh] -> [n, Hkv, Dh]
+    a = attend(ops.rope(q, cos, sin), ops.rope(k, cos, sin), v).reshape(n, H * Dh)  # -> [n, H Dh]
+    return ops.linear(a, p.o_proj.weight, p.o_proj.bias)
+
+
+def llama_mlp(x, p):  # [n, D] -> [n, D]
+    """SwiGLU: down_proj(silu(x W_gate^T) * (x W_up^T))"""
+    h = ops.silu_mul(ops.linear(x, p.gate_proj.weight, p.gate_proj.bias),
+                     ops.linear(x, p.up_proj.weight, p.up_proj.bias))      # [n, F]
+    return ops.linear(h, p.down_proj.weight, p.down_proj.bias)
+
+
+def llama_layer(x, cos, sin, attend, p, config):  # [n, D] -> [n, D]
+    """x = x + Attention(RMSNorm(x)); x = x + MLP(RMSNorm(x))"""
+    eps = config.norm_eps
+    x = x + llama_attention(ops.rms_norm(x, p.input_layernorm, eps), cos, sin, attend, p, config)
+    return x + llama_mlp(ops.rms_norm(x, p.post_attention_layernorm, eps), p)

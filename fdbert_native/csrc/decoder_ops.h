@@ -1,0 +1,38 @@
+/* decoder_ops.h -- float32 row and pointwise kernels of the decoders (the twins of
+ * fdbert/reference/rmsnorm.py, rope.py and activations.py's silu_mul).
+ *
+ *   rms_norm   y[r, :] = x[r, :] / sqrt(sum(x[r, :]^2) / D + eps) * w          (LlamaRMSNorm)
+ *   rope       y[r, h, c]        = x[r, h, c] cos[r, c] - x[r, h, c + Dh/2] sin[r, c]
+ *              y[r, h, c + Dh/2] = x[r, h, c + Dh/2] cos[r, c] + x[r, h, c] sin[r, c]   c < Dh/2
+ *   silu_mul   y = g / (1 + exp(-g)) * u                                        (SwiGLU's product)
+ *
+ * Two ISA paths each: DEC_ISA_GENERIC (plain C, libm expf) and DEC_ISA_AVX512 (avx512f intrinsics,
+ * masked tails). rms_norm's sum of squares runs in 16 lanes folded 8+8, 4+4, 2+2, 1+1 on both paths,
+ * and rope is multiplies and adds in the reference's order (no fma: -ffp-contract=off), so both are
+ * bit-identical across paths (rope also to NumPy); silu_mul's AVX-512 exp is fp32_vecmath.h's
+ * (<= 1 ulp from expf). These ops are O(n D) against the O(n D^2) Linears around them: no AVX2 path,
+ * a CPU without AVX-512 runs the generic one.
+ *
+ * Rows are split across `nthreads` OpenMP threads (schedule(static)) when there are enough of them;
+ * a row is computed by one thread in a fixed order, so results do not depend on the thread count.
+ * Arrays are C-contiguous; the caller (fdbert_native/_decoder.pyx) checks shapes and dtypes.
+ */
+#ifndef FDBERT_DECODER_OPS_H
+#define FDBERT_DECODER_OPS_H
+
+#include <stdint.h>
+
+enum { DEC_ISA_GENERIC = 0, DEC_ISA_AVX512 = 1, DEC_ISA_COUNT = 2 };
+
+/* x, y f32 [n, D]; w f32 [D]. y may alias x. */
+void dec_rms_norm(const float *x__nd, int64_t n, int64_t D, const float *w__d, float eps, float *y__nd,
+                  int isa, int nthreads);
+
+/* x, y f32 [n, H, Dh] (Dh even); cos, sin f32 [n, Dh/2]. y must not alias x. */
+void dec_rope(const float *x__nhd, int64_t n, int64_t H, int64_t Dh, const float *cos__nc,
+              const float *sin__nc, float *y__nhd, int isa, int nthreads);
+
+/* g, u, y f32 [n]. y may alias g or u. */
+void dec_silu_mul(const float *g, const float *u, int64_t n, float *y, int isa, int nthreads);
+
+#endif /* FDBERT_DECODER_OPS_H */
