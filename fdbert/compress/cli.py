@@ -50,19 +50,20 @@ def add_arguments(parser) -> None:
 DEFAULT_PERCENTILE = 99.99
 
 
-def read_texts(path, limit=None) -> list:
-    """One text per non-blank line; :class:`UsageError` naming the file for anything unreadable."""
+def read_texts(path, limit=None, option="--calibration") -> list:
+    """One text per non-blank line; :class:`UsageError` naming ``option`` and the file for anything
+    unreadable (shared by ``fdbert compress --calibration`` and ``fdbert distill --texts``)."""
     f = Path(path)
     if not f.exists():
-        raise UsageError(f"--calibration: {path} does not exist")
+        raise UsageError(f"{option}: {path} does not exist")
     if not f.is_file():
-        raise UsageError(f"--calibration: {path} is not a file")
+        raise UsageError(f"{option}: {path} is not a file")
     try:
         lines = f.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
-        raise UsageError(f"--calibration: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise UsageError(f"{option}: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise UsageError(f"--calibration: cannot read {path} ({e.strerror})") from None
+        raise UsageError(f"{option}: cannot read {path} ({e.strerror})") from None
     texts = [t for t in (line.strip() for line in lines) if t]
     return texts[:limit] if limit else texts
 

@@ -72,21 +72,12 @@ def add_arguments(parser) -> None:
 
 
 def read_texts(files) -> list[str]:
-    """One text per non-blank line of each file; UsageError naming the file for anything unreadable."""
+    """One text per non-blank line of each file; UsageError naming the file for anything unreadable
+    or empty."""
+    from .cli import read_texts as read_file
     texts = []
     for name in files:
-        f = Path(name)
-        if not f.exists():
-            raise UsageError(f"--texts: {name} does not exist")
-        if not f.is_file():
-            raise UsageError(f"--texts: {name} is not a file")
-        try:
-            lines = f.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            raise UsageError(f"--texts: {name} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-        except OSError as e:
-            raise UsageError(f"--texts: cannot read {name} ({e.strerror})") from None
-        got = [t.strip() for t in lines if t.strip()]
+        got = read_file(name, option="--texts")
         if not got:
             raise UsageError(f"--texts: {name} holds no text (empty or blank lines only)")
         texts += got
