@@ -170,11 +170,12 @@ def is_decoder_path(path) -> bool:
         return True
     cfg = p / "config.json"
     if p.is_dir() and cfg.is_file():
+        from .decoder_config import DECODER_MODEL_TYPES
         try:
-            from .decoder_config import DECODER_MODEL_TYPES
-            return json.loads(cfg.read_text()).get("model_type") in DECODER_MODEL_TYPES
-        except (ValueError, UnicodeDecodeError):
+            config = json.loads(cfg.read_text())
+        except (ValueError, UnicodeDecodeError):   # the encoder loader names what is wrong with it
             return False
+        return isinstance(config, dict) and config.get("model_type") in DECODER_MODEL_TYPES
     return False
 
 
