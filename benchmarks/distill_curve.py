@@ -101,13 +101,19 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for kind, marker, color in (("distilled", "o", "tab:blue"), ("one-shot", "s", "tab:red")):
-        pts = sorted((r["sparsity"], r["fidelity"]["all"]["mean"], r["fidelity"]["all"]["min"])
-                     for r in results if r["kind"] == kind)
-        if pts:
-            s, mean, lo = map(np.array, zip(*pts))
-            ax1.plot(s, mean, marker=marker, color=color, label=f"{kind}: mean cosine")
-            ax1.plot(s, lo, marker=marker, color=color, linestyle=":", alpha=0.6, label=f"{kind}: min cosine")
+    groups = {}      # one line per kind and run length: the shipped runs and the short curve runs
+    for r in results:
+        if r["kind"] == "dense":
+            continue
+        label = r["kind"] if r["kind"] != "distilled" else f"distilled, {r['steps']} steps"
+        groups.setdefault(label, []).append(r)
+    colors = iter(["tab:blue", "tab:green", "tab:purple", "tab:orange"])
+    for label, rows in groups.items():
+        marker, color = ("s", "tab:red") if label == "one-shot" else ("o", next(colors))
+        pts = sorted((r["sparsity"], r["fidelity"]["all"]["mean"], r["fidelity"]["all"]["min"]) for r in rows)
+        s, mean, lo = map(np.array, zip(*pts))
+        ax1.plot(s, mean, marker=marker, color=color, label=f"{label}: mean cosine")
+        ax1.plot(s, lo, marker=marker, color=color, linestyle=":", alpha=0.6, label=f"{label}: min cosine")
     ax1.axhline(0.97, color="grey", lw=0.8, ls="--")
     ax1.set_xlabel("block sparsity (1x4)")
     ax1.set_ylabel("cosine to the float32 teacher (held out)")
@@ -115,7 +121,9 @@ def plot(results, path):
     ax1.legend(fontsize=8, loc="lower left")
     ax1.set_title("fidelity: distilled vs one-shot pruning, INT8")
     sp = sorted((r["sparsity"], r["speed"]["B=32 T=128"]["ratio"], r["speed"]["B=32 T=128"]["lo"],
-                 r["speed"]["B=32 T=128"]["hi"]) for r in results if r.get("speed") and r["kind"] == "distilled")
+                 r["speed"]["B=32 T=128"]["hi"]) for r in results if r.get("speed") and r["kind"] == "distilled"
+                and r["sparsity"] not in {q["sparsity"] for q in results if q.get("speed") and q is not r
+                                          and q["kind"] == "distilled" and q["steps"] > r["steps"]})
     if sp:
         s, ratio, lo, hi = map(np.array, zip(*sp))
         ax2.errorbar(s, ratio, yerr=[ratio - lo, hi - ratio], marker="o", color="tab:blue", capsize=3,
