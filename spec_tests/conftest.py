@@ -39,6 +39,24 @@ settings.register_profile("ci", parent=settings.get_profile("fdbert"), derandomi
 settings.load_profile("ci" if os.environ.get("CI") else "fdbert")
 
 
+# ---- the native extension: reported in the header; required by make test's native pass ------------
+def pytest_report_header(config):
+    import native_ext
+    reason = native_ext.problem()
+    state = "available" if reason is None else reason
+    return f"fdbert_native: {state}" + (f" ({native_ext.REQUIRE_ENV}=1)" if native_ext.REQUIRED else "")
+
+
+def pytest_configure(config):
+    """With FDBERT_REQUIRE_NATIVE=1 a missing or unimportable extension (any of its compiled modules)
+    stops the run with the reason, before any test is collected or skipped."""
+    import native_ext
+    if native_ext.REQUIRED:
+        reason = native_ext.problem(native_ext.compiled_modules())
+        if reason is not None:
+            raise pytest.UsageError(f"{native_ext.REQUIRE_ENV}=1 but {reason}")
+
+
 # ---- small random Hugging Face checkpoints on disk ------------------------------------------------
 TINY = {
     # name -> (model_type, task)

@@ -4,13 +4,10 @@ fdbert_native._checks.check_array accepts, and everything else gets check_array'
 import numpy as np
 import pytest
 
-import fdbert_native
+import native_ext
 
 pytestmark = pytest.mark.native_only
-if not fdbert_native.AVAILABLE:
-    pytest.skip(f"native backend unavailable: {fdbert_native.UNAVAILABLE_REASON}",
-                allow_module_level=True)
-_fp32 = pytest.importorskip("fdbert_native._fp32")
+_fp32 = native_ext.load("_fp32")
 from fdbert_native._checks import check_array  # noqa: E402
 
 

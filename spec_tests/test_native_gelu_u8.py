@@ -7,13 +7,10 @@ many of them placed right at rounding boundaries."""
 import numpy as np
 import pytest
 
-import fdbert_native
+import native_ext
 
 pytestmark = pytest.mark.native_only
-if not fdbert_native.AVAILABLE:
-    pytest.skip(f"native backend unavailable: {fdbert_native.UNAVAILABLE_REASON}",
-                allow_module_level=True)
-q = pytest.importorskip("fdbert_native._qgemm", reason="fdbert_native._qgemm is not built")
+q = native_ext.load("_qgemm")
 special = pytest.importorskip("scipy.special")
 FAST = [isa for isa in q.supported_isas() if isa != "generic"]
 if not FAST:

@@ -18,15 +18,13 @@ from hypothesis import strategies as st
 import fdbert
 import fdbert.ops
 import fdbert_native
+import native_ext
 from fdbert.backend import Declined
 from fdbert.errors import BackendError, FdbertError
 
 pytestmark = [pytest.mark.native_only]
 
-if not fdbert_native.AVAILABLE:
-    pytest.skip(f"native backend unavailable: {fdbert_native.UNAVAILABLE_REASON}",
-                allow_module_level=True)
-_sgemm = pytest.importorskip("fdbert_native._sgemm", reason="fdbert_native._sgemm is not built")
+_sgemm = native_ext.load("_sgemm")
 import fdbert_native.ops as nops  # noqa: E402
 
 # The backend op declines on a CPU without AVX2 + FMA (or with them disabled): NumPy's BLAS beats the

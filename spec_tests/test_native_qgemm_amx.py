@@ -15,14 +15,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fdbert_native
+import native_ext
 from int8_data import exact, make_w, make_x
 from subproc import run_python
 
 pytestmark = pytest.mark.native_only
-if not fdbert_native.AVAILABLE:
-    pytest.skip(f"native backend unavailable: {fdbert_native.UNAVAILABLE_REASON}",
-                allow_module_level=True)
-q = pytest.importorskip("fdbert_native._qgemm", reason="fdbert_native._qgemm is not built")
+q = native_ext.load("_qgemm")
 GRANTED = fdbert_native.request_amx_permission()
 if not q.isa_supported("amx"):
     pytest.skip("AMX-INT8 is not usable here (CPU lacks amx_int8, Linux refused the tile-data "

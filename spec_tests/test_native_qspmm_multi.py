@@ -7,13 +7,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import fdbert_native
+import native_ext
 
 pytestmark = pytest.mark.native_only
-if not fdbert_native.AVAILABLE:
-    pytest.skip(f"native backend unavailable: {fdbert_native.UNAVAILABLE_REASON}",
-                allow_module_level=True)
-q = pytest.importorskip("fdbert_native._qgemm", reason="fdbert_native._qgemm is not built")
+q = native_ext.load("_qgemm")
 ISAS = q.supported_isas()
 
 
