@@ -20,12 +20,10 @@ from fdbert import reference as ref
 from fdbert.reference.attention_int8 import MAX_KEYS, symmetric_codes
 from strategies import packed_batches
 from thread_checks import run_all_threads
+from tolerances import INT8_ATTENTION_MAX_WEIGHT_FLIPS
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-#: Native vs reference: at most this many u8 weights of a query row may round the other way (their
-#: exp differs by an ulp). Each changes the output by at most sv * 254 / den <= sv (den >= 255).
-MAX_WEIGHT_FLIPS = 3
 
 
 def sequences(cu):
@@ -186,14 +184,14 @@ def test_too_many_keys_raise():
 
 # ---- native == reference ----------------------------------------------------------------------------
 def assert_matches_reference(got, q, k, v, cu_q, cu_k, causal, scale):
-    """got == the reference except for up to MAX_WEIGHT_FLIPS u8 weights per row (each moves an
-    output by at most its sequence and head's sv); rows outside every sequence untouched (0)."""
+    """got == the reference except for up to INT8_ATTENTION_MAX_WEIGHT_FLIPS u8 weights per row (each
+    moves an output by at most its sequence and head's sv); rows outside every sequence untouched (0)."""
     want = ref.attention_int8(q, k, v, cu_q, cu_k, causal=causal, scale=scale)
     bound = np.zeros(q.shape[:2] + (1,), np.float32)   # rows outside every sequence: exactly 0
     sv = v_scales(v, cu_k)
     for (q0, q1), (k0, _) in zip(sequences(cu_q), sequences(cu_k)):
         if q1 > q0:
-            bound[q0:q1] = MAX_WEIGHT_FLIPS * sv[k0]
+            bound[q0:q1] = INT8_ATTENTION_MAX_WEIGHT_FLIPS * sv[k0]
     err = np.abs(got.astype(np.float64) - want)
     assert np.all(err <= bound), f"worst excess {np.max(err - bound)}"
 

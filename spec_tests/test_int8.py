@@ -1,7 +1,7 @@
 """fdbert.int8: the integer bounds, the one rounding rule, quantize/dequantize, and the instruction models.
 
 Expected values are written by hand or computed independently in int64 / float64; integer results
-are compared exactly. The one float tolerance (QDQ_SLACK) is named below with its reason.
+are compared exactly. The one float tolerance (QDQ_SLACK) is named in tolerances.py with its reason.
 """
 
 import numpy as np
@@ -12,9 +12,7 @@ from hypothesis import strategies as st
 from fdbert import int8
 from fdbert.errors import DTypeError, ShapeError
 
-# dequantize(quantize(x)) is within scale/2 of x in exact arithmetic; float32 adds the rounding of
-# x / scale (relative 2^-24 of a value <= 255 in magnitude) and of (q - z) * scale (relative 2^-24).
-QDQ_SLACK = 2.0 ** -15
+from tolerances import QDQ_SLACK
 
 
 def test_bounds_table():

@@ -13,21 +13,17 @@ import numpy as np
 import pytest
 
 import fdbert
-import fdbert_native
+import native_ext
 from fdbert.backend import Declined
 from fdbert.packing import pack_sequences
 from fdbert.reference.qencoder import encoder_layer_int8
 from int8_models import sentences, tiny_text_model
 
 pytestmark = pytest.mark.native_only
-if not fdbert_native.AVAILABLE:
-    pytest.skip(f"native backend unavailable: {fdbert_native.UNAVAILABLE_REASON}",
-                allow_module_level=True)
-nops = pytest.importorskip("fdbert_native.ops")
-pytest.importorskip("fdbert_native._qgemm", reason="fdbert_native._qgemm is not built")
-
-MIN_TOKEN_COSINE = 0.999   # fused native vs NumPy reference, per token, on the tiny models
-
+native_ext.load()
+import fdbert_native.ops as nops  # noqa: E402
+native_ext.load("_qgemm")
+from tolerances import ENCODER_LAYER_MIN_TOKEN_COSINE  # noqa: E402
 
 def _hidden(model, batch):  # f32 [n, D]: the input of layer 0
     from fdbert.reference.embeddings import embeddings
@@ -53,7 +49,7 @@ def _compare(model, batch, exact_threads=(1, 2, 3)):
         with fdbert.set_backend("reference"):
             ref = encoder_layer_int8(x, batch.cu_seqlens, layer, c)
         cos = (fused * ref).sum(1) / (np.linalg.norm(fused, axis=1) * np.linalg.norm(ref, axis=1))
-        assert cos.min() >= MIN_TOKEN_COSINE, cos.min()
+        assert cos.min() >= ENCODER_LAYER_MIN_TOKEN_COSINE, cos.min()
         x = fused
 
 
@@ -122,7 +118,7 @@ def test_the_model_runs_the_fused_block(tiny):
     with fdbert.set_backend("reference"):
         ref = q.forward_packed(batch)
     cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
-    assert cos.min() >= MIN_TOKEN_COSINE
+    assert cos.min() >= ENCODER_LAYER_MIN_TOKEN_COSINE
 
 
 @pytest.mark.parametrize("sparsity", [None, 0.8])

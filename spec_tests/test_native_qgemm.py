@@ -7,16 +7,17 @@ NumPy transcription of the INT8 contract (docs: /tmp/common.md, csrc/qgemm.h):
 
     y = float32(acc - comp) * mult + bias; [gelu]; [+ residual]; f32 | u8(clip(rint(y/s) + zp))
 
-Tolerances (named, with reasons):
+Tolerances (named in tolerances.py, with reasons):
   * no GELU: float32 outputs bit-identical, u8 outputs exact -- every step is one IEEE float32
     operation in the same order in C and NumPy (built with -ffp-contract=off: no FMA).
   * GELU, float32: |got - ref| <= GELU_F32_ULPS ulp(ref) + GELU_ERF_ATOL * |y_before_gelu|.
     The native erf (csrc/qgemm.c, a double-precision series) is correctly rounded to float32
     except within ~1e-9 of a rounding tie, and scipy.special.erf (float32 in, double inside)
-    likewise, so the two may differ by 1 ulp of erf (<= 2^-24 absolute in [0.5, 1]) on rare
-    inputs; GELU multiplies that by 0.5*y, and a residual add can then round once more.
+    likewise, so the two may differ by 1 ulp of erf on rare inputs; GELU_ERF_ATOL is what that
+    ulp becomes in GELU, and a residual add can then round once more.
     test_gelu_erf_is_correctly_rounded checks the erf itself more tightly.
-  * GELU, u8: |got - ref| <= 1, only where that erf ulp moves y/scale across a .5 boundary.
+  * GELU, u8: |got - ref| <= GELU_U8_ATOL = 1, only where that erf ulp moves y/scale across a .5
+    boundary.
 """
 import functools
 
@@ -28,17 +29,12 @@ from hypothesis import strategies as st
 from scipy.special import erf
 
 import fdbert_native
+import native_ext
 from int8_data import exact, make_w, make_x
+from tolerances import GELU_ERF_ATOL, GELU_F32_ULPS, GELU_U8_ATOL
 
 pytestmark = pytest.mark.native_only
-if not fdbert_native.AVAILABLE:
-    pytest.skip(f"native backend unavailable: {fdbert_native.UNAVAILABLE_REASON}",
-                allow_module_level=True)
-q = pytest.importorskip("fdbert_native._qgemm", reason="fdbert_native._qgemm is not built")
-
-GELU_F32_ULPS = 1
-GELU_ERF_ATOL = 2.0**-24
-GELU_U8_ATOL = 1
+q = native_ext.load("_qgemm")
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -4,7 +4,7 @@ through ``fdbert.ops`` dispatch, on every ISA path: the layer objects the model 
 
 Integer accumulators: exact. Float32 outputs without GELU: exact (same IEEE operations in the same
 order, no FMA). With GELU: the two erf implementations may differ by an ulp (see
-test_native_qgemm.py's header), so GELU_F32 and GELU_U8 tolerances apply.
+test_native_qgemm.py's header), so the GELU_F32_* and GELU_U8 tolerances of tolerances.py apply.
 """
 
 import numpy as np
@@ -14,16 +14,13 @@ from hypothesis import strategies as st
 
 import fdbert
 import fdbert_native
+import native_ext
 from fdbert.reference.qlinear import QuantizedLinear
 
 pytestmark = pytest.mark.native_only
-if not fdbert_native.AVAILABLE:
-    pytest.skip(f"native backend unavailable: {fdbert_native.UNAVAILABLE_REASON}",
-                allow_module_level=True)
-_qgemm = pytest.importorskip("fdbert_native._qgemm", reason="fdbert_native._qgemm is not built")
+_qgemm = native_ext.load("_qgemm")
 
-GELU_F32_RTOL = 2.0**-22   # 1 ulp of erf, times the GELU's 0.5*y, plus one more rounding
-GELU_U8_ATOL = 1           # that ulp may move y/scale across a .5 boundary
+from tolerances import GELU_F32_ATOL, GELU_F32_RTOL, GELU_U8_ATOL  # noqa: E402
 
 # ISA paths, each forced by disabling the features of the paths above it.
 ISA_DISABLE = {"avx512vnni": set(), "avx512bw": {"avx512vnni", "avx_vnni"},
@@ -71,7 +68,7 @@ def test_qlinear_native_equals_reference(M, N, K, density, sparse, x_zp, seed, i
         elif ref.dtype == np.uint8:
             assert np.abs(got.astype(int) - ref).max(initial=0) <= GELU_U8_ATOL, kw
         else:
-            np.testing.assert_allclose(got, ref, rtol=GELU_F32_RTOL, atol=1e-6, err_msg=str(kw))
+            np.testing.assert_allclose(got, ref, rtol=GELU_F32_RTOL, atol=GELU_F32_ATOL, err_msg=str(kw))
 
 
 @pytest.mark.parametrize("M, N, K", [(64, 16, 64), (100, 37, 131), (128, 96, 768)])

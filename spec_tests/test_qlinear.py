@@ -1,7 +1,7 @@
 """The reference quantized linear (fdbert.reference.qlinear) and its dispatched ops in fdbert.ops.
 
 Integer accumulators are compared EXACTLY with the int64 product of the codes. The float epilogue is
-compared with a float64 evaluation of the same equation within EPILOGUE_RTOL (named below).
+compared with a float64 evaluation of the same equation within EPILOGUE_RTOL (tolerances.py).
 """
 
 import numpy as np
@@ -15,10 +15,8 @@ from fdbert import int8, ops
 from fdbert.blocksparse import BSRMatrix
 from fdbert.errors import DTypeError, ShapeError
 from fdbert.reference.qlinear import QuantizedLinear, qlinear, qlinear_s32
+from tolerances import EPILOGUE_RTOL
 
-# float32(acc - comp) rounds once (|acc| may exceed 2^24), then * mult, + bias, [gelu], [+ residual]:
-# a handful of float32 roundings relative to the largest term involved.
-EPILOGUE_RTOL = 8 * 2.0 ** -24
 BLOCKS = [(1, 4), (4, 1), (2, 1), (1, 16), (3, 5)]
 
 
