@@ -149,3 +149,15 @@ def packed_batches(draw, causal=None):
     v = rng.normal(0, 1, k.shape).astype(np.float32)
     scale = draw(st.one_of(st.none(), st.sampled_from([0.05, 0.125, 1.0])))
     return q, k, v, cu_q, cu_k, causal, scale
+
+
+# ---- arrays of the native op tests (test_native_*.py) ----------------------------------------------
+seeds = st.integers(0, 2**32 - 1)
+# row widths of the float32 ops: small, and around the 16-lane (AVX-512) and 8-lane (AVX2) tails
+widths = st.one_of(st.integers(1, 40), st.sampled_from([15, 16, 17, 31, 33, 64, 768]))
+# the decoder ops' widths: tails, and SmolLM2-135M's d_model (576) and FFN width (1536)
+decoder_widths = st.one_of(st.integers(1, 40), st.sampled_from([15, 16, 17, 33, 576, 1536]))
+# quantization parameters: powers of two (exact ties), tiny and huge scales, every edge zero point
+scales = st.one_of(st.sampled_from([1.0, 0.5, 0.25, 2.0**-10, 0.1, 0.037, 3.0, 1e-30, 1e30]),
+                   st.floats(2.0**-20, 1024.0, width=32))
+zero_points = st.one_of(st.sampled_from([0, 1, 128, 254, 255]), st.integers(0, 255))
