@@ -1,10 +1,10 @@
 """Small random GPT-2 and Llama decoders built without torch (so the pure-Python pass runs them too),
-through fdbert's own loader table from tensors named as in a HF checkpoint; and their strategies."""
+through fdbert's own loader table from tensors named as in a HF checkpoint (their configs and prompts:
+strategies.decoder_configs, strategies.prompt_lists)."""
 
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import strategies as st
 
 from fdbert.decoder import Decoder
 from fdbert.decoder_config import DecoderConfig
@@ -55,19 +55,3 @@ def random_decoder(config: DecoderConfig, seed: int = 0) -> Decoder:
     return Decoder(c, weights)
 
 
-@st.composite
-def decoder_configs(draw, model_type=None, max_positions=48):
-    mt = model_type or draw(st.sampled_from(["gpt2", "llama"]), label="model_type")
-    H = draw(st.integers(1, 4))
-    Hkv = draw(st.sampled_from([d for d in range(1, H + 1) if H % d == 0])) if mt == "llama" else H
-    Dh = draw(st.sampled_from([2, 4, 8]))
-    return DecoderConfig(mt, vocab_size=draw(st.integers(4, 40)), d_model=H * Dh, n_layers=draw(st.integers(1, 2)),
-                         n_heads=H, d_ffn=draw(st.integers(1, 24)), max_positions=max_positions, n_kv_heads=Hkv,
-                         head_dim=Dh, tie_word_embeddings=draw(st.booleans()) if mt == "llama" else True)
-
-
-@st.composite
-def prompt_lists(draw, vocab_size, max_len=12, max_batch=4):
-    """A batch of prompts of mixed lengths, length 1 included often."""
-    n = draw(st.integers(1, max_batch))
-    return [draw(st.lists(st.integers(0, vocab_size - 1), min_size=1, max_size=max_len)) for _ in range(n)]

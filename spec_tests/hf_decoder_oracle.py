@@ -4,57 +4,18 @@ Decoders built from the same weights (through fdbert's own loader tables)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import transformers
-from hypothesis import strategies as st
 
 from fdbert.decoder import Decoder
 from fdbert.decoder_config import DecoderConfig
 from fdbert.decoder_loading import build_decoder_weights
+from strategies import SmallDecoderConfig
 
 transformers.utils.logging.disable_progress_bar()
 transformers.utils.logging.set_verbosity_error()
-
-
-@dataclass(frozen=True)
-class SmallDecoderConfig:
-    model_type: str
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    d_ffn: int
-    vocab_size: int
-    max_positions: int
-    rope_theta: float = 10000.0
-    rope_scaling: tuple | None = None      # sorted items of HF's rope_scaling dict
-    tie: bool = True
-    attention_bias: bool = False
-    seed: int = 0
-
-    @property
-    def d_model(self):
-        return self.n_heads * self.head_dim
-
-
-@st.composite
-def small_decoder_configs(draw, model_type):
-    H = draw(st.integers(1, 4), label="n_heads")
-    if model_type == "llama":
-        Hkv = draw(st.sampled_from([d for d in range(1, H + 1) if H % d == 0]), label="n_kv_heads")
-        Dh = draw(st.sampled_from([2, 4, 8, 16]), label="head_dim")
-        scaling = draw(st.sampled_from([None, (("factor", 2.0), ("rope_type", "linear")),
-                                        (("factor", 8.0), ("high_freq_factor", 4.0), ("low_freq_factor", 1.0),
-                                         ("original_max_position_embeddings", 16), ("rope_type", "llama3"))]))
-        return SmallDecoderConfig("llama", draw(st.integers(1, 3)), H, Hkv, Dh, draw(st.integers(1, 40)),
-                                  draw(st.integers(5, 60)), 64, draw(st.sampled_from([10000.0, 500.0])),
-                                  scaling, draw(st.booleans()), draw(st.booleans()), draw(st.integers(0, 2**16)))
-    Dh = draw(st.sampled_from([2, 4, 8, 16]))
-    return SmallDecoderConfig("gpt2", draw(st.integers(1, 3)), H, H, Dh, draw(st.integers(1, 40)),
-                              draw(st.integers(5, 60)), 64, seed=draw(st.integers(0, 2**16)))
 
 
 def hf_config(c: SmallDecoderConfig):

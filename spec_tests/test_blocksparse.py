@@ -4,31 +4,10 @@ import numpy as np
 import pytest
 import scipy.sparse
 from hypothesis import example, given
-from hypothesis import strategies as st
 
 from fdbert.blocksparse import BSRMatrix, parse_block
 from fdbert.errors import SparseFormatError
-
-BLOCKS = [(1, 4), (4, 1), (2, 1), (1, 16), (2, 2), (3, 5), (1, 1)]
-
-
-@st.composite
-def block_sparse_dense(draw):
-    """(dense [N, K] int8 or float32 with whole R x C blocks zeroed, blocksize)."""
-    R, C = draw(st.sampled_from(BLOCKS))
-    N, K = draw(st.integers(0, 13)), draw(st.integers(0, 21))
-    dtype = draw(st.sampled_from([np.int8, np.float32]))
-    density = draw(st.sampled_from([0.0, 0.2, 0.5, 1.0]))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    nb, kb = -(-N // R), -(-K // C)
-    keep = rng.random((nb, kb)) < density
-    mask = np.repeat(np.repeat(keep, R, 0), C, 1)[:N, :K]
-    if dtype == np.int8:
-        vals = rng.choice(np.array([-127, -1, 1, 127], np.int8), (N, K))
-    else:
-        vals = rng.standard_normal((N, K)).astype(np.float32)
-        vals[vals == 0] = 1.0
-    return np.where(mask, vals, 0).astype(dtype), (R, C)
+from strategies import block_sparse_dense
 
 
 def count_nonzero_blocks(a, R, C):  # independent loop

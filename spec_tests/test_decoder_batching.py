@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fdbert
-from decoder_models import decoder_configs, prompt_lists, random_decoder
+from decoder_models import random_decoder
 from fdbert.errors import ShapeError
 from fdbert.kv_cache import PrePaddedKVCache
+from strategies import decoder_configs, prompt_lists
 from tolerances import CACHE_ATOL, CACHE_RTOL
 
 BACKENDS = ["reference", "auto"]

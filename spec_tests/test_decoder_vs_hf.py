@@ -18,6 +18,7 @@ pytest.importorskip("transformers", reason="the [torch] extra (torch, transforme
 
 import fdbert  # noqa: E402
 import hf_decoder_oracle as oracle  # noqa: E402
+from strategies import SmallDecoderConfig, small_decoder_configs  # noqa: E402
 from tolerances import DECODER_HF_ATOL, DECODER_HF_RTOL  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
@@ -36,7 +37,7 @@ def assert_logits_close(got, want, what):
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_logits_equal_hf(model_type, backend, data):
-    cfg = data.draw(oracle.small_decoder_configs(model_type), label="config")
+    cfg = data.draw(small_decoder_configs(model_type), label="config")
     ids = data.draw(st.lists(st.integers(0, cfg.vocab_size - 1), min_size=1, max_size=20), label="ids")
     hf = oracle.build(cfg)
     lm = oracle.to_fdbert(hf)
@@ -47,7 +48,7 @@ def test_logits_equal_hf(model_type, backend, data):
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])
 def test_greedy_equals_hf_generate(model_type):
-    cfg = oracle.SmallDecoderConfig(model_type, n_layers=2, n_heads=4, n_kv_heads=2 if model_type == "llama" else 4,
+    cfg = SmallDecoderConfig(model_type, n_layers=2, n_heads=4, n_kv_heads=2 if model_type == "llama" else 4,
                                     head_dim=8, d_ffn=48, vocab_size=64, max_positions=64, seed=3)
     hf = oracle.build(cfg)
     lm = oracle.to_fdbert(hf)
@@ -61,7 +62,7 @@ def test_greedy_equals_hf_generate(model_type):
 
 def test_llama_config_translation():
     """DecoderConfig.from_hf reads the fields HF writes (rope_parameters of transformers 5)."""
-    cfg = oracle.SmallDecoderConfig("llama", 1, 4, 2, 8, 16, 20, 64, rope_theta=500.0,
+    cfg = SmallDecoderConfig("llama", 1, 4, 2, 8, 16, 20, 64, rope_theta=500.0,
                                     rope_scaling=(("factor", 2.0), ("rope_type", "linear")))
     c = fdbert.DecoderConfig.from_hf(oracle.hf_config(cfg).to_dict())
     assert (c.n_heads, c.n_kv_heads, c.head_dim, c.rope_theta) == (4, 2, 8, 500.0)
@@ -72,7 +73,7 @@ def test_llama_config_translation():
 @pytest.mark.parametrize("safe", [True, False])
 def test_checkpoint_directory(tmp_path, model_type, safe):
     """save_pretrained (safetensors or pytorch_model.bin) -> fdbert.from_pretrained -> the same logits."""
-    cfg = oracle.SmallDecoderConfig(model_type, 2, 4, 2 if model_type == "llama" else 4, 8, 24, 50, 32, tie=False
+    cfg = SmallDecoderConfig(model_type, 2, 4, 2 if model_type == "llama" else 4, 8, 24, 50, 32, tie=False
                                     if model_type == "llama" else True, seed=9)
     hf = oracle.build(cfg)
     try:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fdbert import int8
 from fdbert.errors import DTypeError, ShapeError
+from strategies import u8_s8_operands
 
 from tolerances import QDQ_SLACK
 
@@ -117,21 +118,6 @@ def test_minus_128_never_produced_and_rejected():
 
 
 # ---- the instruction models -----------------------------------------------------------------------
-@st.composite
-def u8_s8_operands(draw, max_m=3, max_n=3, max_k=19):
-    M, N, K = draw(st.integers(1, max_m)), draw(st.integers(1, max_n)), draw(st.integers(1, max_k))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    mode = draw(st.sampled_from(["uniform", "extreme", "max"]))
-    if mode == "uniform":
-        x = rng.integers(0, 256, (M, K)).astype(np.uint8)
-        w = rng.integers(-127, 128, (N, K)).astype(np.int8)
-    elif mode == "extreme":
-        x = rng.choice(np.array([0, 255], np.uint8), (M, K))
-        w = rng.choice(np.array([-127, 127], np.int8), (N, K))
-    else:
-        x = np.full((M, K), 255, np.uint8)
-        w = np.full((N, K), 127, np.int8)
-    return x, w
 
 
 def exact_i64(x, w):

@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.native_only]
 
 _sgemm = native_ext.load("_sgemm")
 import fdbert_native.ops as nops  # noqa: E402
+from strategies import sgemm_dims  # noqa: E402
 
 # The backend op declines on a CPU without AVX2 + FMA (or with them disabled): NumPy's BLAS beats the
 # generic C kernel there. The tests of what it computes or refuses then have nothing to call.
@@ -67,12 +68,9 @@ def operands(M, N, K, seed, with_bias, scale=1.0):
     return x, w, b
 
 
-dims = st.integers(1, 300)
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(M=dims, N=dims, K=dims, seed=st.integers(0, 2**32 - 1), with_bias=st.booleans(),
-       scale=st.sampled_from([1.0, 1e-3, 1e3]))
+@given(M=sgemm_dims, N=sgemm_dims, K=sgemm_dims, seed=st.integers(0, 2**32 - 1),
+       with_bias=st.booleans(), scale=st.sampled_from([1.0, 1e-3, 1e3]))
 @example(M=1, N=1, K=1, seed=0, with_bias=True, scale=1.0)
 @example(M=1, N=768, K=300, seed=1, with_bias=True, scale=1.0)        # one token
 @example(M=300, N=33, K=1, seed=2, with_bias=False, scale=1.0)        # K = 1

@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 import scipy.sparse
 from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
 from scipy.special import erf
 
 import fdbert_native
 import native_ext
 from int8_data import exact, make_w, make_x
+from strategies import epilogue_cases, qgemm_cases
 from tolerances import GELU_ERF_ATOL, GELU_F32_ULPS, GELU_U8_ATOL
 
 pytestmark = pytest.mark.native_only
@@ -57,20 +57,6 @@ def make_bsr(rng, w, density, empty_rows):
     bsr = scipy.sparse.bsr_matrix(wp, blocksize=(1, 4))
     bsr.sort_indices()
     return wp[:, :K], bsr
-
-
-@st.composite
-def cases(draw):
-    M = draw(st.sampled_from([1, 2, 5, 6, 7, 13, 16, 17, 31, 64, 65, 97, 128, 131, 251, 300]))
-    N = draw(st.sampled_from([1, 3, 15, 16, 17, 33, 63, 64, 65, 100, 131, 257, 300]))
-    K = draw(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 63, 64, 67, 128, 131, 256, 293, 300]))
-    return dict(M=M, N=N, K=K,
-                xmode=draw(st.sampled_from(["uniform", "extreme", "max"])),
-                wmode=draw(st.sampled_from(["uniform", "extreme", "max", "min"])),
-                density=draw(st.sampled_from([0.0, 0.05, 0.2, 0.5, 0.9, 1.0])),
-                empty_rows=draw(st.integers(0, 3)),
-                threads=draw(st.integers(1, 4)),
-                seed=draw(st.integers(0, 2**32 - 1)))
 
 
 HARD = [  # @example for each hard case
@@ -147,7 +133,7 @@ def _check_case(isa, c, sparse):
 @pytest.mark.parametrize("sparse", [False, True], ids=["qgemm", "qspmm"])
 @pytest.mark.parametrize("isa", ISA_PARAMS)
 @SETTINGS
-@given(c=cases())
+@given(c=qgemm_cases())
 @example(c=HARD[0])
 @example(c=HARD[1])
 @example(c=HARD[2])
@@ -203,17 +189,6 @@ def epilogue_ref(acc, comp, mult, bias, gelu, residual):
 def requant_ref(y, scale, zp):
     """u8(clip(rint(y / scale) + zp, 0, 255)), float32 throughout (np.rint: half to even)."""
     return np.clip(np.rint(y / np.float32(scale)) + np.float32(zp), 0, 255).astype(np.uint8)
-
-
-@st.composite
-def epilogue_cases(draw):
-    return dict(M=draw(st.sampled_from([1, 3, 16, 17, 70])),
-                N=draw(st.sampled_from([1, 15, 16, 17, 40, 100])),
-                K=draw(st.sampled_from([1, 5, 32, 67])),
-                gelu=draw(st.booleans()), bias=draw(st.booleans()),
-                residual=draw(st.booleans()), sparse=draw(st.booleans()),
-                out=draw(st.sampled_from(["f32", "u8"])),
-                threads=draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**32 - 1)))
 
 
 @pytest.mark.parametrize("isa", ISA_PARAMS)

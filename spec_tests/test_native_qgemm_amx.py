@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import fdbert_native
 import native_ext
 from int8_data import exact, make_w, make_x
+from strategies import AMX_SIZES
 from subproc import run_python
 
 pytestmark = pytest.mark.native_only
@@ -30,13 +31,9 @@ if not q.isa_supported("amx"):
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-SIZES = st.one_of(st.integers(1, 300),
-                  st.sampled_from([1, 2, 3, 4, 5, 7, 13, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65,
-                                   127, 128, 129, 191, 251, 256, 257, 293, 300]))
-
 
 @SETTINGS
-@given(M=SIZES, N=SIZES, K=SIZES, xmode=st.sampled_from(["uniform", "extreme", "max"]),
+@given(M=AMX_SIZES, N=AMX_SIZES, K=AMX_SIZES, xmode=st.sampled_from(["uniform", "extreme", "max"]),
        wmode=st.sampled_from(["uniform", "extreme", "max", "min"]), threads=st.integers(1, 4),
        seed=st.integers(0, 2**32 - 1))
 @example(M=300, N=300, K=300, xmode="max", wmode="max", threads=4, seed=0)   # largest sums
@@ -56,7 +53,7 @@ def test_s32_exact(M, N, K, xmode, wmode, threads, seed):
 
 
 @SETTINGS
-@given(M=SIZES, N=SIZES, K=SIZES, gelu=st.booleans(), residual=st.booleans(),
+@given(M=AMX_SIZES, N=AMX_SIZES, K=AMX_SIZES, gelu=st.booleans(), residual=st.booleans(),
        threads=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
 @example(M=65, N=33, K=67, gelu=True, residual=True, threads=3, seed=0)
 @example(M=128, N=96, K=768, gelu=True, residual=False, threads=2, seed=1)   # FFN1-like: GELU -> u8

@@ -15,30 +15,8 @@ from fdbert import int8, ops
 from fdbert.blocksparse import BSRMatrix
 from fdbert.errors import DTypeError, ShapeError
 from fdbert.reference.qlinear import QuantizedLinear, qlinear, qlinear_s32
+from strategies import qlinear_cases
 from tolerances import EPILOGUE_RTOL
-
-BLOCKS = [(1, 4), (4, 1), (2, 1), (1, 16), (3, 5)]
-
-
-@st.composite
-def qlinear_cases(draw):
-    """(x u8 [M, K], codes s8 [N, K] with whole blocks zero, blocksize, x_scale, x_zp)."""
-    M, N, K = draw(st.integers(1, 7)), draw(st.integers(1, 9)), draw(st.integers(1, 23))
-    block = draw(st.sampled_from(BLOCKS))
-    sparsity = draw(st.sampled_from([0.0, 0.3, 0.8, 1.0]))
-    mode = draw(st.sampled_from(["uniform", "extreme"]))
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    if mode == "uniform":
-        x = rng.integers(0, 256, (M, K)).astype(np.uint8)
-        w = rng.integers(-127, 128, (N, K)).astype(np.int8)
-    else:
-        x = rng.choice(np.array([0, 255], np.uint8), (M, K))
-        w = rng.choice(np.array([-127, 127], np.int8), (N, K))
-    R, C = block
-    keep = rng.random((-(-N // R), -(-K // C))) >= sparsity
-    w = np.where(np.repeat(np.repeat(keep, R, 0), C, 1)[:N, :K], w, 0).astype(np.int8)
-    x_zp = draw(st.integers(0, 255))
-    return x, w, block, np.float32(rng.uniform(1e-3, 0.1)), x_zp
 
 
 def layers(w, block, x_scale, x_zp, seed=0):

@@ -9,29 +9,16 @@ batch without the empty rows.
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import fdbert
 from fdbert.model import PoolingConfig
 from fdbert.packing import pack
 from fdbert.reference import heads
 from int8_models import tiny_text_model
+from strategies import masked_batches
 from tolerances import PACKING_FP32_ATOL as F32_BATCH_ATOL
 
 T = 6
-
-
-@st.composite
-def masked_batches(draw, vocab=50):
-    """(ids [B, T], mask [B, T]) with 1-5 rows, each 0-T real tokens (right padding), at least one
-    row empty in most draws."""
-    lengths = draw(st.lists(st.integers(0, T), min_size=1, max_size=5))
-    if draw(st.booleans()):
-        lengths[draw(st.integers(0, len(lengths) - 1))] = 0
-    ids = np.array(draw(st.lists(st.lists(st.integers(2, vocab - 1), min_size=T, max_size=T),
-                                 min_size=len(lengths), max_size=len(lengths))), np.int64)
-    mask = (np.arange(T)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
-    return ids, mask
 
 
 def nonempty_alone(fn, ids, mask):
@@ -56,7 +43,7 @@ EXAMPLES = [(np.arange(2 * T).reshape(2, T) % 40 + 2, np.array([[1] * T, [0] * T
 
 @pytest.mark.parametrize("name", ["distilbert-cls", "bert-cls"])
 @settings(max_examples=25, deadline=None)
-@given(batch=masked_batches())
+@given(batch=masked_batches(T))
 def test_classify_with_empty_rows(tiny_hf_models, name, batch):
     model = load(tiny_hf_models, name)
     for ids, mask in [batch] + EXAMPLES:
@@ -73,7 +60,7 @@ def test_classify_with_empty_rows(tiny_hf_models, name, batch):
 
 @pytest.mark.parametrize("name", ["distilbert-qa", "bert-qa"])
 @settings(max_examples=25, deadline=None)
-@given(batch=masked_batches())
+@given(batch=masked_batches(T))
 def test_question_answering_with_empty_rows(tiny_hf_models, name, batch):
     model = load(tiny_hf_models, name)
     for ids, mask in [batch] + EXAMPLES:
@@ -91,7 +78,7 @@ def test_question_answering_with_empty_rows(tiny_hf_models, name, batch):
 @pytest.mark.parametrize("mode", ["mean", "cls"])
 @pytest.mark.parametrize("normalize", [False, True])
 @settings(max_examples=20, deadline=None)
-@given(batch=masked_batches(vocab=36))
+@given(batch=masked_batches(T, vocab=36))
 def test_every_pooling_mode_with_empty_rows(mode, normalize, batch):
     model = tiny_text_model(seed=5)
     model.pooling = PoolingConfig(mode, normalize)

@@ -9,7 +9,6 @@ without recomputed checksums.
 
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ import fdbert
 from fdbert.errors import ConfigError, CorruptModelError, FdbertError
 from fdbert.serialization import META_FILE, TENSOR_FILE, _meta_checksum
 from int8_models import sentences, tiny_text_model
+from strategies import damage
 
 
 @pytest.fixture(scope="module")
@@ -236,35 +236,7 @@ def test_config_objects_refuse_invalid_fields():
         fdbert.model.PoolingConfig("max")
 
 
-# ---- the fuzzer -------------------------------------------------------------------------------------
-DIGITS = re.compile(rb"[0-9]")
-
-
-@st.composite
-def damage(draw, data: bytes, header_only=False):
-    """(new bytes, description): a truncation, a byte flip or a digit edit of data. header_only keeps
-    flips and digit edits in a safetensors file's JSON header (its first 8 + length bytes)."""
-    end = len(data)
-    if header_only:
-        end = 8 + int.from_bytes(data[:8], "little")
-    how = draw(st.sampled_from(["truncate", "flip", "digit"]))
-    if how == "truncate":
-        n = draw(st.integers(0, len(data) - 1))
-        return data[:n], f"truncated to {n}"
-    if how == "flip":
-        i = draw(st.integers(0, end - 1))
-        bit = draw(st.integers(1, 255))
-        b = bytearray(data)
-        b[i] ^= bit
-        return bytes(b), f"byte {i} ^= {bit}"
-    spots = [m.start() for m in DIGITS.finditer(data[:end])]
-    i = draw(st.sampled_from(spots))
-    new = draw(st.sampled_from([c for c in b"0123456789-." if c != data[i]]))
-    b = bytearray(data)
-    b[i] = new
-    return bytes(b), f"byte {i}: {chr(data[i])} -> {chr(new)}"
-
-
+# ---- the fuzzer (strategies.damage) ------------------------------------------------------------------
 def run_forward(model, texts):
     """A loaded (possibly different) model must run valid input without a raw Python error."""
     try:

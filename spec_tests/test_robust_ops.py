@@ -15,6 +15,7 @@ from fdbert.errors import (ArgumentError, BackendError, DTypeError, FdbertError,
                            SparseFormatError, TokenIdError)
 from fdbert.reference.qlinear import QuantizedLinear
 from int8_models import sentences, tiny_text_model
+from strategies import offsets
 
 SELECTIONS = [("reference", False), ("native", False), ("native", True)]
 
@@ -192,11 +193,6 @@ def test_encoder_layer_contract():
     bad_q = dataclasses.replace(q.weights.layers[0],
                                 out_lin=dataclasses.replace(q.weights.layers[0].out_lin, x_zero_point=999))
     refused(ArgumentError, ops.encoder_layer, x, np.array([0, 5], np.int32), bad_q, q.config)
-
-
-@st.composite
-def offsets(draw, n):
-    return np.array(draw(st.lists(st.integers(-2, n + 2), min_size=0, max_size=5)), np.int32)
 
 
 def valid_pair(cq, ck, nq, nk, causal):   # an independent statement of the contract
