@@ -403,15 +403,40 @@ def test_baseline_code_has_no_avx():
         assert glue == {}, so.name
 
 
+def show_config_amx(**env):
+    """(the INT8 ops' path, the usable features, the detected features) of show_config / `fdbert info`
+    in a fresh process (no AMX grant yet: show_config asks for it), with `env` set."""
+    r = run_python("""
+        import json, fdbert, fdbert_native
+        info = fdbert.show_config(file=False)
+        print(json.dumps([info["native_paths"]["qlinear"], sorted(info["cpu_features"]),
+                          sorted(fdbert_native.cpu_features_detected())]))
+    """, **env)
+    assert r.returncode == 0, r.stderr
+    qpath, features, detected = json.loads(r.stdout)
+    return qpath, set(features), set(detected)
+
+
 @needs_native
 def test_show_config_lists_the_amx_features_the_int8_ops_use():
-    """In a fresh process (no AMX grant yet): the feature line of show_config / `fdbert info`
-    includes amx_* exactly when it reports the INT8 ops running on AMX."""
-    r = run_python("""
-        import json, fdbert
-        info = fdbert.show_config(file=False)
-        print(json.dumps([info["native_paths"]["qlinear"], info["cpu_features"]]))
-    """)
-    assert r.returncode == 0, r.stderr
-    qpath, features = json.loads(r.stdout)
-    assert ("amx from" in qpath) == ("amx_int8" in features), (qpath, features)
+    """Where AMX-INT8 is usable, the INT8 ops run on it above a row threshold, and show_config's
+    feature line lists it. Skipped, with the reason, on a CPU without AMX-INT8 or where Linux refuses
+    the tile data (test_show_config_lists_no_amx_where_it_is_disabled covers those machines)."""
+    qpath, features, detected = show_config_amx()
+    if "amx_int8" not in detected:
+        pytest.skip("this CPU has no AMX-INT8 (cpuid): the AMX path cannot run here")
+    if "amx_int8" not in features:
+        pytest.skip("the CPU has AMX-INT8 but it is not usable (Linux refused the tile-data permission, "
+                    "or FDBERT_DISABLE_CPU_FEATURES)")
+    assert "amx from" in qpath, qpath
+    assert AMX <= features, features
+
+
+@needs_native
+def test_show_config_lists_no_amx_where_it_is_disabled():
+    """With amx_int8 disabled -- what a CPU without AMX looks like -- neither the INT8 ops' path nor the
+    feature line claims AMX-INT8; the detected features still do where the CPU has it."""
+    qpath, features, detected = show_config_amx(FDBERT_DISABLE_CPU_FEATURES="amx_int8")
+    assert "amx" not in qpath, qpath
+    assert "amx_int8" not in features, features
+    assert features <= detected
