@@ -43,7 +43,7 @@ RECIPE = --threads 1 --precision bf16 --scope layer --lr 1e-3 --max-length 64 --
 shipped-models: $(VENV)/.installed-dev
 	$(BIN)/python -m fdbert.compress.corpus build/corpus
 	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/minilm-l6-sparse80-int8 \
-	    --texts build/corpus/train.txt --sparsity 0.8 --steps 4500 $(RECIPE) --overwrite
+	    --texts build/corpus/train.txt --sparsity 0.8 --steps 5500 $(RECIPE) --overwrite
 	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/minilm-l6-sparse50-int8 \
 	    --texts build/corpus/train.txt --sparsity 0.5 --steps 2000 $(RECIPE) --lr 3e-4 --checkpoint-every 200 --overwrite
 
