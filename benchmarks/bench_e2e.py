@@ -112,7 +112,7 @@ def main(argv=None):
     text = f"{header(args.threads)}\n\n{table(results, args.threads)}\n\nCommand: `{cmd.strip()}`\n"
     print(text)
     if args.docs:
-        append_docs(text, args.label)
+        replace_docs_block(text, args.label)
 
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -123,15 +123,16 @@ def docs_block(label) -> tuple[str, int, int]:
     in docs/benchmarks.md; a one-line exit naming the labels there if it has none."""
     import re
     doc = DOCS.read_text()
-    labels = re.findall(r"<!-- bench_e2e (\S+) -->", doc)
-    if label not in labels:
+    blocks = {m.group(1): m for m in re.finditer(r"^<!-- bench_e2e (\S+) -->\n(?:.*\n)*?<!-- /bench_e2e -->$",
+                                                  doc, re.M)}
+    if label not in blocks:
         raise SystemExit(f"--docs: no block '<!-- bench_e2e {label} -->' in docs/benchmarks.md; "
-                         f"--label one of: {', '.join(labels) or '(none)'}")
-    start = doc.index(f"<!-- bench_e2e {label} -->")
-    return doc, start, doc.index("<!-- /bench_e2e -->", start)
+                         f"--label one of: {', '.join(blocks) or '(none)'}")
+    m = blocks[label]
+    return doc, m.start(), m.end() - len("<!-- /bench_e2e -->")
 
 
-def append_docs(text, label):
+def replace_docs_block(text, label):
     """Replace that block's figures with this run's: the page holds current figures, git the old ones."""
     doc, start, end = docs_block(label)
     DOCS.write_text(doc[:start] + f"<!-- bench_e2e {label} -->\n{text}" + doc[end:])
