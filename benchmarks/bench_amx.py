@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 import fdbert_native
-from common import SHAPES, best_time, check_int_product, cpu_name
+from common import SHAPES, best_time, check_int_product, cpu_name, int8_operands
 from fdbert_native import _qgemm as q
 
 
@@ -37,8 +37,7 @@ def main():
     cases = []
     for M in args.M:   # build and VALIDATE everything before timing anything
         for N, K in SHAPES:
-            x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-            w = rng.integers(-127, 128, (N, K), dtype=np.int8)
+            x, w = int8_operands(rng, M, N, K)
             packed, colsum = q.pack_dense(w)
             out = np.empty((M, N), np.int32)
             for isa in isas:

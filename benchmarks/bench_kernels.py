@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from common import SHAPES, best_time, check_int_product, cpu_name, sparse_weight
+from common import SHAPES, best_time, check_int_product, cpu_name, int8_operands, sparse_weight
 from fdbert_native import _qgemm as q
 
 
@@ -43,8 +43,7 @@ def main():
     cases = []
     for M in args.M:   # build and VALIDATE everything before timing anything
         for N, K in SHAPES:
-            x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-            w = rng.integers(-127, 128, (N, K), dtype=np.int8)
+            x, w = int8_operands(rng, M, N, K)
             packed, _ = q.pack_dense(w)
             wm, bsr = sparse_weight(rng, w, args.density)
             out = np.empty((M, N), np.int32)
@@ -97,8 +96,7 @@ def main():
 def epilogue_table(rng, M, isa, density, min_seconds):
     """Cost of the fused epilogue: one thread, N=3072, K=768 (FFN up, where GELU runs)."""
     N, K = 3072, 768
-    x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-    w = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    x, w = int8_operands(rng, M, N, K)
     packed, colsum = q.pack_dense(w)
     _, bsr = sparse_weight(rng, w, density)
     comp = (7 * colsum).astype(np.int32)

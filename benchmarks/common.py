@@ -174,6 +174,12 @@ def check_close(name, want, got, tol) -> str:
 SHAPES = [(768, 768), (3072, 768), (768, 3072)]  # (N, K): attention out / FFN up / FFN down
 
 
+def int8_operands(rng, M, N, K):  # -> x u8 [M, K], w s8 [N, K] (the INT8 contract's ranges)
+    x = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    w = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    return x, w
+
+
 def sparse_weight(rng, w, density):
     """Keep each 1x4 block of w [N, K] with probability ``density`` -> (w_masked, PackedBSR)."""
     import scipy.sparse

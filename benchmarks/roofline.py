@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 import fdbert_native
-from common import best_time, check_int_product, cpu_name, sparse_weight
+from common import best_time, check_int_product, cpu_name, int8_operands, sparse_weight
 from fdbert.reference.attention import attention as ref_attention
 from fdbert.reference.attention_int8 import attention_int8 as ref_attention_int8
 from fdbert_native import _fp32, _qgemm as q
@@ -60,8 +60,7 @@ def gemm_points(M, threads, rng, has_amx):
     out = []
     for label, N, K, kind in (("QKV", 2304, 768, "f32"), ("FFN1", 3072, 768, "gelu-u8"),
                               ("FFN2", 768, 3072, "f32+res")):
-        x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-        w = rng.integers(-127, 128, (N, K), dtype=np.int8)
+        x, w = int8_operands(rng, M, N, K)
         packed, colsum = q.pack_dense(w)
         comp = (128 * colsum).astype(np.int32)
         mult = np.full(N, 2e-5, np.float32)
