@@ -4,9 +4,10 @@ These machines are shared and their speed drifts by 10-30% over minutes, so a be
 only worth something when the two builds run side by side. Each round runs every tree once, in its
 own process (PYTHONPATH=TREE: a checkout with its extensions built in place, e.g.
 `git worktree add /tmp/base HEAD~1 && (cd /tmp/base && python setup.py build_ext --inplace)`); a
-process builds the model (bench_e2e.build_variants), then times batch 1 and batch 8 forwards
+process builds the model (common.build_variants, bench_e2e's variants), then times batch 1 and batch 8 forwards
 (`forward_packed`, medians of `--reps` calls). The table gives each tree's median over rounds and
-the ratio B/A per round.
+the ratio B/A per round. Each child imports its own tree's benchmarks/common.py, so both trees must
+be from after that module was added.
 
     python benchmarks/ab_builds.py /tmp/base .                       # int8-sparse-80, 3 rounds
     FDBERT_DISABLE_CPU_FEATURES=avx512f python benchmarks/ab_builds.py /tmp/base . --rounds 2
@@ -19,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def child(variant, reps, threads):
     """In the tree's process: build the model and print {batch: median ms} as JSON."""
     sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"], "benchmarks"))
     import fdbert
-    from bench_e2e import build_variants, token_ids
+    from common import build_variants, timings, token_ids
     from fdbert.packing import pack_sequences
 
     fdbert.set_num_threads(threads)
@@ -37,13 +37,7 @@ def child(variant, reps, threads):
     with fdbert.set_backend(backend):
         for b, n in ((1, reps), (8, max(5, reps // 8))):
             batch = pack_sequences(token_ids(b, seed=100 + b))
-            model.forward_packed(batch)
-            ts = []
-            for _ in range(n):
-                t = time.perf_counter()
-                model.forward_packed(batch)
-                ts.append(time.perf_counter() - t)
-            out[b] = float(np.median(ts)) * 1e3
+            out[b] = float(np.median(timings(lambda: model.forward_packed(batch), reps=n))) * 1e3
     print(json.dumps(out))
 
 
@@ -63,30 +57,34 @@ def main():
     for t in trees.values():
         if not os.path.isfile(os.path.join(t, "fdbert", "__init__.py")):
             raise SystemExit(f"{t} is not an fdbert checkout (no fdbert/__init__.py)")
-    runs = {"A": [], "B": []}
-    for r in range(args.rounds):
-        for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
-            env = dict(os.environ, PYTHONPATH=trees[name])
-            res = subprocess.run([sys.executable, os.path.abspath(__file__), trees[name], trees[name],
-                                  "--child", "--variant", args.variant, "--reps", str(args.reps),
-                                  "--threads", str(args.threads)],
-                                 env=env, cwd="/", capture_output=True, text=True)
-            if res.returncode != 0:
-                raise SystemExit(f"tree {name} ({trees[name]}) failed:\n{res.stderr[-3000:]}")
-            runs[name].append({int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()})
-            print(f"round {r + 1} {name}: " + ", ".join(f"batch {b} {ms:.2f} ms" for b, ms in runs[name][-1].items()),
-                  flush=True)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from common import alternate, spread
+
+    def run(name):  # -> {batch: median ms} of one child process on tree `name`
+        env = dict(os.environ, PYTHONPATH=trees[name])
+        res = subprocess.run([sys.executable, os.path.abspath(__file__), trees[name], trees[name],
+                              "--child", "--variant", args.variant, "--reps", str(args.reps),
+                              "--threads", str(args.threads)],
+                             env=env, cwd="/", capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"tree {name} ({trees[name]}) failed:\n{res.stderr[-3000:]}")
+        ms = {int(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+        print(f"{name}: " + ", ".join(f"batch {b} {t:.2f} ms" for b, t in ms.items()), flush=True)
+        return ms
+
+    runs = alternate({"A": lambda: run("A"), "B": lambda: run("B")}, args.rounds)
     disabled = os.environ.get("FDBERT_DISABLE_CPU_FEATURES", "")
     print(f"\n{args.variant}, {args.threads} threads, {args.rounds} rounds, "
           f"FDBERT_DISABLE_CPU_FEATURES={disabled!r}; "
           f"A = {trees['A']}, B = {trees['B']}\n")
-    print("| batch | A median ms | B median ms | B/A per round |")
-    print("|---|---|---|---|")
+    print("| batch | A median ms | B median ms | B/A per round | B/A median (min-max) |")
+    print("|---|---|---|---|---|")
     for b in (1, 8):
         a = [x[b] for x in runs["A"]]
         bb = [x[b] for x in runs["B"]]
-        ratios = ", ".join(f"{y / x:.2f}" for x, y in zip(a, bb))
-        print(f"| {b} | {np.median(a):.2f} | {np.median(bb):.2f} | {ratios} |")
+        ratios = [y / x for x, y in zip(a, bb)]
+        print(f"| {b} | {np.median(a):.2f} | {np.median(bb):.2f} | {', '.join(f'{r:.2f}' for r in ratios)} "
+              f"| {spread(ratios)} |")
 
 
 if __name__ == "__main__":

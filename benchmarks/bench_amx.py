@@ -4,8 +4,8 @@
     python benchmarks/bench_amx.py --M 32 64 --threads 1
 
 Every (shape, path, thread count) is first VALIDATED exactly against the int64 NumPy product (first
-`--check-rows` rows), then timed as in bench_kernels.py: minimum wall clock over best-of-N runs, in
-`--rounds` passes over the whole table (the minimum filters out a shared machine's noise). Raw int32
+`--check-rows` rows), then timed as in bench_kernels.py (common.best_time): minimum wall clock over
+best-of-N runs, in `--rounds` passes over the whole table (the minimum filters out a shared machine's noise). Raw int32
 outputs (qgemm_s32) and, in the last column, the u8-requantized output with GELU (FFN1's epilogue).
 GMAC = 1e9 multiply-adds; speedup = vnni time / amx time.
 """
@@ -15,9 +15,8 @@ import time
 import numpy as np
 
 import fdbert_native
+from common import SHAPES, best_time, check_int_product, cpu_name, int8_operands
 from fdbert_native import _qgemm as q
-
-from bench_kernels import SHAPES, best_time, check, cpu_name
 
 
 def main():
@@ -38,15 +37,14 @@ def main():
     cases = []
     for M in args.M:   # build and VALIDATE everything before timing anything
         for N, K in SHAPES:
-            x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-            w = rng.integers(-127, 128, (N, K), dtype=np.int8)
+            x, w = int8_operands(rng, M, N, K)
             packed, colsum = q.pack_dense(w)
             out = np.empty((M, N), np.int32)
             for isa in isas:
                 for nt in args.threads:
                     out[:] = -1
                     q.qgemm_s32(x, packed, out, isa=isa, num_threads=nt)
-                    check(f"{isa} M={M} N={N} K={K} t={nt}", out, x, w, min(M, args.check_rows))
+                    check_int_product(f"{isa} M={M} N={N} K={K} t={nt}", out, x, w, min(M, args.check_rows))
             cases.append((M, N, K, x, packed, colsum, out))
 
     times = {}

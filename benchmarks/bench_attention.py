@@ -15,26 +15,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import time
 
 import numpy as np
 
+from common import best_time
 from fdbert import reference as ref
 from fdbert.int8 import quantize_u8
 from fdbert_native import _fp32
 
 H, DH = 12, 64
 QPARAMS = (0.02, 128)   # the u8 output's (scale, zero point)
-
-
-def best_time(fn, min_reps=5, min_seconds=0.3):
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_reps or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main(argv=None) -> int:
@@ -67,9 +57,10 @@ def main(argv=None) -> int:
                     raise SystemExit(f"VALIDATION FAILED: {name} attention is {off} codes from its reference")
             gap = float(np.abs(i8_ref - f32_ref).max())
             for nt in args.threads:
-                tf = best_time(lambda: _fp32.attention(q, k, v, cu, cu, out, quantize=QPARAMS, num_threads=nt))
+                tf = best_time(lambda: _fp32.attention(q, k, v, cu, cu, out, quantize=QPARAMS, num_threads=nt),
+                               max_reps=10_000)
                 ti = best_time(lambda: _fp32.attention_int8(q, k, v, cu, cu, out, quantize=QPARAMS,
-                                                            num_threads=nt))
+                                                            num_threads=nt), max_reps=10_000)
                 print(f"| {B} x {L} | {nt} | {tf * 1e3:.3f} | {ti * 1e3:.3f} | {tf / ti:.2f} | {gap:.4f} |",
                       flush=True)
     return 0

@@ -12,17 +12,14 @@ should be 1 within the noise.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import fdbert  # noqa: E402
-from fdbert import ops  # noqa: E402
-from fdbert.backend import call  # noqa: E402
+import fdbert
+from common import alternate, build_variants, spread, timings, token_ids
+from fdbert import ops
+from fdbert.backend import call
+from fdbert.packing import pack_sequences
 
 OPS = ("embedding", "linear", "layer_norm", "gelu", "softmax", "attention", "attention_int8",
        "encoder_layer", "quantize_u8", "dequantize_u8", "qlinear_s32", "qlinear")
@@ -36,8 +33,6 @@ def unchecked():
 
 
 def main():
-    from bench_e2e import build_variants, token_ids
-    from fdbert.packing import pack_sequences
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="int8-sparse-80,fp32-native")
     ap.add_argument("--rounds", type=int, default=6)
@@ -48,29 +43,27 @@ def main():
     checked = {name: getattr(ops, name) for name in OPS}
     raw = unchecked()
     models = build_variants(args.variants.split(","))
-    print("| variant | batch | checked ms | unchecked ms | checked / unchecked per round |")
-    print("|---|---|---|---|---|")
+    print("| variant | batch | checked ms | unchecked ms | checked / unchecked per round | median (min-max) |")
+    print("|---|---|---|---|---|---|")
     for variant, (model, backend) in models.items():
         for b in (1, 8):
             batch = pack_sequences(token_ids(b, seed=100 + b))
-            times = {"checked": [], "unchecked": []}
+            reps = args.reps if b == 1 else max(5, args.reps // 4)
+
+            def side(bound):  # -> median forward ms with every op of fdbert.ops bound to `bound`
+                for name in OPS:
+                    setattr(ops, name, bound[name])
+                return float(np.median(timings(lambda: model.forward_packed(batch), reps=reps))) * 1e3
+
             with fdbert.set_backend(backend):
-                for r in range(args.rounds):
-                    for side in (("checked", "unchecked") if r % 2 == 0 else ("unchecked", "checked")):
-                        for name in OPS:
-                            setattr(ops, name, (checked if side == "checked" else raw)[name])
-                        model.forward_packed(batch)
-                        ts = []
-                        for _ in range(args.reps if b == 1 else max(5, args.reps // 4)):
-                            t = time.perf_counter()
-                            model.forward_packed(batch)
-                            ts.append(time.perf_counter() - t)
-                        times[side].append(float(np.median(ts)) * 1e3)
+                times = alternate({"checked": lambda: side(checked), "unchecked": lambda: side(raw)},
+                                  args.rounds)
             for name in OPS:
                 setattr(ops, name, checked[name])
             c, u = times["checked"], times["unchecked"]
-            ratios = ", ".join(f"{x / y:.3f}" for x, y in zip(c, u))
-            print(f"| {variant} | {b} | {np.median(c):.2f} | {np.median(u):.2f} | {ratios} |", flush=True)
+            ratios = [x / y for x, y in zip(c, u)]
+            print(f"| {variant} | {b} | {np.median(c):.2f} | {np.median(u):.2f} | "
+                  f"{', '.join(f'{r:.3f}' for r in ratios)} | {spread(ratios, '{:.3f}')} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,14 @@ Medians of --reps runs. The machine is shared: compare figures from one run only
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
+from common import timings
 
-def timed(fn, reps):
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+
+def timed(fn, reps):  # -> median seconds of `reps` calls (the caller warms up once for all)
+    return float(np.median(timings(fn, reps=reps, warmup=0)))
 
 
 def main(argv=None):

@@ -1,119 +1,44 @@
-"""End to end (issue 4): the DistilBERT-base shape, 80% 1x4-sparse INT8, native, 2 threads, seq 128.
+"""End to end: the DistilBERT-base shape, 80% 1x4-sparse INT8, native, 2 threads, seq 128.
 
-Random weights (6 layers, D 768, H 12, F 3072, V 30522; N(0, 0.02), seed 0) are built with NumPy, so
-nothing is downloaded. Variants, each validated against the reference before it is timed (cosine of
-the last hidden states of a 4 x 128 batch):
+Random weights (6 layers, D 768, H 12, F 3072, V 30522; N(0, 0.02), seed 0; common.random_encoder)
+are built with NumPy, so nothing is downloaded. Variants, each validated against the reference
+before it is timed (cosine of the last hidden states of a 4 x 128 batch):
 
   fp32-reference     the float model on the NumPy reference backend
   fp32-native        the float model on the native backend
   int8-dense         fdbert.quantize (min-max, calibrated on 8 random 128-token sequences), native
-  int8-sparse-80     fdbert.prune(0.8, (1, 4)) then fdbert.quantize, native  (the issue's target)
+  int8-sparse-80     fdbert.prune(0.8, (1, 4)) then fdbert.quantize, native  (Fast DistilBERT's model)
   int8-sparse-80-qattn   the same with attention="int8" (INT8 q k^T and P v, docs/int8.md)
 
 For each: batch-1 latency median / p90 / p99, throughput (sequences/s) at batch 8 and 32, and the best
 throughput whose batch latency p99 stays <= 10 ms over batch sizes 1..32. Every sequence has 128
 tokens (ids uniform in [1000, V)).
-Usage: python benchmarks/bench_e2e.py [--threads 2] [--variants all|a,b] [--budget 3] [--docs]
+Usage: python benchmarks/bench_e2e.py [--threads 2] [--variants all|a,b] [--budget 3] [--docs --label L]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import platform
+import os
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 
 import fdbert
-from fdbert.config import EncoderConfig
-from fdbert.model import Encoder
+from common import SEQ, VARIANTS, build_variants, cpu_name, timings, token_ids, validate_model
+from fdbert.bench.report import fdbert_git_revision
 from fdbert.packing import pack_sequences
-from fdbert.weights import EmbeddingWeights, EncoderLayerWeights, EncoderWeights, LayerNorm, Linear
-
-SEQ = 128
-TARGETS = "batch-1 latency <= 5 ms, throughput >= 250 seq/s"
-VARIANTS = ("fp32-reference", "fp32-native", "int8-dense", "int8-sparse-80", "int8-sparse-80-qattn")
-CONFIG = EncoderConfig("distilbert", vocab_size=30522, d_model=768, n_layers=6, n_heads=12, d_ffn=3072,
-                       max_positions=512)
-
-
-def random_encoder(cfg: EncoderConfig = CONFIG, seed: int = 0) -> Encoder:
-    rng = np.random.default_rng(seed)
-
-    def lin(n, k):
-        return Linear(rng.normal(0, 0.02, (n, k)).astype(np.float32),
-                      rng.normal(0, 0.02, n).astype(np.float32))
-
-    def ln(d):
-        return LayerNorm(np.ones(d, np.float32), np.zeros(d, np.float32))
-
-    D, F = cfg.d_model, cfg.d_ffn
-    emb = EmbeddingWeights(rng.normal(0, 0.02, (cfg.vocab_size, D)).astype(np.float32),
-                           rng.normal(0, 0.02, (cfg.max_positions, D)).astype(np.float32), None, ln(D))
-    layers = [EncoderLayerWeights(lin(D, D), lin(D, D), lin(D, D), lin(D, D), ln(D), lin(F, D),
-                                  lin(D, F), ln(D)) for _ in range(cfg.n_layers)]
-    return Encoder(cfg, EncoderWeights(emb, layers))
-
-
-def token_ids(n_seqs, seed):  # -> list of n_seqs lists of SEQ ids
-    rng = np.random.default_rng(seed)
-    return rng.integers(1000, CONFIG.vocab_size, size=(n_seqs, SEQ)).tolist()
-
-
-def build_variants(names):
-    """name -> (model, backend). Quantized models calibrate on token ids (no tokenizer)."""
-    base = random_encoder()
-    calib = token_ids(8, seed=1)
-    out = {}
-    for name in names:
-        if name.startswith("fp32"):
-            out[name] = (base, name.split("-")[1])
-        elif name == "int8-dense":
-            out[name] = (fdbert.quantize(base, calib, progress=False, measure_error=False), "native")
-        elif name in ("int8-sparse-80", "int8-sparse-80-qattn"):
-            pruned = fdbert.prune(base, sparsity=0.8, block=(1, 4))
-            attention = "int8" if name.endswith("-qattn") else "fp32"
-            out[name] = (fdbert.quantize(pruned, calib, progress=False, measure_error=False,
-                                         attention=attention), "native")
-        else:
-            raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-    return out
-
-
-def cosine(a, b):
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def validate(model, backend, batch):
-    """min over tokens of cos(native row, reference row) for the same model, and the whole-output cosine."""
-    with fdbert.set_backend("reference"):
-        ref = model.forward_packed(batch)
-    with fdbert.set_backend(backend):
-        got = model.forward_packed(batch)
-    num = np.einsum("nd,nd->n", ref.astype(np.float64), got.astype(np.float64))
-    den = np.linalg.norm(ref.astype(np.float64), axis=1) * np.linalg.norm(got.astype(np.float64), axis=1)
-    return float((num / den).min()), cosine(ref, got)
-
-
-def sample_times(fn, budget_s, min_reps, max_reps=2000):  # -> seconds [reps]
-    fn()  # warm-up (packs weights, faults pages in)
-    times, t_end = [], time.perf_counter() + budget_s
-    while len(times) < min_reps or (time.perf_counter() < t_end and len(times) < max_reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return np.array(times)
 
 
 def measure(model, backend, budget_s, bound_ms=10.0, max_batch=32):
     batches = {b: pack_sequences(token_ids(b, seed=100 + b)) for b in range(1, max_batch + 1)}
     res = {}
     with fdbert.set_backend(backend):
-        def timed(b, budget, min_reps):
-            return sample_times(lambda: model.forward_packed(batches[b]), budget, min_reps)
+        def timed(b, budget, min_reps):  # -> seconds [reps]
+            return timings(lambda: model.forward_packed(batches[b]), budget_s=budget, min_reps=min_reps,
+                           max_reps=2000)
 
         t1 = timed(1, budget_s, 20) * 1e3
         res["lat_median"], res["lat_p90"], res["lat_p99"] = np.percentile(t1, [50, 90, 99])
@@ -152,11 +77,10 @@ def header(threads):
         isa = op_paths()["qlinear"]
     except Exception:  # noqa: BLE001 - the native backend may be absent
         isa = "n/a"
-    import os
     wait = ", ".join(f"{v}={os.environ[v]}" for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
                      if os.environ.get(v)) or "fdbert's default wait (spin ~0.6 ms, then sleep)"
-    return (f"{now}; fdbert {fdbert.__version__}; {threads} threads; {wait}; "
-            f"numpy {np.__version__}; {platform.processor() or platform.machine()}; int8 path {isa}; "
+    return (f"{now}; fdbert {fdbert.__version__} at commit {fdbert_git_revision() or 'unknown'}; "
+            f"{threads} threads; {wait}; numpy {np.__version__}; {cpu_name()}; int8 path {isa}; "
             f"seq {SEQ}; 1-min load average {os.getloadavg()[0]:.2f} at the end")
 
 
@@ -166,16 +90,18 @@ def main(argv=None):
     ap.add_argument("--variants", default="all")
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per measurement")
     ap.add_argument("--docs", action="store_true",
-                    help="append the table to docs/benchmarks.md under '## End to end (issue 4)'")
-    ap.add_argument("--label", default="", help="a label for the docs entry (e.g. 'before')")
+                    help="replace the figures of one bench_e2e block of docs/benchmarks.md (see --label)")
+    ap.add_argument("--label", default="", help="which block: the LABEL of its '<!-- bench_e2e LABEL -->' marker")
     args = ap.parse_args(argv)
+    if args.docs:
+        docs_block(args.label)  # fail before the run, not after it
     names = VARIANTS if args.variants == "all" else tuple(args.variants.split(","))
     fdbert.set_num_threads(args.threads)
     variants = build_variants(names)
     check = pack_sequences(token_ids(4, seed=7))
     results = {}
     for name, (model, backend) in variants.items():
-        cos = validate(model, backend, check)
+        cos = validate_model(model, backend, check)
         print(f"{name}: cosine vs reference min token {cos[0]:.6f}, all {cos[1]:.6f}", file=sys.stderr)
         if cos[0] < 0.999:
             raise SystemExit(f"{name}: the {backend} output does not match the reference (cos {cos[0]})")
@@ -186,23 +112,30 @@ def main(argv=None):
     text = f"{header(args.threads)}\n\n{table(results, args.threads)}\n\nCommand: `{cmd.strip()}`\n"
     print(text)
     if args.docs:
-        append_docs(text, args.label)
+        replace_docs_block(text, args.label)
 
 
-def append_docs(text, label):
-    from pathlib import Path
-    path = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    title = "## End to end (issue 4)"
-    entry = f"\n### {label or 'run'}\n\n{text}"
-    if title not in doc:
-        doc = doc.rstrip("\n") + f"\n\n{title}\n\nTargets: {TARGETS}; 80%-sparse SpMM >= 3x dense INT8.\n"
-    # the section runs to the next '## ' heading or the end; entries go at its end
-    start = doc.index(title)
-    nxt = doc.find("\n## ", start + len(title))
-    end = len(doc) if nxt < 0 else nxt
-    doc = doc[:end].rstrip("\n") + "\n" + entry + doc[end:]
-    path.write_text(doc)
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def docs_block(label) -> tuple[str, int, int]:
+    """(page, start, end) of the block marked ``<!-- bench_e2e LABEL -->`` .. ``<!-- /bench_e2e -->``
+    in docs/benchmarks.md; a one-line exit naming the labels there if it has none."""
+    import re
+    doc = DOCS.read_text()
+    blocks = {m.group(1): m for m in re.finditer(r"^<!-- bench_e2e (\S+) -->\n(?:.*\n)*?<!-- /bench_e2e -->$",
+                                                  doc, re.M)}
+    if label not in blocks:
+        raise SystemExit(f"--docs: no block '<!-- bench_e2e {label} -->' in docs/benchmarks.md; "
+                         f"--label one of: {', '.join(blocks) or '(none)'}")
+    m = blocks[label]
+    return doc, m.start(), m.end() - len("<!-- /bench_e2e -->")
+
+
+def replace_docs_block(text, label):
+    """Replace that block's figures with this run's: the page holds current figures, git the old ones."""
+    doc, start, end = docs_block(label)
+    DOCS.write_text(doc[:start] + f"<!-- bench_e2e {label} -->\n{text}" + doc[end:])
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import numpy as np
 
 import fdbert
 import fdbert_native
 import fdbert_native.ops as nops
+from common import check_close, timings
 from fdbert import int8
 from fdbert import reference as ref
 from fdbert_native import _fp32
@@ -105,26 +105,8 @@ def ops(a):
     }
 
 
-def median_ms(fn, repeats):
-    fn()  # warm-up: page faults, OpenMP team creation
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
-
-
-def validate(name, want, got, tol):
-    if tol is None:
-        if not np.array_equal(got, want):
-            raise AssertionError(f"{name}: native differs from the reference (must be bit-exact)")
-        return "exact"
-    atol, rtol = tol
-    err = np.abs(got.astype(np.float64) - want)
-    if not np.all(err <= atol + rtol * np.abs(want)):
-        raise AssertionError(f"{name}: max |err| {err.max():.3g} exceeds atol {atol} + rtol {rtol} |ref|")
-    return f"{err.max():.1e}"
+def median_ms(fn, repeats):  # one warm-up call (page faults, OpenMP team creation), then `repeats`
+    return 1e3 * float(np.median(timings(fn, reps=repeats)))
 
 
 def main():
@@ -148,8 +130,8 @@ def main():
         err = "-"
         for isa in isas:
             for nt in args.threads:
-                err = validate(f"{name} {isa} {nt}T", want, nat_fn(isa, nt), tol)
-        validate(f"{name} op", want, op_fn(), tol)
+                err = check_close(f"{name} {isa} {nt}T", want, nat_fn(isa, nt), tol)
+        check_close(f"{name} op", want, op_fn(), tol)
         t_nat = [median_ms(lambda: nat_fn(isa, nt), args.repeats) for isa in isas for nt in args.threads]
         t_op = median_ms(op_fn, args.repeats)
         print(f"| {name} | {err} | {t_ref:.2f} | " + " | ".join(f"{t:.2f}" for t in t_nat)

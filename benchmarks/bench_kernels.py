@@ -15,53 +15,12 @@ sparse kernel's speedup over dense (median over rounds) and its "dense-equivalen
 (M*N*K / time). GMAC = 1e9 multiply-adds.
 """
 import argparse
-import platform
 import time
 
 import numpy as np
-import scipy.sparse
 
+from common import SHAPES, best_time, check_int_product, cpu_name, int8_operands, sparse_weight
 from fdbert_native import _qgemm as q
-
-SHAPES = [(768, 768), (3072, 768), (768, 3072)]   # (N, K): attention out / FFN up / FFN down
-
-
-def best_time(fn, min_reps=5, min_seconds=0.3, max_reps=200):
-    """Minimum wall time of fn() over at least min_reps runs and min_seconds."""
-    fn()   # warm up (page faults, OpenMP pool)
-    times, start = [], time.perf_counter()
-    while len(times) < min_reps or (time.perf_counter() - start < min_seconds and len(times) < max_reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def sparse_weight(rng, w, density):
-    """Keep each 1x4 block of w with probability `density` -> (w_masked, PackedBSR)."""
-    N, K = w.shape
-    keep = rng.random((N, K // 4)) < density                          # [N, K/4]
-    wm = (w.reshape(N, K // 4, 4) * keep[:, :, None]).reshape(N, K)   # [N, K/4, 4] -> [N, K]
-    bsr = scipy.sparse.bsr_matrix(wm, blocksize=(1, 4))
-    return wm, q.pack_bsr(bsr.data, bsr.indices.astype(np.int32), bsr.indptr.astype(np.int32), (N, K))
-
-
-def check(name, got, x, w, rows):
-    """Exact check of the first `rows` output rows against the int64 NumPy product."""
-    ref = x[:rows].astype(np.int64) @ w.astype(np.int64).T
-    if not np.array_equal(got[:rows], ref):
-        bad = np.argwhere(got[:rows] != ref)[0]
-        raise SystemExit(f"VALIDATION FAILED: {name} at {tuple(bad)}: {got[tuple(bad)]} != {ref[tuple(bad)]}")
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():
@@ -84,8 +43,7 @@ def main():
     cases = []
     for M in args.M:   # build and VALIDATE everything before timing anything
         for N, K in SHAPES:
-            x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-            w = rng.integers(-127, 128, (N, K), dtype=np.int8)
+            x, w = int8_operands(rng, M, N, K)
             packed, _ = q.pack_dense(w)
             wm, bsr = sparse_weight(rng, w, args.density)
             out = np.empty((M, N), np.int32)
@@ -93,10 +51,10 @@ def main():
             for nt in args.threads:
                 out[:] = -1
                 q.qgemm_s32(x, packed, out, isa=isa, num_threads=nt)
-                check(f"dense M={M} N={N} K={K} t={nt}", out, x, w, rows)
+                check_int_product(f"dense M={M} N={N} K={K} t={nt}", out, x, w, rows)
                 out[:] = -1
                 q.qspmm_s32(x, bsr, out, isa=isa, num_threads=nt)
-                check(f"sparse M={M} N={N} K={K} t={nt}", out, x, wm, rows)
+                check_int_product(f"sparse M={M} N={N} K={K} t={nt}", out, x, wm, rows)
             cases.append((M, N, K, x, packed, bsr, out))
     # The machine may be shared: its speed changes by 2x within seconds (another process on the
     # sibling hyperthread). So each row is timed next to a fresh peak probe, and the ratios
@@ -138,8 +96,7 @@ def main():
 def epilogue_table(rng, M, isa, density, min_seconds):
     """Cost of the fused epilogue: one thread, N=3072, K=768 (FFN up, where GELU runs)."""
     N, K = 3072, 768
-    x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-    w = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    x, w = int8_operands(rng, M, N, K)
     packed, colsum = q.pack_dense(w)
     _, bsr = sparse_weight(rng, w, density)
     comp = (7 * colsum).astype(np.int32)

@@ -1,7 +1,7 @@
 """Padding costs nothing: time a packed variable-length batch against the same batch padded.
 
 A batch of 32 sequences with lengths drawn uniformly from 8..128 (seed 0) runs through a DistilBERT-base
-shaped encoder (random weights; 6 layers, D 768, H 12, F 3072) three ways:
+shaped encoder (random weights, common.random_encoder; 6 layers, D 768, H 12, F 3072) three ways:
   packed  - fdbert's normal path: only the real tokens (sum of lengths) go through the layers;
   padded  - every sequence padded to 128 and all 32 x 128 positions computed (what a padded engine pays);
   singles - each sequence alone, one call per sequence, summed.
@@ -12,41 +12,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import numpy as np
 
 import fdbert
-from fdbert.config import EncoderConfig
-from fdbert.model import Encoder
+from common import DISTILBERT_BASE, random_encoder, timings
 from fdbert.packing import pack_sequences
-from fdbert.weights import EmbeddingWeights, EncoderLayerWeights, EncoderWeights, LayerNorm, Linear
-
-
-def random_encoder(cfg: EncoderConfig, seed: int = 0) -> Encoder:
-    rng = np.random.default_rng(seed)
-
-    def lin(n, k):
-        return Linear(rng.normal(0, 0.02, (n, k)).astype(np.float32), np.zeros(n, np.float32))
-
-    def ln(d):
-        return LayerNorm(np.ones(d, np.float32), np.zeros(d, np.float32))
-
-    D, F = cfg.d_model, cfg.d_ffn
-    emb = EmbeddingWeights(rng.normal(0, 0.02, (cfg.vocab_size, D)).astype(np.float32),
-                           rng.normal(0, 0.02, (cfg.max_positions, D)).astype(np.float32), None, ln(D))
-    layers = [EncoderLayerWeights(lin(D, D), lin(D, D), lin(D, D), lin(D, D), ln(D), lin(F, D), lin(D, F), ln(D))
-              for _ in range(cfg.n_layers)]
-    return Encoder(cfg, EncoderWeights(emb, layers))
-
-
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main():
@@ -58,8 +29,7 @@ def main():
     args = ap.parse_args()
     fdbert.set_num_threads(args.threads)
     fdbert.set_backend(args.backend)
-    cfg = EncoderConfig("distilbert", vocab_size=30522, d_model=768, n_layers=6, n_heads=12, d_ffn=3072,
-                        max_positions=512)
+    cfg = DISTILBERT_BASE
     model = random_encoder(cfg)
     rng = np.random.default_rng(0)
     lengths = rng.integers(8, 129, size=args.batch)
@@ -69,9 +39,9 @@ def main():
     singles = [pack_sequences([s]) for s in seqs]
 
     model.forward_packed(packed)  # warm-up
-    t_packed = best_of(lambda: model.forward_packed(packed), args.repeats)
-    t_padded = best_of(lambda: model.forward_packed(padded), args.repeats)
-    t_single = best_of(lambda: [model.forward_packed(s) for s in singles], args.repeats)
+    t_packed = timings(lambda: model.forward_packed(packed), reps=args.repeats, warmup=0).min()
+    t_padded = timings(lambda: model.forward_packed(padded), reps=args.repeats, warmup=0).min()
+    t_single = timings(lambda: [model.forward_packed(s) for s in singles], reps=args.repeats, warmup=0).min()
     n_real, n_pad = int(lengths.sum()), args.batch * 128
     print(f"fdbert {fdbert.__version__}, backend {fdbert.get_backend()}, {args.threads} threads, "
           f"numpy {np.__version__}, {platform.processor() or platform.machine()}")

@@ -15,30 +15,17 @@ import argparse
 import contextlib
 import datetime
 import platform
-import time
 
 import numpy as np
 
 import fdbert
 import fdbert_native.ops as nops
 from fdbert.backend import Declined
-from fdbert.config import EncoderConfig
+from common import DISTILBERT_BASE, random_encoder, timings
 from fdbert.packing import pack_sequences
 from fdbert_native import _sgemm
 
-from bench_packing import random_encoder
-
 SHAPES = [(M, N, K) for M in (1, 128, 1024) for N, K in ((768, 768), (3072, 768), (768, 3072))]
-
-
-def best_of(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def check(x, w, b, y):
@@ -65,8 +52,8 @@ def gemm_table(repeats):
     print("|---|---|---|---|---|---|---|")
     for nt in (1, 2):
         fdbert.set_num_threads(nt)   # ours and (threadpoolctl) OpenBLAS's
-        t_nat = [best_of(native, repeats) for _, native, _ in ops]
-        t_np = [best_of(numpy, repeats) for _, _, numpy in ops]
+        t_nat = [timings(native, reps=repeats).min() for _, native, _ in ops]
+        t_np = [timings(numpy, reps=repeats).min() for _, _, numpy in ops]
         for ((M, N, K), _, _), tn, tb in zip(ops, t_nat, t_np):
             gf = 2 * M * N * K / 1e9
             print(f"| {M} | {N} | {K} | {nt} | {gf / tn:.1f} | {gf / tb:.1f} | {tb / tn:.2f} |")
@@ -87,8 +74,7 @@ def numpy_linear():
 
 
 def e2e_table(repeats):
-    cfg = EncoderConfig("distilbert", vocab_size=30522, d_model=768, n_layers=6, n_heads=12, d_ffn=3072,
-                        max_positions=512)
+    cfg = DISTILBERT_BASE
     model = random_encoder(cfg)
     rng = np.random.default_rng(0)
     batches = {B: pack_sequences([rng.integers(1000, cfg.vocab_size, size=128).tolist() for _ in range(B)])
@@ -98,9 +84,11 @@ def e2e_table(repeats):
     with fdbert.set_backend("native"):
         for nt in (1, 2):   # every native run first, then every NumPy one (see gemm_table)
             fdbert.set_num_threads(nt)
-            t_nat = {B: best_of(lambda: model.forward_packed(batch), repeats) for B, batch in batches.items()}
+            t_nat = {B: timings(lambda: model.forward_packed(batch), reps=repeats).min()
+                     for B, batch in batches.items()}
             with numpy_linear():
-                t_np = {B: best_of(lambda: model.forward_packed(batch), repeats) for B, batch in batches.items()}
+                t_np = {B: timings(lambda: model.forward_packed(batch), reps=repeats).min()
+                        for B, batch in batches.items()}
             for B in batches:
                 print(f"| {B} x 128 | {nt} | {t_nat[B] * 1e3:.1f} | {t_np[B] * 1e3:.1f} |")
 

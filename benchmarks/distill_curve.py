@@ -20,7 +20,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 
 import fdbert
+from common import timings
 from fdbert.compress.corpus import heldout_sets
 from fdbert.compress.fidelity import compare
 from fdbert.demo import shipped_sentences
@@ -53,12 +53,7 @@ def _seq_per_s(model, batches, budget_s=1.0):
     def once():
         for ids, mask in batches:
             model(ids, mask)
-    once()
-    times, t_end = [], time.perf_counter() + budget_s
-    while len(times) < 3 or time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t0)
+    times = timings(once, budget_s=budget_s, min_reps=3)
     return sum(len(ids) for ids, _ in batches) / statistics.median(times)
 
 

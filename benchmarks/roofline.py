@@ -21,7 +21,7 @@ DistilBERT-base shapes of the fused INT8 block with its real epilogues:
 For the SpMM, MACs are the useful ones (nonzero blocks), bytes its block stream (8 per 1x4 block).
 Every kernel is validated before it is timed (GEMMs: the int32 sums equal the int64 NumPy product
 exactly; attention: within 1e-4 of fdbert's NumPy reference). Timing: the minimum over repeats
-(benchmarks/bench_kernels.best_time). Prints a markdown table and writes the plot.
+(benchmarks/common.best_time). Prints a markdown table and writes the plot.
 """
 import argparse
 import datetime
@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 import fdbert_native
-from bench_kernels import best_time, check, cpu_name, sparse_weight
+from common import best_time, check_int_product, cpu_name, int8_operands, sparse_weight
 from fdbert.reference.attention import attention as ref_attention
 from fdbert.reference.attention_int8 import attention_int8 as ref_attention_int8
 from fdbert_native import _fp32, _qgemm as q
@@ -60,8 +60,7 @@ def gemm_points(M, threads, rng, has_amx):
     out = []
     for label, N, K, kind in (("QKV", 2304, 768, "f32"), ("FFN1", 3072, 768, "gelu-u8"),
                               ("FFN2", 768, 3072, "f32+res")):
-        x = rng.integers(0, 256, (M, K), dtype=np.uint8)
-        w = rng.integers(-127, 128, (N, K), dtype=np.int8)
+        x, w = int8_operands(rng, M, N, K)
         packed, colsum = q.pack_dense(w)
         comp = (128 * colsum).astype(np.int32)
         mult = np.full(N, 2e-5, np.float32)
@@ -80,12 +79,12 @@ def gemm_points(M, threads, rng, has_amx):
         isas = (["amx"] if has_amx else []) + (["avx512vnni"] if label == "FFN1" else [])
         for isa in isas:
             q.qgemm_s32(x, packed, s32, isa=isa, num_threads=threads)
-            check(f"{isa} {label} M={M}", s32, x, w, M)
+            check_int_product(f"{isa} {label} M={M}", s32, x, w, M)
             out.append((f"{isa} {label}", M * N * K / 1e9, M * K + N * K + out_bytes, best_time(run(isa))))
         if label == "FFN1":   # the 80%-sparse SpMM on the same shape: useful MACs, block-stream bytes
             ws, bsr = sparse_weight(rng, w, 0.2)
             q.qspmm_s32(x, bsr, s32, isa="avx512vnni", num_threads=threads)
-            check(f"spmm {label} M={M}", s32, x, ws, M)
+            check_int_product(f"spmm {label} M={M}", s32, x, ws, M)
             nnz_macs = int(np.count_nonzero(ws.reshape(N, K // 4, 4).any(axis=2))) * 4
             fn = lambda: q.qspmm_u8(x, bsr, comp, mult, bias, 0.05, 3, u8, gelu=True,  # noqa: E731
                                     isa="avx512vnni", num_threads=threads)

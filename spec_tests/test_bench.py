@@ -94,6 +94,17 @@ def test_time_calls_keeps_min_reps_unless_the_hard_cap_is_reached():
     assert len(time_calls(clock.fn, budget_s=1.0, max_reps=50, clock=clock)) == 50
 
 
+def test_time_calls_with_a_fixed_warm_up_and_count():
+    """What benchmarks/common.timings asks for: k warm-up calls, then exactly n timed calls."""
+    clock = FakeClock(step=0.01)
+    samples = time_calls(clock.fn, budget_s=0.0, min_reps=7, max_reps=7, clock=clock,
+                         max_time_s=float("inf"), warmup_calls=2)
+    assert len(samples) == 7 and clock.calls == 9
+    clock = FakeClock(step=0.25)  # no warm-up at all; the budget still rules past min_reps
+    samples = time_calls(clock.fn, budget_s=1.0, min_reps=3, clock=clock, warmup_calls=0)
+    assert len(samples) == 4 and clock.calls == 4
+
+
 # ---- fidelity and the fp32 gate -------------------------------------------------------------
 
 B, T, D = 3, 5, 4

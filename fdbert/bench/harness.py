@@ -83,19 +83,28 @@ def best_under_bound(
 def time_calls(
     fn: Callable[[], object], budget_s: float, min_reps: int = 3, max_reps: int = 10_000,
     clock: Callable[[], float] = time.perf_counter, max_time_s: float | None = None,
+    warmup_calls: int | None = None,
 ) -> list[float]:
     """Durations (s) of repeated ``fn()`` calls: warm-up first, then until the budget is spent.
 
-    Stops once ``budget_s`` has elapsed and ``min_reps`` calls are done, or at ``max_reps`` calls,
-    or (with at least one call) once ``max_time_s`` (default ``MAX_TIME_FACTOR * budget_s``) has
-    elapsed: a call that takes many seconds is timed fewer than ``min_reps`` times.
+    Warm-up: ``warmup_calls`` calls when given (0: none), else calls until ``WARMUP_FRACTION`` of
+    the budget is spent (at most ``MAX_WARMUP_CALLS``). Stops once ``budget_s`` has elapsed and
+    ``min_reps`` calls are done, or at ``max_reps`` calls, or (with at least one call) once
+    ``max_time_s`` (default ``MAX_TIME_FACTOR * budget_s``) has elapsed: a call that takes many
+    seconds is timed fewer than ``min_reps`` times. ``budget_s=0, min_reps=max_reps=n,
+    max_time_s=math.inf`` times exactly n calls. This is the project's one timing loop: the race
+    and the scripts of benchmarks/ (benchmarks/common.py) both time with it.
     """
     max_time_s = MAX_TIME_FACTOR * budget_s if max_time_s is None else max_time_s
-    start = clock()
-    for _ in range(MAX_WARMUP_CALLS):
-        fn()
-        if clock() - start >= WARMUP_FRACTION * budget_s:
-            break
+    if warmup_calls is None:
+        start = clock()
+        for _ in range(MAX_WARMUP_CALLS):
+            fn()
+            if clock() - start >= WARMUP_FRACTION * budget_s:
+                break
+    else:
+        for _ in range(warmup_calls):
+            fn()
     samples: list[float] = []
     start = clock()
     while len(samples) < max_reps:
