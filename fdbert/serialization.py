@@ -38,7 +38,7 @@ import numpy as np
 from .blocksparse import BSRMatrix
 from .config import EncoderConfig
 from .errors import ConfigError, CorruptModelError, FdbertError, ModelNotFoundError, SparseFormatError
-from .weights import EmbeddingWeights, EncoderLayerWeights, EncoderWeights, HeadWeights, LayerNorm, Linear
+from .weights import EmbeddingWeights, EncoderLayerWeights, EncoderWeights, HeadWeights, LayerNorm, Linear, QuantizedLinear
 
 FORMAT_NAME = "fdbert"
 FORMAT_VERSION = 1
@@ -116,7 +116,6 @@ def _sha256(path: Path) -> str:
 
 # ---- save ---------------------------------------------------------------------------------------
 def _put_linear(tensors, kinds, prefix, lin):
-    from .reference.qlinear import QuantizedLinear
     if isinstance(lin, QuantizedLinear):
         tensors[prefix + "w_scale"] = lin.w_scale
         tensors[prefix + "bias"] = lin.bias
@@ -483,7 +482,6 @@ def _get(tensors, key):
 
 
 def _get_linear(tensors, kinds, prefix, where):
-    from .reference.qlinear import QuantizedLinear
     info = kinds[prefix]
     kind = info["kind"]
     if kind == "float":

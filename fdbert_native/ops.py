@@ -28,6 +28,7 @@ import numpy as np
 
 from fdbert import int8, ops
 from fdbert.backend import Declined
+from fdbert.weights import QuantizedLinear
 
 try:
     from fdbert_native import _fp32
@@ -316,7 +317,6 @@ def _int8_block_plan(layer, config):  # -> the six (layer, packed) pairs; raises
     cached = getattr(layer, "_native_block", None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    from fdbert.reference.qlinear import QuantizedLinear
     if not all(isinstance(lin, QuantizedLinear) for lin in lins):
         raise Declined("encoder_layer: a float layer (the reference block composes the native ops)")
     q = lins[0]

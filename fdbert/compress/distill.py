@@ -50,7 +50,7 @@ import numpy as np
 from ..blocksparse import parse_block
 from ..errors import FdbertError, ShapeError
 from ..packing import pack_sequences, unpack
-from ..weights import EncoderLayerWeights, Linear
+from ..weights import EncoderLayerWeights, Linear, QuantizedLinear
 from ._model import copy_model, is_quantized_model, linear_names
 from .prune import apply_block_mask, keep_masks
 
@@ -431,7 +431,6 @@ def student_to_model(net, head, teacher):
 def export(student: _Student, cfg: DistillConfig):
     """The trained student as an fdbert model: INT8 block-sparse Linears with the QAT phase's
     activation parameters (or float32 with zero blocks without QAT)."""
-    from ..reference.qlinear import QuantizedLinear
     model = student.float_model()
     if student.qparams is None:
         return model
@@ -687,7 +686,6 @@ def distill(teacher, texts, *, labels=None, config: DistillConfig | None = None,
 
 
 def _stored_block_sparsity(model) -> float | None:
-    from ..reference.qlinear import QuantizedLinear
     total = stored = 0
     for layer in model.weights.layers:
         for n in linear_names():

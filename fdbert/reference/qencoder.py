@@ -21,6 +21,7 @@ qlinear -> + outlier part -> GELU -> quantize). Q, K and V share their input, so
 import numpy as np
 
 from .. import ops
+from ..weights import QuantizedLinear
 from .attention_int8 import self_attention_of
 
 
@@ -67,5 +68,4 @@ def encoder_layer_int8(x, cu_seqlens, layer, config):  # [n, D] -> [n, D]
 
 def is_quantized(layer) -> bool:
     """True when the layer's Linears are QuantizedLinear (all six are, or none)."""
-    from .qlinear import QuantizedLinear
     return isinstance(layer.q_lin, QuantizedLinear)
