@@ -20,8 +20,8 @@ from . import ops
 from .decoder_config import DecoderConfig
 from .errors import ShapeError, TokenIdError
 from .kv_cache import PackedKVCache, PrePaddedKVCache
-from .reference.gpt2 import gpt2_layer
-from .reference.llama import llama_layer
+from .blocks.gpt2 import gpt2_layer
+from .blocks.llama import llama_layer
 from .reference.rope import rope_angles, rope_inv_freq
 from .sampling import SamplingParams, sample
 

@@ -21,8 +21,8 @@ from .config import EncoderConfig
 from .errors import ArgumentError, ConfigError, CorruptModelError, DTypeError, FdbertError, ShapeError, TokenIdError, UnsupportedModelError
 from .loading import build_weights, model_dir, read_config, read_tensors
 from .packing import PackedBatch, pack, pass_groups, unpack
-from .reference import heads
-from .reference.embeddings import embeddings
+from .blocks import heads
+from .blocks.embeddings import embeddings
 from .tokenizer import Tokenizer
 from .weights import EncoderWeights
 

@@ -7,7 +7,7 @@ it with packing (``lm.generate(..., padding="pre")``).
 
 Every prompt is left-padded to the longest, so the batch is a dense [B, T] block and every step's new
 tokens share a column. Positions count from each sequence's first real token (pads take position 0),
-and attention masks the pad columns (fdbert.reference.decoder_attention.prepadded_attention), so the
+and attention masks the pad columns (fdbert.blocks.prepadded_attention), so the
 tokens are those of each prompt generated alone. The pads cost their share of every Linear in the
 prefill and of the attention at every step; packing spends nothing on them. A finished sequence
 leaves the block (its row is dropped) and costs nothing more.

@@ -186,7 +186,7 @@ class EncoderWeights:
     heads: HeadWeights = field(default_factory=HeadWeights)
 
 
-# ---- decoders (fdbert/reference/llama.py, gpt2.py) ------------------------------------------------
+# ---- decoders (fdbert/blocks/llama.py, gpt2.py) ----------------------------------------------------
 @dataclass(eq=False)
 class LlamaLayerWeights:
     input_layernorm: np.ndarray         # f32 [D]            RMSNorm weight before attention
