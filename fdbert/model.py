@@ -27,9 +27,9 @@ from .weights import EncoderWeights
 
 
 #: Tokens per forward pass (Encoder.max_tokens_per_pass). Intermediates of a pass grow with its
-#: tokens (DistilBERT's FFN activations: 12 KB per token); past ~1,000 tokens they spill from the
-#: caches. 32 x 128 tokens of the 80%-sparse INT8 DistilBERT ran at 119-121 seq/s in one pass and at
-#: 132-134 as 4 passes of 1,024 (2 x 2,048: 121-127; 8 x 512: 111-114), native, 2 threads, 2026-11-22.
+#: tokens (DistilBERT's FFN activations: 12 KB per token); past about 1,000 tokens they spill from
+#: the caches, so a large batch runs faster as passes of at most this many tokens. The measurements
+#: behind the choice are in docs/benchmarks.md.
 MAX_TOKENS_PER_PASS = 1024
 
 
