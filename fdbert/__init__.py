@@ -22,11 +22,10 @@ from .errors import (ArgumentError, BackendError, ConfigError, CorruptModelError
 from .decoder import Completion, Decoder
 from .decoder_config import DecoderConfig
 from .generator import Event, Generator
-from .model import Encoder, from_pretrained
+from .model import Encoder, from_pretrained, load
 from .sampling import SamplingParams
 from .runtime import cpu_features, get_num_threads, set_num_threads, show_config
 from .compress import distill, prune, quantize  # INT8 + block sparsity (docs/int8.md)
-from .serialization import load
 from .shipped import load_shipped, shipped_models
 
 __all__ = [

@@ -1,8 +1,8 @@
 """Backend selection and op dispatch: every op the model runs goes through :func:`call`.
 
 A *backend* is a namespace (module or object) holding functions named like the ops in
-:mod:`fdbert.ops`, with the same signatures. ``"reference"`` (:mod:`fdbert.reference`, NumPy/SciPy)
-implements every op and is the oracle; ``"native"`` (:mod:`fdbert_native`, Cython + C SIMD) implements
+:mod:`fdbert.ops`, with the same signatures. ``"reference"`` (:mod:`fdbert.reference`, NumPy/SciPy,
+with the blocks of :mod:`fdbert.blocks` for the ops that are whole blocks) implements every op and is the oracle; ``"native"`` (:mod:`fdbert_native`, Cython + C SIMD) implements
 the hot ones. A backend function may *decline* an input it cannot take by returning
 ``NotImplemented`` or raising :class:`Declined`; the next backend in the chain then runs it. The chain
 is the selected backend followed by ``"reference"``, or the selected backend alone with ``only=True``,
@@ -27,14 +27,10 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from .errors import BackendError
+from .errors import BackendError, Declined
 
 __all__ = ["Declined", "call", "set_backend", "set_default_backend", "get_backend",
            "available_backends", "register_backend", "unregister_backend", "backend_chain", "resolve"]
-
-
-class Declined(Exception):
-    """Raised by a backend op that cannot take this input; the next backend in the chain runs it."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +40,14 @@ class _Selection:
 
 
 def _load_reference():
-    return importlib.import_module("fdbert.reference")
+    """The primitives of fdbert.reference, and for the ops that are whole blocks (encoder_layer, ...)
+    their composites in fdbert.blocks. A backend that declines a fused block falls back to the
+    composite, which dispatches its parts again: the one intended re-entry into dispatch."""
+    reference = importlib.import_module("fdbert.reference")
+    blocks = importlib.import_module("fdbert.blocks")
+    ops = {name: getattr(reference, name) for name in reference.__all__}
+    ops.update({name: getattr(blocks, name) for name in blocks.BLOCK_OPS})
+    return SimpleNamespace(**ops)
 
 
 def _load_native():

@@ -14,7 +14,7 @@ When K (or N) is not a multiple of C (or R), the last block column (row) is zero
 kernels must never read x beyond K. The default block is 1 x 4: one output channel times four
 consecutive input channels, the four u8*s8 products one ``vpdpbusd`` lane sums (Fast DistilBERT,
 sec. 3.1). An int8 matrix stores the weight codes; its per-output-channel scales live with the layer
-(:class:`fdbert.reference.qlinear.QuantizedLinear`).
+(:class:`fdbert.weights.QuantizedLinear`).
 """
 
 from __future__ import annotations

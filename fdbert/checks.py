@@ -21,7 +21,9 @@ import numbers
 
 import numpy as np
 
+from .config import EncoderConfig
 from .errors import ArgumentError, DTypeError, ShapeError, TokenIdError
+from .weights import EncoderLayerWeights, Linear, QuantizedLinear
 
 _KINDS = {"f": "a float dtype", "iu": "an integer dtype"}
 
@@ -122,7 +124,6 @@ def _qkey(q):
 
 def quantized_linear(name, q):
     """A :class:`QuantizedLinear` whose ``validate()`` has passed (run the first time it is seen)."""
-    from .reference.qlinear import QuantizedLinear
     if not isinstance(q, QuantizedLinear):
         raise DTypeError(f"{name}: expected a QuantizedLinear, got {type(q).__name__}")
     key = _qkey(q)
@@ -139,7 +140,6 @@ def quantized_linear(name, q):
 
 def linear_layer(name, lin, shape):
     """A float Linear ([N, K] weight, [N] bias or None) or a valid QuantizedLinear of ``shape``."""
-    from .weights import Linear
     if isinstance(lin, Linear):
         typed(f"{name}.weight", lin.weight, "f", ndim=2)
         if lin.bias is not None:
@@ -154,9 +154,6 @@ def linear_layer(name, lin, shape):
 
 def encoder_layer(layer, config):
     """An EncoderLayerWeights consistent with an EncoderConfig (checked once per layer and config)."""
-    from .config import EncoderConfig
-    from .reference.qlinear import QuantizedLinear
-    from .weights import EncoderLayerWeights
     if not isinstance(config, EncoderConfig):
         raise DTypeError(f"encoder_layer: config must be an EncoderConfig, got {type(config).__name__}")
     if not isinstance(layer, EncoderLayerWeights):

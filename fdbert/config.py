@@ -1,9 +1,11 @@
-"""Model hyper-parameters, read from a Hugging Face ``config.json``."""
+"""Model hyper-parameters, read from a Hugging Face ``config.json``; sentence-transformers' pooling."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from .errors import ConfigError, CorruptModelError, UnsupportedModelError
 
@@ -138,3 +140,62 @@ def check_field(name: str, value) -> None:
             raise ConfigError(f"{name} must be finite and > {lo}, got {value!r}", name)
     elif not isinstance(value, kind):
         raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}", name)
+
+
+# ---- sentence-transformers' pooling (modules.json + the Pooling module's config.json) ---------
+@dataclass(frozen=True)
+class PoolingConfig:
+    mode: str = "mean"         # "mean" (over real tokens) or "cls"
+    normalize: bool = False    # L2-normalise sentence embeddings
+
+    @classmethod
+    def from_dir(cls, path: Path) -> "PoolingConfig":
+        """sentence-transformers' modules.json + Pooling config, if present; else mean, unnormalised."""
+        modules_f = path / "modules.json"
+        if not modules_f.is_file():
+            return cls()
+        modules = _read_json(modules_f)
+        if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("type", ""), str)
+                                                    and isinstance(m.get("path", ""), str) for m in modules):
+            raise CorruptModelError(f"{modules_f}: expected a list of modules, each with a string "
+                                    "'type' and 'path'")
+        normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+        mode = "mean"
+        for m in modules:
+            if m.get("type", "").endswith("Pooling"):
+                pf = path / m.get("path", "") / "config.json"
+                if pf.is_file():
+                    mode = _pooling_mode(pf, _read_json(pf))
+        return cls(mode, normalize)
+
+    def __post_init__(self):
+        if self.mode not in POOLING_MODES:
+            raise ConfigError(f"pooling mode must be one of {POOLING_MODES}, got {self.mode!r}", "mode")
+        if not isinstance(self.normalize, bool):
+            raise ConfigError(f"pooling normalize must be True or False, got {self.normalize!r}", "normalize")
+
+
+POOLING_MODES = ("mean", "cls")
+
+
+def _read_json(f: Path):
+    try:
+        return json.loads(f.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise CorruptModelError(f"{f}: not valid JSON ({e})") from None
+
+
+def _pooling_mode(pf: Path, pc) -> str:
+    """sentence-transformers' Pooling config -> "mean" or "cls"; any other (or combined) mode is refused,
+    never treated as mean."""
+    if not isinstance(pc, dict):
+        raise CorruptModelError(f"{pf}: expected a JSON object")
+    on = sorted(k for k, v in pc.items() if k.startswith("pooling_mode_") and v)
+    if not on and "pooling_mode_mean_tokens" not in pc:
+        return "mean"        # sentence-transformers' default
+    if on == ["pooling_mode_cls_token"]:
+        return "cls"
+    if on == ["pooling_mode_mean_tokens"]:
+        return "mean"
+    raise UnsupportedModelError(f"{pf}: pooling {', '.join(on) or 'none'}: only one of "
+                                "pooling_mode_mean_tokens and pooling_mode_cls_token is supported")

@@ -12,16 +12,17 @@ any mix of the two (continuous batching, :class:`fdbert.Generator`). Packed rows
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from . import ops
+from .blocks.gpt2 import gpt2_layer
+from .blocks.llama import llama_layer
 from .decoder_config import DecoderConfig
 from .errors import ShapeError, TokenIdError
-from .kv_cache import PackedKVCache, PrePaddedKVCache
-from .reference.gpt2 import gpt2_layer
-from .reference.llama import llama_layer
+from .generator import Generator
+from .kv_cache import PackedKVCache
+from .prepadded import generate_prepadded
 from .reference.rope import rope_angles, rope_inv_freq
 from .sampling import SamplingParams, sample
 
@@ -38,7 +39,8 @@ class Completion:
 
 
 class Decoder:
-    """A GPT-2 or Llama-family causal LM. Build with :func:`fdbert.from_pretrained`."""
+    """A GPT-2 or Llama-family causal LM. Build with :func:`fdbert.from_pretrained` (the loaders:
+    :mod:`fdbert.decoder_loading`)."""
 
     def __init__(self, config: DecoderConfig, weights, tokenizer=None, name: str = "", max_seq_len=None):
         self.config, self.weights, self.tokenizer, self.name = config, weights, tokenizer, name
@@ -131,9 +133,8 @@ class Decoder:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         ids = [self._prompt_ids(p) for p in prompts]
         if padding == "pre":
-            from .prepadded import generate_prepadded
-            return generate_prepadded(self, ids, params)
-        from .generator import Generator
+            return [Completion(tokens, text, finish, len(p))
+                    for (tokens, text, finish), p in zip(generate_prepadded(self, ids, params), ids)]
         gen = Generator(self)
         rids = [gen.add(p, params) for p in ids]
         tokens = {r: [] for r in rids}
@@ -148,7 +149,6 @@ class Decoder:
 
     def stream(self, prompt, params: SamplingParams | None = None, **kw):
         """Yield the text of ``prompt``'s completion piece by piece as tokens come."""
-        from .generator import Generator
         gen = Generator(self)
         gen.add(self._prompt_ids(prompt), self._params(params, kw))
         while gen.live or gen.waiting:
@@ -160,43 +160,3 @@ class Decoder:
         """The assistant's reply to ``messages`` ([{"role": ..., "content": ...}]) with the model's chat template."""
         prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         return self.generate([self.tokenizer.encode(prompt)], params, **kw)[0]
-
-
-def is_decoder_path(path) -> bool:
-    """A .gguf file, or a directory whose config.json names a decoder model_type."""
-    import json
-    p = Path(path)
-    if p.is_file() and p.suffix.lower() == ".gguf":
-        return True
-    cfg = p / "config.json"
-    if p.is_dir() and cfg.is_file():
-        from .decoder_config import DECODER_MODEL_TYPES
-        try:
-            config = json.loads(cfg.read_text())
-        except (ValueError, UnicodeDecodeError):   # the encoder loader names what is wrong with it
-            return False
-        return isinstance(config, dict) and config.get("model_type") in DECODER_MODEL_TYPES
-    return False
-
-
-def load_decoder(path) -> Decoder:
-    """A Decoder from a GGUF file or a Hugging Face directory (config.json + safetensors / bin)."""
-    p = Path(path)
-    if p.suffix.lower() == ".gguf" or p.is_file():
-        from .gguf import load_gguf
-        return load_gguf(p)
-    from .decoder_loading import build_decoder_weights
-    from .decoder_tokenizer import DecoderTokenizer
-    from .loading import model_dir, read_config, read_tensors
-    p = model_dir(p)
-    import json
-    from .errors import CorruptModelError
-    raw = json.loads((p / "config.json").read_text())
-    try:
-        config = DecoderConfig.from_hf(raw)
-    except (KeyError, TypeError) as e:
-        raise CorruptModelError(f"{p / 'config.json'}: {raw.get('model_type')} config lacks or garbles {e}") from None
-    weights, unused = build_decoder_weights(read_tensors(p), config, where=str(p))
-    lm = Decoder(config, weights, DecoderTokenizer.from_dir(p), name=p.name)
-    lm.unused_tensors = unused
-    return lm

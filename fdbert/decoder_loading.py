@@ -1,4 +1,5 @@
-"""Checkpoint tensors -> :class:`fdbert.weights.DecoderWeights`, for GPT-2 and Llama.
+"""Loading a decoder: a GGUF file or a Hugging Face directory -> :class:`fdbert.Decoder`, and the
+tables that turn checkpoint tensors into :class:`fdbert.weights.DecoderWeights`, for GPT-2 and Llama.
 
 One table per architecture names every tensor fdbert reads (the checkpoint's own names) with the
 shape the config implies; any other shape is refused with :class:`WeightShapeError`. GPT-2's
@@ -8,10 +9,17 @@ shape the config implies; any other shape is refused with :class:`WeightShapeErr
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
-from .decoder_config import DecoderConfig
+from .decoder import Decoder
+from .decoder_config import DECODER_MODEL_TYPES, DecoderConfig
+from .decoder_tokenizer import DecoderTokenizer
 from .errors import CorruptModelError, WeightShapeError
+from .gguf import config_from_gguf, dequantized_tensors, read_gguf
+from .loading import model_dir, read_tensors
 from .weights import DecoderWeights, GPT2LayerWeights, LayerNorm, Linear, LlamaLayerWeights
 
 #: prefixes the base model may sit under in a *LMHeadModel / *ForCausalLM checkpoint
@@ -103,3 +111,50 @@ def build_decoder_weights(tensors: dict, c: DecoderConfig, where: str = "checkpo
     unused = sorted(k for k in tensors if k not in r.used and not k.endswith((".attn.bias", ".masked_bias",
                                                                               "rotary_emb.inv_freq")))
     return weights, unused
+
+
+# ---- files -> Decoder ----------------------------------------------------------------------------
+def is_decoder_path(path) -> bool:
+    """A .gguf file, or a directory whose config.json names a decoder model_type."""
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() == ".gguf":
+        return True
+    cfg = p / "config.json"
+    if p.is_dir() and cfg.is_file():
+        try:
+            config = json.loads(cfg.read_text())
+        except (ValueError, UnicodeDecodeError):   # the encoder loader names what is wrong with it
+            return False
+        return isinstance(config, dict) and config.get("model_type") in DECODER_MODEL_TYPES
+    return False
+
+
+def load_decoder(path) -> Decoder:
+    """A Decoder from a GGUF file or a Hugging Face directory (config.json + safetensors / bin)."""
+    p = Path(path)
+    if p.suffix.lower() == ".gguf" or p.is_file():
+        return load_gguf(p)
+    p = model_dir(p)
+    raw = json.loads((p / "config.json").read_text())
+    try:
+        config = DecoderConfig.from_hf(raw)
+    except (KeyError, TypeError) as e:
+        raise CorruptModelError(f"{p / 'config.json'}: {raw.get('model_type')} config lacks or garbles {e}") from None
+    weights, unused = build_decoder_weights(read_tensors(p), config, where=str(p))
+    lm = Decoder(config, weights, DecoderTokenizer.from_dir(p), name=p.name)
+    lm.unused_tensors = unused
+    return lm
+
+
+def load_gguf(path) -> Decoder:
+    """A Decoder from a GGUF file (fdbert.gguf): weights dequantized to float32, tokenizer and chat
+    template from its metadata."""
+    p = Path(path)
+    meta, tensors = read_gguf(p)
+    meta["_tensor_names"] = tuple(tensors)
+    config = config_from_gguf(meta, str(p))
+    weights, _ = build_decoder_weights(dequantized_tensors(tensors, config, str(p)), config, where=str(p))
+    name = meta.get("general.name") or p.stem
+    lm = Decoder(config, weights, DecoderTokenizer.from_gguf(meta, str(p)), name=str(name))
+    lm.gguf_metadata = {k: v for k, v in meta.items() if not k.startswith("tokenizer.ggml.")}
+    return lm

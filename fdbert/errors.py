@@ -1,7 +1,8 @@
 """fdbert's exceptions: one class per kind of mistake, each message says what was expected and found.
 
-Every class derives from :class:`FdbertError`, so ``except fdbert.FdbertError`` catches them all, and
-from the matching builtin (``ValueError``, ``FileNotFoundError``, ...), so generic handlers keep working.
+Every error class derives from :class:`FdbertError`, so ``except fdbert.FdbertError`` catches them all,
+and from the matching builtin (``ValueError``, ``FileNotFoundError``, ...), so generic handlers keep
+working. :class:`Declined` is not an error: a backend op raises it to pass the op on (fdbert.backend).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ class BackendError(FdbertError, ValueError):
 
 class SparseFormatError(FdbertError, ValueError):
     """A block-sparse (BSR) matrix is malformed: a field has the wrong dtype, size, order or range."""
+
+
+class Declined(Exception):
+    """Raised by a backend op that cannot take this input; the next backend in the chain runs it."""
 
 
 def expect_dtype(name: str, array, *dtypes) -> None:

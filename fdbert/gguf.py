@@ -1,9 +1,9 @@
-"""Load a causal LM from a GGUF file (llama.cpp's format), read with the ``gguf`` PyPI package.
+"""Read a causal LM's GGUF file (llama.cpp's format) with the ``gguf`` PyPI package.
 
 The file holds metadata (hyper-parameters under ``{arch}.*``, the tokenizer under ``tokenizer.*``) and
-tensors, possibly block-quantized; fdbert dequantizes them to float32 (fdbert.gguf_quants), renames them
-to Hugging Face's names (``TENSOR_NAMES``) and builds the model through the same loader tables as a HF
-checkpoint (fdbert.decoder_loading).
+tensors, possibly block-quantized; fdbert dequantizes them to float32 (fdbert.gguf_quants) and renames them
+to Hugging Face's names (``TENSOR_NAMES``); fdbert.decoder_loading then builds the model through the
+same loader tables as a HF checkpoint.
 
 llama.cpp's converter permutes the rows of ``attn_q`` and ``attn_k`` so that each head's rotary pairs
 are adjacent (GPT-J's interleaved layout); :func:`unpermute_rope_rows` restores HF's "rotate half"
@@ -132,23 +132,6 @@ def dequantized_tensors(tensors: dict, config: DecoderConfig, where: str) -> dic
             w = unpermute_rope_rows(w, config.n_kv_heads)
         out[hf] = w
     return out
-
-
-def load_gguf(path):
-    """A :class:`fdbert.Decoder` from a GGUF file: weights dequantized to float32, tokenizer and chat
-    template from its metadata."""
-    from .decoder import Decoder
-    from .decoder_loading import build_decoder_weights
-    from .decoder_tokenizer import DecoderTokenizer
-    p = Path(path)
-    meta, tensors = read_gguf(p)
-    meta["_tensor_names"] = tuple(tensors)
-    config = config_from_gguf(meta, str(p))
-    weights, _ = build_decoder_weights(dequantized_tensors(tensors, config, str(p)), config, where=str(p))
-    name = meta.get("general.name") or p.stem
-    lm = Decoder(config, weights, DecoderTokenizer.from_gguf(meta, str(p)), name=str(name))
-    lm.gguf_metadata = {k: v for k, v in meta.items() if not k.startswith("tokenizer.ggml.")}
-    return lm
 
 
 def smollm2_path() -> Path | None:

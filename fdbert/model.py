@@ -1,4 +1,6 @@
-"""The model object users hold: weights + config + tokenizer, and the encoder's forward pass.
+"""The model object users hold: weights + config + tokenizer, and the encoder's forward pass; its
+doors onto files: :func:`from_pretrained`, :func:`load` and ``Encoder.save`` (fdbert's format is
+:mod:`fdbert.serialization`; a Hugging Face checkpoint, :mod:`fdbert.loading`).
 
     x = Embeddings(ids, positions)             [n, D]   packed real tokens only
     x = EncoderLayer_l(x, cu_seqlens), l=1..L  [n, D]
@@ -10,63 +12,25 @@ is packed (:mod:`fdbert.packing`), so padding costs nothing.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from . import ops
-from .config import EncoderConfig
-from .errors import ArgumentError, ConfigError, CorruptModelError, DTypeError, FdbertError, ShapeError, TokenIdError, UnsupportedModelError
+from . import ops, serialization
+from .blocks import heads
+from .blocks.embeddings import embeddings
+from .config import EncoderConfig, PoolingConfig
+from .decoder_loading import is_decoder_path, load_decoder
+from .errors import ArgumentError, DTypeError, FdbertError, ShapeError, TokenIdError
 from .loading import build_weights, model_dir, read_config, read_tensors
 from .packing import PackedBatch, pack, pass_groups, unpack
-from .reference import heads
-from .reference.embeddings import embeddings
 from .tokenizer import Tokenizer
 from .weights import EncoderWeights
 
 
 #: Tokens per forward pass (Encoder.max_tokens_per_pass). Intermediates of a pass grow with its
-#: tokens (DistilBERT's FFN activations: 12 KB per token); past ~1,000 tokens they spill from the
-#: caches. 32 x 128 tokens of the 80%-sparse INT8 DistilBERT ran at 119-121 seq/s in one pass and at
-#: 132-134 as 4 passes of 1,024 (2 x 2,048: 121-127; 8 x 512: 111-114), native, 2 threads, 2026-11-22.
+#: tokens (DistilBERT's FFN activations: 12 KB per token); past about 1,000 tokens they spill from
+#: the caches, so a large batch runs faster as passes of at most this many tokens. The measurements
+#: behind the choice are in docs/benchmarks.md.
 MAX_TOKENS_PER_PASS = 1024
-
-
-@dataclass(frozen=True)
-class PoolingConfig:
-    mode: str = "mean"         # "mean" (over real tokens) or "cls"
-    normalize: bool = False    # L2-normalise sentence embeddings
-
-    @classmethod
-    def from_dir(cls, path: Path) -> "PoolingConfig":
-        """sentence-transformers' modules.json + Pooling config, if present; else mean, unnormalised."""
-        modules_f = path / "modules.json"
-        if not modules_f.is_file():
-            return cls()
-        modules = _read_json(modules_f)
-        if not isinstance(modules, list) or not all(isinstance(m, dict) and isinstance(m.get("type", ""), str)
-                                                    and isinstance(m.get("path", ""), str) for m in modules):
-            raise CorruptModelError(f"{modules_f}: expected a list of modules, each with a string "
-                                    "'type' and 'path'")
-        normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
-        mode = "mean"
-        for m in modules:
-            if m.get("type", "").endswith("Pooling"):
-                pf = path / m.get("path", "") / "config.json"
-                if pf.is_file():
-                    mode = _pooling_mode(pf, _read_json(pf))
-        return cls(mode, normalize)
-
-    def __post_init__(self):
-        if self.mode not in POOLING_MODES:
-            raise ConfigError(f"pooling mode must be one of {POOLING_MODES}, got {self.mode!r}", "mode")
-        if not isinstance(self.normalize, bool):
-            raise ConfigError(f"pooling normalize must be True or False, got {self.normalize!r}", "normalize")
-
-
-POOLING_MODES = ("mean", "cls")
 
 
 def _texts(texts) -> list:
@@ -81,29 +45,6 @@ def _texts(texts) -> list:
         if not isinstance(t, str):
             raise DTypeError(f"texts[{i}]: expected a string, got {type(t).__name__}")
     return texts
-
-
-def _read_json(f: Path):
-    try:
-        return json.loads(f.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise CorruptModelError(f"{f}: not valid JSON ({e})") from None
-
-
-def _pooling_mode(pf: Path, pc) -> str:
-    """sentence-transformers' Pooling config -> "mean" or "cls"; any other (or combined) mode is refused,
-    never treated as mean."""
-    if not isinstance(pc, dict):
-        raise CorruptModelError(f"{pf}: expected a JSON object")
-    on = sorted(k for k, v in pc.items() if k.startswith("pooling_mode_") and v)
-    if not on and "pooling_mode_mean_tokens" not in pc:
-        return "mean"        # sentence-transformers' default
-    if on == ["pooling_mode_cls_token"]:
-        return "cls"
-    if on == ["pooling_mode_mean_tokens"]:
-        return "mean"
-    raise UnsupportedModelError(f"{pf}: pooling {', '.join(on) or 'none'}: only one of "
-                                "pooling_mode_mean_tokens and pooling_mode_cls_token is supported")
 
 
 class Encoder:
@@ -131,8 +72,7 @@ class Encoder:
     def save(self, path, external=None):
         """Write the model (float, pruned or INT8) to directory ``path``; read it with :func:`fdbert.load`.
         ``external``: tensors to reference in an installed package instead of copying (fdbert.serialization)."""
-        from .serialization import save
-        return save(self, path, external)
+        return serialization.save(self, path, external)
 
     # ---- the forward pass on a packed batch --------------------------------------------------
     def forward_packed(self, batch: PackedBatch) -> np.ndarray:  # -> [n, D]
@@ -248,12 +188,10 @@ def from_pretrained(path):
     ``model.save`` (fdbert's format, e.g. a compressed model): an :class:`Encoder`. A ``.gguf`` file,
     or a directory of model type ``gpt2`` or ``llama``: a :class:`fdbert.Decoder`. Never downloads
     anything."""
-    from .decoder import is_decoder_path, load_decoder
     if is_decoder_path(path):
         return load_decoder(path)
     p = model_dir(path)
-    from .serialization import META_FILE, load
-    if (p / META_FILE).is_file():
+    if (p / serialization.META_FILE).is_file():
         return load(p)
     config = EncoderConfig.from_hf(read_config(p), where=str(p / "config.json"))
     tensors = read_tensors(p)
@@ -261,4 +199,15 @@ def from_pretrained(path):
     model = Encoder(config, weights, Tokenizer.from_dir(p, config.max_positions), PoolingConfig.from_dir(p),
                     name=p.name)
     model.unused_tensors = unused
+    return model
+
+
+def load(path) -> Encoder:
+    """Read a model written by ``model.save(path)`` (float, pruned or INT8): an :class:`Encoder`.
+
+    Returns exactly the model that was saved, or raises an :class:`fdbert.FdbertError` (mostly
+    :class:`CorruptModelError`) naming the file and the field: see docs/robustness.md."""
+    saved = serialization.read(path)
+    model = Encoder(saved.config, saved.weights, saved.tokenizer, saved.pooling, name=saved.name)
+    model.compression = saved.compression
     return model

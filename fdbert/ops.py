@@ -2,7 +2,9 @@
 dispatches by name to the selected backend (:mod:`fdbert.backend`).
 
 Backends implement functions of the same names and signatures. The reference implementations in
-:mod:`fdbert.reference` are the specification; read them for the maths.
+:mod:`fdbert.reference` (pure NumPy/SciPy) are the specification; read them for the maths. The ops
+that are whole blocks (``encoder_layer``, ``prepadded_attention``) are specified by their composites
+in :mod:`fdbert.blocks`, which call the ops here.
 
 Each function checks its contract here, once, before dispatch (:mod:`fdbert.checks`): every backend
 sees only valid input, and invalid input raises the same fdbert error whichever backend is selected
@@ -122,7 +124,8 @@ def encoder_layer(x, cu_seqlens, layer, config):
     """One post-LN transformer encoder block (DistilBERT/BERT) on a packed batch: f32 [n, D] -> [n, D].
 
     ``layer`` is an :class:`fdbert.weights.EncoderLayerWeights`, ``config`` an
-    :class:`fdbert.config.EncoderConfig`. A backend may run the whole block fused.
+    :class:`fdbert.config.EncoderConfig`. A backend may run the whole block fused; the reference is
+    the composite :func:`fdbert.blocks.encoder.encoder_layer`.
     """
     c.encoder_layer(layer, config)
     x = c.typed("encoder_layer: x", x, "f", ndim=2)
@@ -248,7 +251,8 @@ def decoder_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale=None):
 def prepadded_attention(q, k, v, n_pad, *, scale=None):
     """EET's pre-padded causal attention: q f32 [B, Tq, H, Dh]; k, v f32 [B, Tk, Hkv, Dh]; n_pad int
     [B] (sequence b's first n_pad[b] columns are pads, never seen) -> f32 [B, Tq, H, Dh]; query i
-    sees keys n_pad[b] <= j <= i + Tk - Tq, and a pad query's output is 0."""
+    sees keys n_pad[b] <= j <= i + Tk - Tq, and a pad query's output is 0. Reference: the block
+    :func:`fdbert.blocks.prepadded_attention.prepadded_attention`."""
     q = c.typed("prepadded_attention: q", q, "f", ndim=4)
     k = c.typed("prepadded_attention: k", k, "f", ndim=4)
     v = c.typed("prepadded_attention: v", v, "f", ndim=4)

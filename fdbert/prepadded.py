@@ -7,7 +7,7 @@ it with packing (``lm.generate(..., padding="pre")``).
 
 Every prompt is left-padded to the longest, so the batch is a dense [B, T] block and every step's new
 tokens share a column. Positions count from each sequence's first real token (pads take position 0),
-and attention masks the pad columns (fdbert.reference.decoder_attention.prepadded_attention), so the
+and attention masks the pad columns (fdbert.blocks.prepadded_attention), so the
 tokens are those of each prompt generated alone. The pads cost their share of every Linear in the
 prefill and of the attention at every step; packing spends nothing on them. A finished sequence
 leaves the block (its row is dropped) and costs nothing more.
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import ShapeError
 from .kv_cache import PrePaddedKVCache
 from .sampling import sample
 
 
-def generate_prepadded(lm, prompts, params):  # list of id lists -> list of Completion
-    from .decoder import Completion
-    from .errors import ShapeError
+def generate_prepadded(lm, prompts, params):  # list of id lists -> list of (token_ids, text, finish_reason)
+    """Each prompt's generated tokens, their text (cut before a stop string) and why it finished."""
     c = lm.config
     B, T = len(prompts), max(len(p) for p in prompts)
     if T > lm.max_seq_len:
@@ -66,8 +66,8 @@ def generate_prepadded(lm, prompts, params):  # list of id lists -> list of Comp
         step_ids = np.array([generated[b][-1] for b in rows], np.int64)        # [B', 1] as [B']
         step_pos = cache.length - cache.n_pad                                  # positions from the first real token
     out = []
-    for b, p in enumerate(prompts):
+    for b in range(B):
         text = lm.tokenizer.decode(generated[b], skip_special_tokens=True) if lm.tokenizer else ""
         cuts = [text.find(s) for s in params.stop if s in text]
-        out.append(Completion(generated[b], text[:min(cuts)] if cuts else text, finish[b], len(p)))
+        out.append((generated[b], text[:min(cuts)] if cuts else text, finish[b]))
     return out

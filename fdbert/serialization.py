@@ -1,4 +1,6 @@
-"""fdbert's own model format: ``model.save(path)`` and :func:`fdbert.load` (no torch needed).
+"""fdbert's own model format: :func:`save` writes it (``model.save(path)``) and :func:`read` reads it
+back (:func:`fdbert.load` wraps the result in an Encoder); no torch needed. This module knows the
+model's parts (config, weights, tokenizer, pooling), not the Encoder class.
 
 A saved model is a directory of three files:
 
@@ -35,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ._version import __version__
 from .blocksparse import BSRMatrix
-from .config import EncoderConfig
+from .config import POOLING_MODES, EncoderConfig, PoolingConfig
 from .errors import ConfigError, CorruptModelError, FdbertError, ModelNotFoundError, SparseFormatError
-from .weights import EmbeddingWeights, EncoderLayerWeights, EncoderWeights, HeadWeights, LayerNorm, Linear
+from .tokenizer import Tokenizer
+from .weights import EmbeddingWeights, EncoderLayerWeights, EncoderWeights, HeadWeights, LayerNorm, Linear, QuantizedLinear
 
 FORMAT_NAME = "fdbert"
 FORMAT_VERSION = 1
@@ -116,7 +120,6 @@ def _sha256(path: Path) -> str:
 
 # ---- save ---------------------------------------------------------------------------------------
 def _put_linear(tensors, kinds, prefix, lin):
-    from .reference.qlinear import QuantizedLinear
     if isinstance(lin, QuantizedLinear):
         tensors[prefix + "w_scale"] = lin.w_scale
         tensors[prefix + "bias"] = lin.bias
@@ -187,7 +190,6 @@ def save(model, path, external=None) -> Path:
         files[TOKENIZER_FILE] = _sha256(path / TOKENIZER_FILE)
     elif (path / TOKENIZER_FILE).exists():
         (path / TOKENIZER_FILE).unlink()
-    from . import __version__
     meta = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "fdbert_version": __version__,
         "name": model.name, "config": model.config.to_dict(),
@@ -215,7 +217,6 @@ def save(model, path, external=None) -> Path:
 META_KEYS = {"format", "format_version", "fdbert_version", "name", "config", "pooling", "tokenizer_max_length",
              "compression", "linears", "attention", "files", "external", "checksum"}
 OPTIONAL_META_KEYS = {"attention", "external"}   # attention absent: saved before INT8 attention (fp32)
-POOLING_MODES = ("mean", "cls")
 #: Heads a model type's Encoder uses (fdbert.loading.HEAD_KEYS): any other would be silently ignored.
 HEADS_OF = {"distilbert": ("pre_classifier", "classifier", "qa_outputs"),
             "bert": ("pooler", "classifier", "qa_outputs")}
@@ -307,7 +308,6 @@ def _jtype(v):
 
 def _check_meta(meta: dict, f: Path):
     """Schema of every field of fdbert.json -> (config, pooling, kinds, attention, external)."""
-    from .model import PoolingConfig
     s = _Schema(f)
     unknown = sorted(set(meta) - META_KEYS)
     if unknown:
@@ -483,7 +483,6 @@ def _get(tensors, key):
 
 
 def _get_linear(tensors, kinds, prefix, where):
-    from .reference.qlinear import QuantizedLinear
     info = kinds[prefix]
     kind = info["kind"]
     if kind == "float":
@@ -505,20 +504,27 @@ def _get_linear(tensors, kinds, prefix, where):
         raise CorruptModelError(f"{where}: linear {prefix!r} is malformed: {e}") from None
 
 
-def load(path):
-    """Read a model written by ``model.save(path)``; returns an :class:`fdbert.Encoder`.
+@dataclass(frozen=True)
+class Saved:
+    """The parts of a saved encoder, as :func:`read` returns them (fdbert.load builds the Encoder)."""
+    config: EncoderConfig
+    weights: EncoderWeights
+    tokenizer: Tokenizer | None
+    pooling: PoolingConfig
+    name: str
+    compression: dict       # what fdbert.prune / fdbert.quantize did
 
-    Returns exactly the model that was saved, or raises an :class:`fdbert.FdbertError` (mostly
-    :class:`CorruptModelError`) naming the file and the field: see docs/robustness.md."""
+
+def read(path) -> Saved:
+    """Read a model written by :func:`save`: exactly the parts that were saved, or an
+    :class:`fdbert.FdbertError` (mostly :class:`CorruptModelError`) naming the file and the field
+    (docs/robustness.md)."""
     path = Path(path)
-    return _load(path, _read_meta(path))
+    return _read(path, _read_meta(path))
 
 
-def _load(path: Path, meta: dict, verify_checksum: bool = True):
+def _read(path: Path, meta: dict, verify_checksum: bool = True) -> Saved:
     from safetensors.numpy import load_file
-
-    from .model import Encoder
-    from .tokenizer import Tokenizer
     mf = path / META_FILE
     config, pooling, kinds, attention, external = _check_meta(meta, mf)
     _check_files(path, meta)
@@ -558,14 +564,12 @@ def _load(path: Path, meta: dict, verify_checksum: bool = True):
                                            meta["tokenizer_max_length"])
         except Exception as e:
             raise CorruptModelError(f"{path / TOKENIZER_FILE}: cannot read tokenizer ({e})") from None
-    model = Encoder(config, EncoderWeights(emb, layers, heads), tokenizer, pooling, name=meta["name"])
-    model.compression = meta["compression"]
-    return model
+    return Saved(config, EncoderWeights(emb, layers, heads), tokenizer, pooling, meta["name"], meta["compression"])
 
 
 def add_checksum(path) -> Path:
     """Give a model saved before fdbert.json had a ``checksum`` one, after every other check of
-    :func:`load` has passed (schema, files' SHA-256, tensors). For models you trust: the checksum
+    :func:`read` has passed (schema, files' SHA-256, tensors). For models you trust: the checksum
     then vouches for the metadata as it is now.
 
         python -m fdbert.serialization add-checksum DIR
@@ -575,13 +579,13 @@ def add_checksum(path) -> Path:
     if "checksum" in meta:
         raise FdbertError(f"{path / META_FILE} already has a checksum")
     meta["checksum"] = "0" * 64      # a well-formed placeholder for the schema check
-    _load(path, meta, verify_checksum=False)
+    _read(path, meta, verify_checksum=False)
     del meta["checksum"]
     meta["checksum"] = _meta_checksum(meta)
     tmp = path / (META_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path / META_FILE)
-    _load(path, meta)
+    _read(path, meta)
     return path
 
 

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from .errors import ModelNotFoundError
+from .model import load
 
 SHIPPED_DIR = Path(__file__).parent / "data" / "models"
 
@@ -35,7 +36,6 @@ def shipped_record(name: str) -> dict:
 
 def load_shipped(name: str):
     """Load a shipped model by name (see :func:`shipped_models`)."""
-    from .serialization import load
     return load(_path(name))
 
 

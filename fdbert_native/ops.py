@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fdbert import int8, ops
-from fdbert.backend import Declined
+from fdbert import int8
+from fdbert.errors import Declined
+from fdbert.weights import QuantizedLinear
 
 try:
     from fdbert_native import _fp32
@@ -316,7 +317,6 @@ def _int8_block_plan(layer, config):  # -> the six (layer, packed) pairs; raises
     cached = getattr(layer, "_native_block", None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    from fdbert.reference.qlinear import QuantizedLinear
     if not all(isinstance(lin, QuantizedLinear) for lin in lins):
         raise Declined("encoder_layer: a float layer (the reference block composes the native ops)")
     q = lins[0]
@@ -379,7 +379,7 @@ def _qlin(x_u8, lin, packed, nt, *, gelu=False, residual=None, out_qparams=None)
 
 
 def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
-    """The INT8 encoder block of :func:`fdbert.reference.qencoder.encoder_layer_int8`, fused.
+    """The INT8 encoder block of :func:`fdbert.blocks.encoder.encoder_layer_int8`, fused.
 
     The same native kernels in the same order as the reference block composed from dispatched ops
     (so the same bits), called directly: no dispatch, no per-op checks after the first call on a
@@ -387,7 +387,8 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
     runs, else one stacked GEMM up to QKV_FUSED_MAX_TOKENS tokens); each LayerNorm that feeds a
     linear quantizes in the same pass, and attention writes the O projection's u8 input. Float
     outlier channels are added exactly where the reference block adds them (the small float
-    product goes through ``fdbert.ops.linear``, as there). Declines float layers (the reference
+    product runs on this backend's :func:`linear`; where it declines, so does the block, and the
+    reference block then composes the same ops). Declines float layers (the reference
     block then composes the native ops), Q/K/V with different input quantization (the reference
     raises its error) and shapes it does not expect.
     """
@@ -428,7 +429,7 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
     def plus_outliers(y, a, lin):   # y + a[:, outliers] @ outlier_weight.T, as the reference block
         if not len(lin.outliers):
             return y
-        return y + ops.linear(np.ascontiguousarray(a[:, lin.outliers]), lin.outlier_weight)
+        return y + linear(np.ascontiguousarray(a[:, lin.outliers]), lin.outlier_weight)
 
     xq = quantize(x, ql)
     all_sparse = ql.sparse and kl.sparse and vl.sparse

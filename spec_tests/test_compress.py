@@ -15,8 +15,8 @@ from fdbert.blocksparse import BSRMatrix
 from fdbert.compress import calibrate
 from fdbert.compress.calibrate import percentile_range
 from fdbert.compress.prune import block_scores
-from fdbert.reference.embeddings import embeddings
-from fdbert.reference.qlinear import QuantizedLinear
+from fdbert.blocks.embeddings import embeddings
+from fdbert.weights import QuantizedLinear
 from int8_models import sentences, tiny_text_model
 from conftest import SHARED_DATA
 from tolerances import COMPRESS_MINILM_MEAN_COSINE, COMPRESS_TINY_MEAN_COSINE, COMPRESS_TINY_MIN_COSINE

@@ -26,7 +26,7 @@ import fdbert  # noqa: E402
 from fdbert.compress import distill_cli  # noqa: E402
 from fdbert.compress.distill import DistillConfig, Interrupted, batch_plan, distill  # noqa: E402
 from fdbert.compress.prune import block_scores  # noqa: E402
-from fdbert.reference.qlinear import QuantizedLinear  # noqa: E402
+from fdbert.weights import QuantizedLinear  # noqa: E402
 from int8_models import sentences, tiny_text_model  # noqa: E402
 from tolerances import DISTILL_EXPORT_MIN_COSINE, DISTILL_EXPORT_RTOL  # noqa: E402
 

@@ -1,7 +1,7 @@
 """The native fused INT8 encoder block (fdbert_native.ops.encoder_layer) vs the reference INT8 block.
 
 The fused op calls the same native kernels in the same order as the reference block
-(fdbert.reference.qencoder.encoder_layer_int8) composed from dispatched native ops, so the two agree
+(fdbert.blocks.encoder.encoder_layer_int8) composed from dispatched native ops, so the two agree
 bit for bit, on every thread count. Against the pure NumPy reference the usual float rounding of
 LayerNorm / attention / GELU can flip a u8 code downstream, so the comparison there is a cosine per
 token. Layers it cannot run (float, float outlier channels, Q/K/V with different input
@@ -16,7 +16,7 @@ import fdbert
 import native_ext
 from fdbert.backend import Declined
 from fdbert.packing import pack_sequences
-from fdbert.reference.qencoder import encoder_layer_int8
+from fdbert.blocks.encoder import encoder_layer_int8
 from int8_models import sentences, tiny_text_model
 
 pytestmark = pytest.mark.native_only
@@ -26,7 +26,7 @@ native_ext.load("_qgemm")
 from tolerances import ENCODER_LAYER_MIN_TOKEN_COSINE  # noqa: E402
 
 def _hidden(model, batch):  # f32 [n, D]: the input of layer 0
-    from fdbert.reference.embeddings import embeddings
+    from fdbert.blocks.embeddings import embeddings
     w, c = model.weights, model.config
     return embeddings(batch.input_ids, batch.positions, batch.token_type_ids, w.embeddings,
                       c.layer_norm_eps)

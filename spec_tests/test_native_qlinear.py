@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import fdbert
 import fdbert_native
 import native_ext
-from fdbert.reference.qlinear import QuantizedLinear
+from fdbert.weights import QuantizedLinear
 
 pytestmark = pytest.mark.native_only
 _qgemm = native_ext.load("_qgemm")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import fdbert
 from fdbert.packing import pack, pack_sequences, pass_groups, unpack
-from fdbert.reference import heads
+from fdbert.blocks import heads
 from strategies import PADDING_SIDES, mask_for, padded_batches, random_encoder, small_configs
 from tolerances import PACKING_ATOL, PACKING_FP32_ATOL, FP32_MIN_D
 

@@ -14,7 +14,8 @@ import fdbert
 from fdbert import int8, ops
 from fdbert.blocksparse import BSRMatrix
 from fdbert.errors import DTypeError, ShapeError
-from fdbert.reference.qlinear import QuantizedLinear, qlinear, qlinear_s32
+from fdbert.reference.qlinear import qlinear, qlinear_s32
+from fdbert.weights import QuantizedLinear
 from strategies import qlinear_cases
 from tolerances import EPILOGUE_RTOL
 

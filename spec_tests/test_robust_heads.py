@@ -1,6 +1,6 @@
 """Heads and pooling on batches with empty rows (an all-zero attention_mask row).
 
-The rule (fdbert/reference/heads.py, docs/robustness.md): an empty row's last hidden state is 0
+The rule (fdbert/blocks/heads.py, docs/robustness.md): an empty row's last hidden state is 0
 (model(...)), its pooled embedding is 0 in every pooling mode, normalised or not, its classification
 logits are 0, and its QA logits are -inf everywhere; the other rows get exactly what they get in a
 batch without the empty rows.
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 import fdbert
 from fdbert.model import PoolingConfig
 from fdbert.packing import pack
-from fdbert.reference import heads
+from fdbert.blocks import heads
 from int8_models import tiny_text_model
 from strategies import masked_batches
 from tolerances import PACKING_FP32_ATOL as F32_BATCH_ATOL

@@ -13,7 +13,7 @@ import fdbert
 from fdbert import ops
 from fdbert.errors import (ArgumentError, BackendError, DTypeError, FdbertError, ShapeError,
                            SparseFormatError, TokenIdError)
-from fdbert.reference.qlinear import QuantizedLinear
+from fdbert.weights import QuantizedLinear
 from int8_models import sentences, tiny_text_model
 from strategies import offsets
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..weights import EncoderLayerWeights, EncoderWeights
+from ..weights import EncoderLayerWeights, EncoderWeights, QuantizedLinear
 
 
 def linear_names():
@@ -12,7 +12,6 @@ def linear_names():
 
 
 def is_quantized_model(model) -> bool:
-    from ..reference.qlinear import QuantizedLinear
     return any(isinstance(getattr(layer, name), QuantizedLinear)
                for layer in model.weights.layers for name in linear_names())
 

@@ -6,7 +6,7 @@ computes the output as usual. Per input channel k we record min and max; then
 
     outlier channels  k with max(|lo_k|, |hi_k|) > outlier_threshold (LLM.int8(), Dettmers et al.
                       2022, uses 6.0): these few channels stay float32 (their s8 weight codes are 0
-                      and a small float32 product adds their part; see reference/qencoder.py)
+                      and a small float32 product adds their part; see blocks/encoder.py)
     minmax            [lo, hi] = [min x, max x] over the other channels and all tokens
     percentile        [lo, hi] = the (100 - p)-th and p-th percentiles of those values (p = 99.99);
                       a second pass fills a 4096-bin histogram over the min-max range and the

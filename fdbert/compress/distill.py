@@ -50,7 +50,7 @@ import numpy as np
 from ..blocksparse import parse_block
 from ..errors import FdbertError, ShapeError
 from ..packing import pack_sequences, unpack
-from ..weights import EncoderLayerWeights, Linear
+from ..weights import EncoderLayerWeights, Linear, QuantizedLinear
 from ._model import copy_model, is_quantized_model, linear_names
 from .prune import apply_block_mask, keep_masks
 
@@ -231,8 +231,8 @@ def teacher_outputs(teacher, batch, want_hidden: bool):  # PackedBatch -> (hidde
     """Hidden states after the embeddings and every layer, padded [B, T, D] (right padding), and the
     model's pooled sentence embedding [B, D], from fdbert's float32 forward."""
     from .. import ops
-    from ..reference import heads
-    from ..reference.embeddings import embeddings
+    from ..blocks import heads
+    from ..blocks.embeddings import embeddings
     c, w = teacher.config, teacher.weights
     teacher._check_tokens(batch)
     cu = batch.cu_seqlens
@@ -431,7 +431,6 @@ def student_to_model(net, head, teacher):
 def export(student: _Student, cfg: DistillConfig):
     """The trained student as an fdbert model: INT8 block-sparse Linears with the QAT phase's
     activation parameters (or float32 with zero blocks without QAT)."""
-    from ..reference.qlinear import QuantizedLinear
     model = student.float_model()
     if student.qparams is None:
         return model
@@ -492,7 +491,7 @@ def _loss(student: _Student, data: _Data, teacher, idx, cfg: DistillConfig):
         terms["hidden"] = torch.stack(h_terms).sum()
         total = total + cfg.w_hidden * terms["hidden"]
     if student.head is not None and (cfg.w_logits > 0 or (cfg.w_labels > 0 and data.labels is not None)):
-        from ..reference import heads
+        from ..blocks import heads
         cls_t = heads.first_token(t_last, batch.cu_seqlens)
         z_t = torch.from_numpy(np.asarray(teacher_logits(teacher, cls_t), np.float32))
         z_s = _head_logits(student.head, hidden[-1][:, 0])
@@ -508,7 +507,7 @@ def _loss(student: _Student, data: _Data, teacher, idx, cfg: DistillConfig):
 
 
 def teacher_logits(teacher, cls):  # [B, D] -> [B, C]
-    from ..reference import heads
+    from ..blocks import heads
     h = teacher.weights.heads
     if teacher.config.model_type == "distilbert":
         return heads.distilbert_classifier(cls, h.pre_classifier, h.classifier)
@@ -687,7 +686,6 @@ def distill(teacher, texts, *, labels=None, config: DistillConfig | None = None,
 
 
 def _stored_block_sparsity(model) -> float | None:
-    from ..reference.qlinear import QuantizedLinear
     total = stored = 0
     for layer in model.weights.layers:
         for n in linear_names():

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import int8
-from ..reference.qlinear import QuantizedLinear, qlinear
-from ..weights import EncoderLayerWeights
+from ..reference.qlinear import qlinear
+from ..weights import EncoderLayerWeights, QuantizedLinear
 from ._model import copy_model, is_quantized_model, linear_names
 from .calibrate import calibrate, run_recorded
 from .prune import weight_sparsity

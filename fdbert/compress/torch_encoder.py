@@ -1,5 +1,5 @@
-"""fdbert's encoder in torch, for training: the float block of ``fdbert/reference/encoder.py`` and the
-INT8 block of ``fdbert/reference/qencoder.py`` with fake quantization that follows docs/int8.md.
+"""fdbert's encoder in torch, for training: the float and the
+INT8 block of ``fdbert/blocks/encoder.py`` with fake quantization that follows docs/int8.md.
 
 The parameters are fdbert's own (``fdbert.weights``), so a trained student goes back into an fdbert
 model without a name table. Batches are padded [B, T] with right padding (positions count from 0 at
@@ -98,7 +98,7 @@ class QuantLinear(nn.Module):
 
 
 class TorchLayer(nn.Module):
-    """One post-LN encoder block (fdbert.reference.encoder), fdbert's parameter names."""
+    """One post-LN encoder block (fdbert.blocks.encoder), fdbert's parameter names."""
 
     LINEARS = ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2")
 

@@ -9,7 +9,7 @@ sequence has Lq new queries and Lk >= Lq keys (cache + new), and the causal mask
 
 import numpy as np
 
-from .. import ops
+from .activations import softmax
 
 
 def causal_mask(n_q, n_k):  # -> bool [Lq, Lk]
@@ -40,5 +40,5 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
         scores = (qb @ kb) * scale                       # [H, Lq, Lk]
         if causal:
             scores = np.where(causal_mask(q1 - q0, k1 - k0), scores, np.float32(-np.inf))
-        out[q0:q1] = (ops.softmax(scores) @ vb).transpose(1, 0, 2)  # [H, Lq, Dh] -> [Lq, H, Dh]
+        out[q0:q1] = (softmax(scores) @ vb).transpose(1, 0, 2)      # [H, Lq, Dh] -> [Lq, H, Dh]
     return out

@@ -28,7 +28,6 @@ whose ``attention`` is ``"int8"`` (``fdbert.quantize(..., attention="int8")``).
 
 import numpy as np
 
-from .. import ops
 from .attention import causal_mask, sequence_rows
 
 #: Largest Lk: sum_j p_ij v8_jd (at most 255 * 127 per key) must fit int32.
@@ -78,10 +77,3 @@ def attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=N
         o = num.astype(np.float32) * (sv / den.astype(np.float32))
         out[q0:q1] = o.transpose(1, 0, 2)                                          # -> [Lq, H, Dh]
     return out
-
-
-def self_attention_of(layer, q, k, v, cu_seqlens):  # f32 [n, H, Dh] x3 -> [n, H, Dh]
-    """The encoder blocks' self-attention: fdbert.ops.attention_int8 when ``layer.attention`` is
-    "int8", else fdbert.ops.attention."""
-    op = ops.attention_int8 if layer.attention == "int8" else ops.attention
-    return op(q, k, v, cu_seqlens, cu_seqlens)

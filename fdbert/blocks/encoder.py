@@ -1,7 +1,16 @@
-"""The encoder block with INT8 linear layers (Fast DistilBERT, Shen et al. 2022, sec. 3.2, Fig. 3).
+"""The post-LN transformer encoder block of BERT and DistilBERT (Vaswani et al. 2017; Devlin et al. 2019),
+with float32 Linears or INT8 ones (Fast DistilBERT, Shen et al. 2022, sec. 3.2, Fig. 3).
 
-The four GEMMs run as u8 x s8 -> int32 (:mod:`fdbert.reference.qlinear`); everything between them
-stays float32, as in the float block (:mod:`fdbert.reference.encoder`):
+    a = Attention(x)              multi-head self-attention within each packed sequence
+    x = LayerNorm(x + a)          sa_layer_norm      (BERT: attention.output.LayerNorm)
+    h = W2 GELU(W1 x + b1) + b2   lin1, lin2         (BERT: intermediate.dense, output.dense)
+    x = LayerNorm(x + h)          output_layer_norm  (BERT: output.LayerNorm)
+
+Matches HF ``TransformerBlock`` (modeling_distilbert) and ``BertLayer`` in eval mode (no dropout).
+
+The INT8 block (:func:`encoder_layer_int8`, the layer's Linears are QuantizedLinear) runs the four
+GEMMs as u8 x s8 -> int32 (``ops.qlinear``, maths in :mod:`fdbert.reference.qlinear`); everything
+between them stays float32, as in the float block:
 
     xq = quantize(x)                                  one u8 copy of x feeds Q, K and V
     q, k, v = qlinear(xq, W_q), qlinear(xq, W_k), qlinear(xq, W_v)         f32
@@ -16,12 +25,57 @@ codes are 0). Their part, x[:, outliers] @ outlier_weight.T, is added in float32
 layer's qlinear (before GELU for FFN1, which then cannot fuse GELU + requantize: it runs
 qlinear -> + outlier part -> GELU -> quantize). Q, K and V share their input, so their input
 (scale, zero point) must be equal.
+
+``encoder_layer`` is the op ``fdbert.ops.encoder_layer`` of the reference backend: a backend that
+runs the block fused (native: the INT8 block) declines the rest, which this composite then runs
+from dispatched ops.
 """
 
 import numpy as np
 
 from .. import ops
-from .attention_int8 import self_attention_of
+from ..weights import QuantizedLinear
+
+
+def self_attention_of(layer, q, k, v, cu_seqlens):  # f32 [n, H, Dh] x3 -> [n, H, Dh]
+    """The encoder blocks' self-attention: ops.attention_int8 when ``layer.attention`` is "int8",
+    else ops.attention."""
+    op = ops.attention_int8 if layer.attention == "int8" else ops.attention
+    return op(q, k, v, cu_seqlens, cu_seqlens)
+
+
+# ---- float32 -----------------------------------------------------------------------------------
+def self_attention(x, cu_seqlens, p, n_heads):  # [n, D] -> [n, D]
+    """Attention(x) = concat_h softmax(Q_h K_h^T / sqrt(Dh)) V_h  W_o^T + b_o, with Q, K, V = x W^T + b."""
+    n, D = x.shape
+    q = ops.linear(x, p.q_lin.weight, p.q_lin.bias).reshape(n, n_heads, D // n_heads)  # [n, D] -> [n, H, Dh]
+    k = ops.linear(x, p.k_lin.weight, p.k_lin.bias).reshape(n, n_heads, D // n_heads)  # [n, D] -> [n, H, Dh]
+    v = ops.linear(x, p.v_lin.weight, p.v_lin.bias).reshape(n, n_heads, D // n_heads)  # [n, D] -> [n, H, Dh]
+    a = self_attention_of(p, q, k, v, cu_seqlens).reshape(n, D)                        # [n, H, Dh] -> [n, D]
+    return ops.linear(a, p.out_lin.weight, p.out_lin.bias)
+
+
+def feed_forward(x, p):  # [n, D] -> [n, D]
+    """FFN(x) = GELU(x W1^T + b1) W2^T + b2"""
+    h = ops.gelu(ops.linear(x, p.lin1.weight, p.lin1.bias))  # [n, F]
+    return ops.linear(h, p.lin2.weight, p.lin2.bias)
+
+
+def encoder_layer(x, cu_seqlens, layer, config):  # [n, D] -> [n, D]
+    """x = LN(x + Attention(x)); x = LN(x + FFN(x))"""
+    if is_quantized(layer):  # INT8 GEMMs, the rest float32
+        return encoder_layer_int8(x, cu_seqlens, layer, config)
+    eps = config.layer_norm_eps
+    a = self_attention(x, cu_seqlens, layer, config.n_heads)
+    x = ops.layer_norm(x + a, layer.sa_layer_norm.weight, layer.sa_layer_norm.bias, eps)
+    h = feed_forward(x, layer)
+    return ops.layer_norm(x + h, layer.output_layer_norm.weight, layer.output_layer_norm.bias, eps)
+
+
+# ---- INT8 --------------------------------------------------------------------------------------
+def is_quantized(layer) -> bool:
+    """True when the layer's Linears are QuantizedLinear (all six are, or none)."""
+    return isinstance(layer.q_lin, QuantizedLinear)
 
 
 def _outlier_part(x, lin):  # f32 [n, K] -> f32 [n, N] or None
@@ -63,9 +117,3 @@ def encoder_layer_int8(x, cu_seqlens, layer, config):  # [n, D] -> [n, D]
         hq = ops.quantize_u8(h, lin2.x_scale, lin2.x_zero_point)
         y = _plus(ops.qlinear(hq, lin2, residual=x), _outlier_part(h, lin2))
     return ops.layer_norm(y, layer.output_layer_norm.weight, layer.output_layer_norm.bias, eps)
-
-
-def is_quantized(layer) -> bool:
-    """True when the layer's Linears are QuantizedLinear (all six are, or none)."""
-    from .qlinear import QuantizedLinear
-    return isinstance(layer.q_lin, QuantizedLinear)
