@@ -1,4 +1,7 @@
-/* qgemm_internal.h -- what qgemm.c and qspmm.c share and Python never sees. */
+/* qgemm_internal.h -- what qgemm.c and qspmm.c share and Python never sees.
+ *
+ * reference: fdbert/reference/qlinear.py · tests: spec_tests/test_native_qgemm.py
+ */
 #ifndef FDBERT_QGEMM_INTERNAL_H
 #define FDBERT_QGEMM_INTERNAL_H
 
