@@ -1,5 +1,5 @@
 # distutils: sources = fdbert_native/csrc/qgemm.c fdbert_native/csrc/qepilogue.c fdbert_native/csrc/qspmm.c fdbert_native/csrc/qgemm_amx.c fdbert_native/csrc/peak_probes.c
-# distutils: depends = fdbert_native/csrc/qgemm.h fdbert_native/csrc/qgemm_internal.h fdbert_native/csrc/qgemm_dense.inc fdbert_native/csrc/qspmm_tile.inc fdbert_native/csrc/qgemm_simd.inc fdbert_native/csrc/qgemm_amx.h fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/fp32_vecmath.h fdbert_native/csrc/peak_probes.h
+# distutils: depends = fdbert_native/csrc/qgemm.h fdbert_native/csrc/qgemm_internal.h fdbert_native/csrc/qgemm_dense.inc fdbert_native/csrc/qspmm_tile.inc fdbert_native/csrc/qgemm_simd.inc fdbert_native/csrc/qgemm_isas.inc fdbert_native/csrc/cpu_features.h fdbert_native/csrc/qgemm_amx.h fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/fp32_vecmath.h fdbert_native/csrc/peak_probes.h
 """INT8 dense GEMM and 1x4 block-sparse SpMM with a fused epilogue (wraps csrc/qgemm.{c,h}).
 
     acc[m, n] = sum_k int32(x[m, k]) * int32(w[n, k])        x u8 [M, K], w s8 [N, K]

@@ -126,7 +126,7 @@ static int pair_generic(const float *q, const float *k, const float *v, int64_t 
 
 #if I8_X86
 /* ---------------------------------------------------------------- AVX-512 VNNI */
-#define I8_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define I8_TARGET FDB_TARGET_AVX512VNNI
 
 /* max |x| as absmax_generic (-1 for a non-finite element). */
 I8_TARGET static float absmax_avx512(const float *x, int64_t L, int64_t Dh, int64_t rs)

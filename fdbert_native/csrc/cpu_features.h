@@ -71,10 +71,16 @@ enum fdb_feature {
 #define FDB_NEEDS_AVX512VNNI (FDB_NEEDS_AVX512 | FDB_BIT(FDB_AVX512VNNI))
 #define FDB_NEEDS_AMX (FDB_NEEDS_AVX512VNNI | FDB_BIT(FDB_AMX_TILE) | FDB_BIT(FDB_AMX_INT8))
 
-#define FDB_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define FDB_TARGET_AVX2_VNNI __attribute__((target("avx2,fma,avxvnni")))
-#define FDB_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define FDB_TARGET_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+/* Compile targets: FDB_TARGETS_X the string (for `#pragma GCC target` regions, qgemm_isas.inc),
+ * FDB_TARGET_X the function attribute. */
+#define FDB_TARGETS_AVX2 "avx2,fma"
+#define FDB_TARGETS_AVX2_VNNI "avx2,fma,avxvnni"
+#define FDB_TARGETS_AVX512 "avx512f,avx512bw,avx512vl,avx512dq"
+#define FDB_TARGETS_AVX512VNNI "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"
+#define FDB_TARGET_AVX2 __attribute__((target(FDB_TARGETS_AVX2)))
+#define FDB_TARGET_AVX2_VNNI __attribute__((target(FDB_TARGETS_AVX2_VNNI)))
+#define FDB_TARGET_AVX512 __attribute__((target(FDB_TARGETS_AVX512)))
+#define FDB_TARGET_AVX512VNNI __attribute__((target(FDB_TARGETS_AVX512VNNI)))
 
 /* X(ID, name, needs): the paths, lowest to highest; the enum below numbers them. */
 #define FDB_ISA_PATHS(X)                                   \

@@ -4,11 +4,12 @@
  *
  *   out[m, n] = epilogue( sum_k x[m, k] * W[n, k] )      x u8 [M, K], W s8 [N, K] (see qgemm.h)
  *
- * Kernel versions (one tile body, qgemm_dense.inc, compiled per ISA; selected by `isa`):
+ * Kernel versions (one tile body, qgemm_dense.inc, compiled per ISA by qgemm_isas.inc;
+ * selected by `isa`):
  *   generic     plain C int32 loops over the packed layout (the oracle for the SIMD paths)
  *   avx2        256-bit, int16 operands + vpmaddwd                 2 x 16 tile  (8 accumulators)
  *   avx2_vnni   256-bit VEX vpdpbusd                              4 x 16 tile  (8 accumulators)
- *   avx512bw    512-bit, int16 operands + vpmaddwd                 4 x 32 tile  (16 accumulators)
+ *   avx512      512-bit, int16 operands + vpmaddwd                 4 x 32 tile  (16 accumulators)
  *   avx512vnni  512-bit EVEX vpdpbusd                             6 x 64 tile  (24 accumulators)
  *
  * Without VNNI, why int16 and vpmaddwd: vpmaddubsw, the u8 x s8 instruction of AVX2 / AVX-512BW,
@@ -94,62 +95,26 @@ static void dense_tile_generic(const uint8_t *const *xr, int64_t K, const int8_t
 }
 static const qg_tile_kernel dense_kernel_generic = { dense_tile_generic, 4, 1 };
 
-/* avx512vnni */
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
-#define SFX avx512vnni
-#define MR 6
-#define NBLK 4
-#define QG_SIMD_BITS 512
-#define QG_SIMD_VNNI 1
-#include "qgemm_simd.inc"
-#include "qgemm_dense.inc"
-#pragma GCC pop_options
-
-/* avx512bw: int16 operands, vpmaddwd (see the file comment) */
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw")
-#define SFX avx512bw
-#define MR 4
-#define NBLK 2
-#define QG_SIMD_BITS 512
-#define QG_SIMD_VNNI 0
-#include "qgemm_simd.inc"
-#include "qgemm_dense.inc"
-#pragma GCC pop_options
-
-/* avx2_vnni: AVX-VNNI (VEX-encoded 256-bit vpdpbusd, e.g. Alder Lake) */
-#pragma GCC push_options
-#pragma GCC target("avx2,avxvnni")
-#define SFX avx2_vnni
-#define MR 4
-#define NBLK 1
-#define QG_SIMD_BITS 256
-#define QG_SIMD_VNNI 1
-#include "qgemm_simd.inc"
-#include "qgemm_dense.inc"
-#pragma GCC pop_options
-
-/* avx2: int16 operands, vpmaddwd (see the file comment) */
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#define SFX avx2
-#define MR 2
-#define NBLK 1
-#define QG_SIMD_BITS 256
-#define QG_SIMD_VNNI 0
-#include "qgemm_simd.inc"
-#include "qgemm_dense.inc"
-#pragma GCC pop_options
+/* The SIMD paths (QG_SIMD_PATHS): the tile shape of each, MR rows x NBLK 16-channel blocks
+ * (MR * NBLK * VPB accumulators); qgemm_dense.inc compiled once per path (qgemm_isas.inc). */
+#define QG_DENSE_MR_avx512vnni 6     /* 512-bit EVEX vpdpbusd: 6 x 64, 24 zmm */
+#define QG_DENSE_NBLK_avx512vnni 4
+#define QG_DENSE_MR_avx512 4         /* 512-bit vpmaddwd on int16 (see the file comment): 4 x 32 */
+#define QG_DENSE_NBLK_avx512 2
+#define QG_DENSE_MR_avx2_vnni 4      /* 256-bit VEX vpdpbusd (AVX-VNNI): 4 x 16 */
+#define QG_DENSE_NBLK_avx2_vnni 1
+#define QG_DENSE_MR_avx2 2           /* 256-bit vpmaddwd on int16: 2 x 16 */
+#define QG_DENSE_NBLK_avx2 1
+#define QG_TEMPLATE "qgemm_dense.inc"
+#include "qgemm_isas.inc"
 
 static const qg_tile_kernel *dense_kernel_for(int isa)
 {
     switch (isa) {
     case FDB_ISA_GENERIC: return &dense_kernel_generic;
-    case FDB_ISA_AVX2: return &dense_kernel_avx2;
-    case FDB_ISA_AVX2_VNNI: return &dense_kernel_avx2_vnni;
-    case FDB_ISA_AVX512: return &dense_kernel_avx512bw;
-    case FDB_ISA_AVX512VNNI: return &dense_kernel_avx512vnni;
+#define QG_DENSE_CASE(sfx, id) case FDB_ISA_##id: return &dense_kernel_##sfx;
+    QG_SIMD_PATHS(QG_DENSE_CASE)
+#undef QG_DENSE_CASE
     default: return NULL;
     }
 }

@@ -112,7 +112,7 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
 /* ---- the epilogue (qepilogue.c) */
 
 /* The epilogue applied to one row segment acc[0:len] holding columns n0..n0+len of row m.
- * Shared by the dense and sparse drivers; picks the AVX-512 body when isa >= AVX512BW. */
+ * Shared by the dense and sparse drivers; picks the AVX-512 body when isa >= FDB_ISA_AVX512. */
 void qg_epilogue_row(const int32_t *acc, int64_t m, int64_t n0, int64_t len, int64_t N,
                      const qg_epilogue *ep, int isa);
 /* The same for `rows` rows: row r of acc (stride lda) holds columns n0..n0+len of row m0 + r. */
@@ -122,7 +122,7 @@ void qg_epilogue_rows(const int32_t *acc, int64_t lda, int64_t m0, int64_t rows,
 /* The epilogue on a channel-major tile (qspmm.c), in place: row c of T (stride ldt) holds the
  * accumulators of channel n0 + c for ntok tokens; each becomes the float bits of y before any
  * residual (f32 outputs) or the u8 code as int32 (u8 outputs). Returns 0 without touching T where
- * it does not apply (isa below AVX-512BW, s32 outputs, u8 with a residual, ntok not a multiple of
+ * it does not apply (isa below FDB_ISA_AVX512, s32 outputs, u8 with a residual, ntok not a multiple of
  * 16): the caller then takes the row path. */
 int qg_epilogue_channels(int32_t *T, int64_t ldt, int64_t n0, int64_t nch, int64_t ntok,
                          const qg_epilogue *ep, int isa);

@@ -90,7 +90,7 @@ static void amx_pending_run(amx_pending *p, int upto, int64_t N, const qg_epilog
  * pf0 / pf1 (or NULL): the next block's panels, prefetched into L2 step by step. On the first
  * 32-row block of a weight chunk the panels come from L3 (in a forward pass nothing of a layer's
  * weights is in L2 yet), and the tile loads -- tile registers are not renamed -- wait for them
- * (the gain on the whole forward: docs/kernels.md).
+ * (figures: docs/benchmarks.md).
  * Between k-steps it runs slices of the previous block's epilogue (`prev`, finished on return):
  * the tile unit and the vector units work at the same time, instead of the tile unit idling
  * through every epilogue (the GELU->u8 one takes longer than the block's tdpbusd). */

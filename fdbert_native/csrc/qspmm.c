@@ -18,7 +18,7 @@
  *   generic     plain C over the BSR arrays and the original x (the oracle for the SIMD paths)
  *   avx2        x widened to int16: 4 tokens per vector, vpmaddwd, 16-token tiles (qspmm_tile.inc)
  *   avx2_vnni   8 tokens per vector, VEX vpdpbusd
- *   avx512bw    x widened to int16: 8 tokens per vector, vpmaddwd, 32-token tiles
+ *   avx512      x widened to int16: 8 tokens per vector, vpmaddwd, 32-token tiles
  *   avx512vnni  16 tokens per vector, vpdpbusd, 64 tokens x 2 accumulator sets per channel
  *
  * Threads: (token tile, 32-channel group) pairs, token-major static order; K never split.
@@ -114,57 +114,16 @@ static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32
 
 /* ---------------------------------------------------------------- SIMD tiles per ISA */
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
-#define SFX avx512vnni
-#define MV 4
-#define U QG_SP_UNROLL
-#define QG_SIMD_BITS 512
-#define QG_SIMD_VNNI 1
-#include "qgemm_simd.inc"
-#include "qspmm_tile.inc"
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw")
-#define SFX avx512bw
-#define MV 4
-#define U QG_SP_UNROLL
-#define QG_SIMD_BITS 512
-#define QG_SIMD_VNNI 0
-#include "qgemm_simd.inc"
-#include "qspmm_tile.inc"
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,avxvnni")
-#define SFX avx2_vnni
-#define MV 4
-#define U QG_SP_UNROLL
-#define QG_SIMD_BITS 256
-#define QG_SIMD_VNNI 1
-#include "qgemm_simd.inc"
-#include "qspmm_tile.inc"
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#define SFX avx2
-#define MV 4
-#define U QG_SP_UNROLL
-#define QG_SIMD_BITS 256
-#define QG_SIMD_VNNI 0
-#include "qgemm_simd.inc"
-#include "qspmm_tile.inc"
-#pragma GCC pop_options
+#define QG_SP_MV 4   /* token vectors per tile, every path: TM = MV * LANES tokens */
+#define QG_TEMPLATE "qspmm_tile.inc"
+#include "qgemm_isas.inc"
 
 static const qg_sparse_kernel *sparse_kernel_for(int isa)
 {
     switch (isa) {
-    case FDB_ISA_AVX2: return &spmm_kernel_avx2;
-    case FDB_ISA_AVX2_VNNI: return &spmm_kernel_avx2_vnni;
-    case FDB_ISA_AVX512: return &spmm_kernel_avx512bw;
-    case FDB_ISA_AVX512VNNI: return &spmm_kernel_avx512vnni;
+#define QG_SPARSE_CASE(sfx, id) case FDB_ISA_##id: return &spmm_kernel_##sfx;
+    QG_SIMD_PATHS(QG_SPARSE_CASE)
+#undef QG_SPARSE_CASE
     default: return NULL;
     }
 }

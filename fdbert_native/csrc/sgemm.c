@@ -15,8 +15,8 @@
 #if defined(__x86_64__)
 #define SG_X86 1
 #include <immintrin.h>
-#define SG_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-#define SG_AVX2_TARGET __attribute__((target("avx2,fma")))
+#define SG_AVX512_TARGET __attribute__((target(FDB_TARGETS_AVX512 ",avx2,fma")))   /* avx2, fma: implied by avx512f */
+#define SG_AVX2_TARGET FDB_TARGET_AVX2
 #else
 #define SG_X86 0
 #endif
