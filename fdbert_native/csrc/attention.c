@@ -1,6 +1,6 @@
 /* attention.c -- packed variable-length scaled dot-product attention (see attention.h).
  *
- * reference: fdbert/reference/attention.py · tests: spec_tests/test_native_fp32.py
+ * reference: fdbert/reference/attention.py · tests: spec_tests/test_native_attention.py
  */
 #include "attention.h"
 #include "attention_pairs.h"

@@ -1,6 +1,6 @@
 /* attention.h -- scaled dot-product attention over a packed batch of variable-length sequences.
  *
- * reference: fdbert/reference/attention.py · tests: spec_tests/test_native_fp32.py
+ * reference: fdbert/reference/attention.py · tests: spec_tests/test_native_attention.py
  *
  *   out[q0 + i, h, :] = sum_j p[i, j] v[k0 + j, h, :],  p[i, :] = softmax_j(scale * q[q0 + i, h, :] . k[k0 + j, h, :])
  *

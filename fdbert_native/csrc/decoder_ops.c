@@ -1,6 +1,6 @@
 /* decoder_ops.c -- RMSNorm, RoPE and the SiLU-gated product (see decoder_ops.h).
  *
- * reference: fdbert/reference/rmsnorm.py, fdbert/reference/rope.py, fdbert/reference/activations.py (silu_mul) · tests: spec_tests/test_native_decoder.py
+ * reference: fdbert/reference/rmsnorm.py, fdbert/reference/rope.py, fdbert/reference/activations.py (silu_mul) · tests: spec_tests/test_native_rmsnorm.py, spec_tests/test_native_rope.py, spec_tests/test_native_activations.py
  *
  * Layout: for each op, the generic kernel (the readable definition of the arithmetic), its AVX-512
  * twin, then the entry point that splits rows over threads and picks the path.

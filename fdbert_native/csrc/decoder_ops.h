@@ -1,6 +1,6 @@
 /* decoder_ops.h -- float32 row and pointwise kernels of the decoders (the twins of
  *
- * reference: fdbert/reference/rmsnorm.py, fdbert/reference/rope.py, fdbert/reference/activations.py (silu_mul) · tests: spec_tests/test_native_decoder.py
+ * reference: fdbert/reference/rmsnorm.py, fdbert/reference/rope.py, fdbert/reference/activations.py (silu_mul) · tests: spec_tests/test_native_rmsnorm.py, spec_tests/test_native_rope.py, spec_tests/test_native_activations.py
  * fdbert/reference/rmsnorm.py, rope.py and activations.py's silu_mul).
  *
  *   rms_norm   y[r, :] = x[r, :] / sqrt(sum(x[r, :]^2) / D + eps) * w          (LlamaRMSNorm)

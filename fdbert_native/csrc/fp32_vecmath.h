@@ -1,6 +1,6 @@
 /* fp32_vecmath.h -- the float32 exp and the one erf of the native kernels, with their SIMD twins.
  *
- * reference: fdbert/reference/activations.py (gelu's erf, softmax's exp) · tests: spec_tests/test_native_fp32.py
+ * reference: fdbert/reference/activations.py (gelu's erf, softmax's exp) · tests: spec_tests/test_native_activations.py
  *
  * Internal header (static inline, no state), shared by fp32_ops.c, attention.c, attention_int8.c,
  * decoder_ops.c and qepilogue.c. Twins carry the suffixes _generic, _avx2 (AVX2 + FMA, 8 lanes) and

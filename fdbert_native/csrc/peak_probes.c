@@ -1,6 +1,6 @@
 /* peak_probes.c -- register-only loops that time a core's multiply-add peak (benchmarks only).
  *
- * reference: none (no results, only timing) · tests: spec_tests/test_native_fp32.py, spec_tests/test_native_qgemm_amx.py
+ * reference: none (no results, only timing) · tests: spec_tests/test_native_backend.py, spec_tests/test_native_qgemm_amx.py
  *
  * Each loop keeps its operands in registers, written in asm (or tile intrinsics) so the compiler adds
  * no spills or moves; the operands' values do not affect timing. The Python wrappers

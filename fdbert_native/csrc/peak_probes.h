@@ -1,6 +1,6 @@
 /* peak_probes.h -- register-only multiply-add loops that time a core's peak (see peak_probes.c).
  *
- * reference: none (timing only) · tests: spec_tests/test_native_fp32.py, spec_tests/test_native_qgemm_amx.py
+ * reference: none (timing only) · tests: spec_tests/test_native_backend.py, spec_tests/test_native_qgemm_amx.py
  *
  * The caller checks the ISA path first: fdb_peak_fma_loop needs avx512, fdb_peak_vnni_loop
  * avx512vnni, fdb_peak_amx_loop amx (with Linux's tile-data grant). Each returns a value that depends
