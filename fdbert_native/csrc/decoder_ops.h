@@ -1,7 +1,7 @@
 /* decoder_ops.h -- float32 row and pointwise kernels of the decoders (the twins of
+ * fdbert/reference/rmsnorm.py, rope.py and activations.py's silu_mul).
  *
  * reference: fdbert/reference/rmsnorm.py, fdbert/reference/rope.py, fdbert/reference/activations.py (silu_mul) · tests: spec_tests/test_native_rmsnorm.py, spec_tests/test_native_rope.py, spec_tests/test_native_activations.py
- * fdbert/reference/rmsnorm.py, rope.py and activations.py's silu_mul).
  *
  *   rms_norm   y[r, :] = x[r, :] / sqrt(sum(x[r, :]^2) / D + eps) * w          (LlamaRMSNorm)
  *   rope       y[r, h, c]        = x[r, h, c] cos[r, c] - x[r, h, c + Dh/2] sin[r, c]

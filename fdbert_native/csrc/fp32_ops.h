@@ -1,7 +1,7 @@
 /* fp32_ops.h -- float32 row and pointwise kernels of the native backend (the twins of
+ * fdbert/reference/layernorm.py, activations.py and the INT8 quantize / dequantize of fdbert/int8.py).
  *
  * reference: fdbert/reference/layernorm.py, fdbert/reference/activations.py, fdbert/int8.py (quantize_u8, dequantize_u8) · tests: spec_tests/test_native_layernorm.py, spec_tests/test_native_activations.py, spec_tests/test_native_int8.py, spec_tests/test_native_embeddings.py
- * fdbert/reference/layernorm.py, activations.py and the INT8 quantize / dequantize of fdbert/int8.py).
  *
  *   layer_norm   y[r, :] = (x[r, :] - mean) * (1 / sqrt(var + eps)) * w + b   biased var, two passes
  *   softmax      y[r, :] = e / sum(e), e = exp(x[r, :] - max x[r, :])          over the last axis
