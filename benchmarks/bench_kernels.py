@@ -1,7 +1,7 @@
 """Benchmark the native INT8 dense GEMM and 1x4 block-sparse SpMM (fdbert_native._qgemm).
 
     python benchmarks/bench_kernels.py                  # DistilBERT shapes, 1 and 2 threads
-    python benchmarks/bench_kernels.py --M 128 --threads 1 --isa avx512bw
+    python benchmarks/bench_kernels.py --M 128 --threads 1 --isa avx512
 
 Order of work (llm.c habit): every kernel x shape is first VALIDATED exactly against the int64
 NumPy product (on the first `--check-rows` rows for big M), then timed. Timing is the minimum

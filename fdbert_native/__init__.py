@@ -38,7 +38,7 @@ Disabling a feature also disables every feature that requires it, directly or no
     amx_int8     amx_tile
     amx_bf16     amx_tile
 
-So disabling avx512vnni leaves the AVX-512BW path, avx512bw leaves AVX2, avx512f removes every
+So disabling avx512vnni leaves the avx512 path, avx512bw leaves AVX2, avx512f removes every
 avx512* and amx*, avx2 removes those and avx_vnni.
 """
 
@@ -117,9 +117,9 @@ def _load_extension():
     # so that the next region starts sooner; with regions in a steady stream that keeps every core
     # at 100% while the process only waits for requests -- the complaint users file against other
     # inference engines -- and steals the cores from the rest of the program. Sleeping at once
-    # (OMP_WAIT_POLICY=PASSIVE) costs a futex wake-up, 50-100 us on a VM, at each of the ~30
-    # regions of a forward pass: 14.7 ms instead of 11.3-11.9 ms at batch 1 (docs/benchmarks.md). So a
-    # worker spins DEFAULT_SPIN_COUNT iterations (~0.6 ms, measured ~19 ns each) -- long enough
+    # (OMP_WAIT_POLICY=PASSIVE) costs a futex wake-up, tens of us on a VM, at each of the ~30
+    # regions of a forward pass: a batch-1 forward ~25% slower (docs/benchmarks.md). So a
+    # worker spins DEFAULT_SPIN_COUNT iterations (~0.6 ms) -- long enough
     # to bridge the gaps inside a forward pass, short enough that an idle process uses no CPU --
     # and then sleeps. libgomp reads the variables once, when it is loaded, which importing _cpu
     # does; afterwards we put the environment back so child processes and libraries loaded later

@@ -1,5 +1,6 @@
-"""Argument checks shared by the thin Cython wrappers (_fp32, _qgemm, _sgemm), the ISA-path
-table of _fp32 and _sgemm, and the timing of their peak probes."""
+"""Argument checks shared by the thin Cython wrappers (_fp32, _qgemm, _sgemm, _decoder), the ISA
+paths every one of them selects from (IsaPaths over the one table of csrc/cpu_features.h), and the
+timing of the peak probes."""
 
 import time
 
@@ -29,7 +30,7 @@ def empty_aligned(shape, dtype, align=64):
     """np.empty(shape, dtype) whose data starts on an `align`-byte boundary (a cache line).
 
     NumPy only promises 16 bytes. AMX tile loads and 512-bit loads read 64-byte rows: a row that
-    straddles two cache lines costs two, which made the AMX GEMM 2.4x slower (docs/kernels.md).
+    straddles two cache lines costs two, which made the AMX GEMM more than twice as slow (docs/kernels.md).
     """
     dtype = np.dtype(dtype)
     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -39,13 +40,24 @@ def empty_aligned(shape, dtype, align=64):
 
 
 class IsaPaths:
-    """The ISA paths of one kernel family, lowest to highest, each with the CPU-feature mask it needs
-    (fdbert_native._cpu bits); a path may run when all of them are in ``usable_mask()`` (the CPU,
-    the OS and fdbert_native's disabled features)."""
+    """The ISA paths one kernel family implements, lowest to highest, out of the one table of every
+    family (csrc/cpu_features.h, FDB_ISA_PATHS: generic, avx2, avx2_vnni, avx512, avx512vnni, amx).
+    A path may run when the CPU features it needs are all in ``fdbert_native._cpu.usable_mask()``
+    (the CPU, the OS, the AMX grant and fdbert_native's disabled features). ``index(name)`` is the
+    ``isa`` value the family's C kernels take."""
 
-    def __init__(self, names, needs, usable_mask):
-        self.names, self._needs, self._usable = tuple(names), tuple(needs), usable_mask
-        self._auto = {}   # usable mask -> index of the best path (index("auto") runs per op call)
+    def __init__(self, names):
+        from fdbert_native import _cpu
+        table = _cpu.isa_paths()
+        known = [name for name, _ in table]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"IsaPaths: unknown ISA path(s) {unknown}; the table has {known}")
+        self.names = tuple(names)
+        self._isa = tuple(known.index(name) for name in self.names)   # the C enum fdb_isa
+        self._needs = tuple(table[i][1] for i in self._isa)
+        self._usable = _cpu.usable_mask
+        self._auto = {}   # usable mask -> C value of the best path (index("auto") runs per op call)
 
     def isa_supported(self, name):
         """True if path `name` may run now (CPU, OS state and fdbert_native's disabled features)."""
@@ -63,18 +75,19 @@ class IsaPaths:
         """What isa="auto" runs now."""
         return self.supported_isas()[-1]
 
-    def index(self, name):  # "auto" or a path name -> its position in names; ValueError if it cannot run
+    def index(self, name):  # "auto" or a path name -> its C value (enum fdb_isa); ValueError if it cannot run
         if name == "auto":
             usable = self._usable()
             i = self._auto.get(usable)
             if i is None:
-                i = self._auto[usable] = self.names.index(self.best_isa())
+                i = self._auto[usable] = self._isa[self.names.index(self.best_isa())]
             return i
         if name not in self.names:
             raise ValueError(f"isa must be 'auto' or one of {self.names}, got {name!r}")
         if not self.isa_supported(name):
-            raise ValueError(f"isa {name!r} cannot run on this CPU now (available: {self.supported_isas()})")
-        return self.names.index(name)
+            raise ValueError(f"isa {name!r} is not supported here: it cannot run on this CPU now "
+                             f"(available: {self.supported_isas()})")
+        return self._isa[self.names.index(name)]
 
 
 def time_peak(run, iters, macs_per_iter):

@@ -16,6 +16,10 @@ cdef extern from "cpu_features.h" nogil:
     uint64_t fdb_disabled_closure(uint64_t mask)
     int fdb_amx_request()
     int fdb_amx_granted()
+    const char *fdb_isa_name(int isa)
+    uint64_t fdb_isa_needs(int isa)
+    enum:
+        FDB_ISA_COUNT
 
 cdef extern from "threads.h" nogil:
     int fdb_num_threads()
@@ -46,6 +50,11 @@ def feature_names():
 def feature_requires():
     """Direct prerequisites of each feature, as masks, in bit order."""
     return tuple(fdb_feature_requires(f) for f in range(FDB_NFEATURES))
+
+def isa_paths():
+    """The ISA path table of every kernel family (cpu_features.h): ((name, needs mask), ...), lowest
+    to highest; a path's position is the `isa` value its C kernels take."""
+    return tuple((fdb_isa_name(i).decode("ascii"), fdb_isa_needs(i)) for i in range(FDB_ISA_COUNT))
 
 def detected_mask():
     """cpuid and XCR0 agree (before requires, disabling and the AMX grant)."""

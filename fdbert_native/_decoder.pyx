@@ -11,33 +11,31 @@ functions with fdbert.ops signatures are in fdbert_native/ops.py. ``isa`` is "au
 import numpy as np
 
 from fdbert_native._checks import IsaPaths
-from fdbert_native._cpu import usable_mask
 
 cimport numpy as cnp
 
 include "_fastcheck.pxi"
 from libc.stdint cimport int64_t, uint64_t
 
-from fdbert_native._cpu cimport FDB_AVX512F, num_threads
+from fdbert_native._cpu cimport num_threads
 
 cnp.import_array()
 
 cdef extern from "decoder_ops.h" nogil:
-    int DEC_ISA_GENERIC, DEC_ISA_AVX512
     void dec_rms_norm(const float *x, int64_t n, int64_t D, const float *w, float eps, float *y,
                       int isa, int nthreads)
     void dec_rope(const float *x, int64_t n, int64_t H, int64_t Dh, const float *c, const float *s,
                   float *y, int isa, int nthreads)
     void dec_silu_mul(const float *g, const float *u, int64_t n, float *y, int isa, int nthreads)
 
-#: ISA paths, lowest to highest (DEC_ISA_* in decoder_ops.h).
+#: ISA paths, lowest to highest (the one table: csrc/cpu_features.h).
 ISAS = ("generic", "avx512")
-_PATHS = IsaPaths(ISAS, (0, <uint64_t>1 << FDB_AVX512F), usable_mask)
+_PATHS = IsaPaths(ISAS)
 isa_supported, supported_isas, best_isa = _PATHS.isa_supported, _PATHS.supported_isas, _PATHS.best_isa
 
 
 cdef int _isa(name) except -1:
-    return (DEC_ISA_GENERIC, DEC_ISA_AVX512)[_PATHS.index(name)]
+    return _PATHS.index(name)
 
 
 cdef int _threads(n):

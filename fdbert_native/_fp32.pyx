@@ -1,5 +1,5 @@
-# distutils: sources = fdbert_native/csrc/fp32_ops.c fdbert_native/csrc/attention.c fdbert_native/csrc/attention_int8.c
-# distutils: depends = fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/attention.h fdbert_native/csrc/attention_pairs.h fdbert_native/csrc/fp32_vecmath.h
+# distutils: sources = fdbert_native/csrc/fp32_ops.c fdbert_native/csrc/attention.c fdbert_native/csrc/attention_int8.c fdbert_native/csrc/peak_probes.c
+# distutils: depends = fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/attention.h fdbert_native/csrc/attention_pairs.h fdbert_native/csrc/fp32_vecmath.h fdbert_native/csrc/peak_probes.h
 # distutils: libraries = m
 """Float32 kernels: layer norm, softmax, GELU, attention, and the INT8 quantize / dequantize.
 
@@ -15,7 +15,6 @@ CPU cannot run raises ValueError. ``num_threads`` <= 0 means fdbert_native.get_n
 import numpy as np
 
 from fdbert_native._checks import IsaPaths, time_peak as _time_peak
-from fdbert_native._cpu import usable_mask
 
 cimport numpy as cnp
 
@@ -23,13 +22,11 @@ include "_fastcheck.pxi"
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from libc.math cimport sqrt
 
-from fdbert_native._cpu cimport (FDB_AVX2, FDB_AVX512BW, FDB_AVX512DQ, FDB_AVX512F, FDB_AVX512VL,
-                                 FDB_AVX512VNNI, FDB_FMA, num_threads)
+from fdbert_native._cpu cimport num_threads
 
 cnp.import_array()
 
 cdef extern from "fp32_ops.h" nogil:
-    int FP_ISA_GENERIC, FP_ISA_AVX2, FP_ISA_AVX512
     void fp_layer_norm(const float *x, int64_t n, int64_t D, const float *w, const float *b,
                        float eps, float *y, int isa, int nthreads)
     void fp_softmax(const float *x, int64_t rows, int64_t L, float *y, int isa, int nthreads)
@@ -43,13 +40,14 @@ cdef extern from "fp32_ops.h" nogil:
                         int nthreads)
     void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float *x, int isa,
                           int nthreads)
-    int32_t fp_fma_peak_loop(int64_t iters)
     int fp_embedding(const int64_t *ids, int64_t n, const float *table, int64_t V, int64_t D,
                      float *out, int nthreads)
 
+cdef extern from "peak_probes.h" nogil:
+    int32_t fdb_peak_fma_loop(int64_t iters)
+
 cdef extern from "attention.h" nogil:
     int FP_OK, FP_ENOMEM, FP_ENOKEYS, FP_ENONFINITE, FP_ETOOLONG, FP_EOVERFLOW
-    int FP_I8_GENERIC, FP_I8_AVX512VNNI
     int FP_I8_MAX_KEYS
     int fp_attention_int8(const float *q, const float *k, const float *v, const int32_t *cu_q,
                           const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal,
@@ -63,25 +61,18 @@ cdef extern from "attention.h" nogil:
         float scale
         float zp
 
-#: ISA paths, lowest to highest (FP_ISA_* in fp32_ops.h; avx2 needs avx2 + fma).
+#: ISA paths, lowest to highest (the one table: csrc/cpu_features.h).
 ISAS = ("generic", "avx2", "avx512")
-
-cdef uint64_t _AVX512_MASK = ((<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB_AVX512BW)
-                              | (<uint64_t>1 << FDB_AVX512VL) | (<uint64_t>1 << FDB_AVX512DQ))
-
-
-_PATHS = IsaPaths(ISAS, (0, (<uint64_t>1 << FDB_AVX2) | (<uint64_t>1 << FDB_FMA), _AVX512_MASK),
-                  usable_mask)
+_PATHS = IsaPaths(ISAS)
 isa_supported, supported_isas, best_isa = _PATHS.isa_supported, _PATHS.supported_isas, _PATHS.best_isa
 
-#: ISA paths of attention_int8, lowest to highest (FP_I8_* in attention.h).
+#: ISA paths of attention_int8, lowest to highest.
 INT8_ATTENTION_ISAS = ("generic", "avx512vnni")
-INT8_ATTENTION_PATHS = IsaPaths(INT8_ATTENTION_ISAS,
-                                (0, _AVX512_MASK | (<uint64_t>1 << FDB_AVX512VNNI)), usable_mask)
+INT8_ATTENTION_PATHS = IsaPaths(INT8_ATTENTION_ISAS)
 
 
 cdef int _isa(name) except -1:
-    return (FP_ISA_GENERIC, FP_ISA_AVX2, FP_ISA_AVX512)[_PATHS.index(name)]
+    return _PATHS.index(name)
 
 
 cdef int _threads(n):
@@ -344,7 +335,7 @@ def attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale
     if q, k or v holds a NaN or inf or a score a query sees overflows float32 (``out`` is then
     unspecified), or a sequence has more than 65536 keys."""
     cdef _AttentionArgs a = _AttentionArgs(q, k, v, cu_seqlens_q, cu_seqlens_k, out, scale, quantize)
-    cdef int i = (FP_I8_GENERIC, FP_I8_AVX512VNNI)[INT8_ATTENTION_PATHS.index(isa)]
+    cdef int i = INT8_ATTENTION_PATHS.index(isa)
     cdef int nt = _threads(num_threads), c = bool(causal), rc
     with nogil:
         rc = fp_attention_int8(a.q, a.k, a.v, a.cu_q, a.cu_k, a.B, a.H, a.Dh, c, a.scale, a.rs,
@@ -373,7 +364,7 @@ def embedding(ids, table, out, num_threads=0):
 
 def _fma_loop(int64_t n):
     with nogil:
-        fp_fma_peak_loop(n)
+        fdb_peak_fma_loop(n)
 
 
 def fma_peak_gmacs(iters=20_000_000):

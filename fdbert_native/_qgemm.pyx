@@ -1,5 +1,5 @@
-# distutils: sources = fdbert_native/csrc/qgemm.c fdbert_native/csrc/qspmm.c fdbert_native/csrc/qgemm_amx.c
-# distutils: depends = fdbert_native/csrc/qgemm.h fdbert_native/csrc/qgemm_internal.h fdbert_native/csrc/qgemm_dense.inc fdbert_native/csrc/qspmm_tile.inc fdbert_native/csrc/qgemm_simd.inc fdbert_native/csrc/qgemm_amx.h fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/fp32_vecmath.h
+# distutils: sources = fdbert_native/csrc/qgemm.c fdbert_native/csrc/qepilogue.c fdbert_native/csrc/qspmm.c fdbert_native/csrc/qgemm_amx.c fdbert_native/csrc/peak_probes.c
+# distutils: depends = fdbert_native/csrc/qgemm.h fdbert_native/csrc/qgemm_internal.h fdbert_native/csrc/qgemm_dense.inc fdbert_native/csrc/qspmm_tile.inc fdbert_native/csrc/qgemm_simd.inc fdbert_native/csrc/qgemm_isas.inc fdbert_native/csrc/cpu_features.h fdbert_native/csrc/qgemm_amx.h fdbert_native/csrc/fp32_ops.h fdbert_native/csrc/fp32_vecmath.h fdbert_native/csrc/peak_probes.h
 """INT8 dense GEMM and 1x4 block-sparse SpMM with a fused epilogue (wraps csrc/qgemm.{c,h}).
 
     acc[m, n] = sum_k int32(x[m, k]) * int32(w[n, k])        x u8 [M, K], w s8 [N, K]
@@ -13,12 +13,12 @@ path; ``num_threads`` <= 0 means the project-wide thread count (fdbert_native.se
 """
 import numpy as np
 
+from fdbert_native._checks import IsaPaths, empty_aligned as _empty_aligned, time_peak as _time_peak
+
 cimport numpy as cnp
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t
 
-from fdbert_native._cpu cimport (cpu_mask, num_threads as _default_threads, FDB_AVX2,
-                                 FDB_AVX_VNNI, FDB_AVX512F, FDB_AVX512BW, FDB_AVX512VL,
-                                 FDB_AVX512VNNI, FDB_AMX_TILE, FDB_AMX_INT8)
+from fdbert_native._cpu cimport num_threads as _default_threads
 
 cnp.import_array()
 
@@ -34,6 +34,7 @@ cdef extern from "qgemm.h" nogil:
         float out_zp
         void *out
     int QG_OUT_S32, QG_OUT_F32, QG_OUT_U8, QG_OK, QG_EBADISA, QG_ENOMEM, QG_EBADINDEX
+    int FDB_ISA_AMX
     int64_t qg_packed_dense_size(int64_t N, int64_t K)
     void qg_pack_dense(const int8_t *w, int64_t N, int64_t K, int8_t *packed, int32_t *colsum)
     int qg_gemm(const uint8_t *x, int64_t M, int64_t K, const int8_t *packed, int64_t N,
@@ -51,87 +52,42 @@ cdef extern from "qgemm.h" nogil:
     int qg_bsr_pack_blk(const int8_t *data, const int32_t *indices, const int32_t *indptr,
                         int64_t N, int64_t K, const int32_t *cptr, int32_t *blk)
     int QG_SP_KC, QG_SP_UNROLL
-    int32_t qg_vnni_peak_loop(int64_t iters)
+
+cdef extern from "peak_probes.h" nogil:
+    int32_t fdb_peak_vnni_loop(int64_t iters)
+    int32_t fdb_peak_amx_loop(int64_t iters)
 
 cdef extern from "qgemm_amx.h" nogil:
     int qg_gemm_amx(const uint8_t *x, int64_t M, int64_t K, const int8_t *packed, int64_t N,
                     const qg_epilogue *ep, int nthreads)
-    int32_t qg_amx_peak_loop(int64_t iters)
 
-#: ISA paths, lowest to highest (the qg_isa enum order in qgemm.h).
-ISAS = ("generic", "avx2", "avx2_vnni", "avx512bw", "avx512vnni")
+#: ISA paths, lowest to highest (the one table: csrc/cpu_features.h), which every kernel family
+#: here (dense and sparse) implements.
+ISAS = ("generic", "avx2", "avx2_vnni", "avx512", "avx512vnni")
 #: The dense GEMM's extra path: AMX-INT8 tiles (csrc/qgemm_amx.c). Dense only (qgemm_*), so it is
-#: not in ISAS, the ladder every kernel family (dense and sparse) implements. Usable only once
-#: Linux granted the tile-data permission (fdbert_native.request_amx_permission()).
+#: not in ISAS. Usable only once Linux granted the tile-data permission
+#: (fdbert_native.request_amx_permission()).
 AMX = "amx"
 #: The paths qgemm_* accept (isa=...), lowest to highest.
 DENSE_ISAS = ISAS + (AMX,)
-#: isa="auto" runs the dense GEMM on AMX when it is usable and M >= AMX_AUTO_MIN_M (None: never).
-#: Measured (docs/kernels.md, "AMX-INT8 dense GEMM"): at DistilBERT shapes AMX is 1.4-3.7x faster
-#: from M = 128 on, mostly faster at M = 32-64, and 0.4-0.9x at M <= 16 (a 32-row block of padding).
+#: isa="auto" runs the dense GEMM on AMX when it is usable and M >= AMX_AUTO_MIN_M (None: never):
+#: below it, a 32-row AMX block is mostly padding (docs/kernels.md; figures: docs/benchmarks.md).
 AMX_AUTO_MIN_M = 64
-cdef int _AMX_INDEX = 5
 
-# The CPU features (fdbert_native._cpu, csrc/cpu_features.h) each path's target attribute needs.
-cdef uint64_t _NEEDS[6]
-_NEEDS[0] = 0
-_NEEDS[1] = <uint64_t>1 << FDB_AVX2
-_NEEDS[2] = (<uint64_t>1 << FDB_AVX2) | (<uint64_t>1 << FDB_AVX_VNNI)
-_NEEDS[3] = (<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB_AVX512BW)
-_NEEDS[4] = ((<uint64_t>1 << FDB_AVX512F) | (<uint64_t>1 << FDB_AVX512BW) |
-             (<uint64_t>1 << FDB_AVX512VL) | (<uint64_t>1 << FDB_AVX512VNNI))
-_NEEDS[5] = _NEEDS[4] | (<uint64_t>1 << FDB_AMX_TILE) | (<uint64_t>1 << FDB_AMX_INT8)
-
-
-cdef bint qg_isa_supported(int i) noexcept:
-    """Path i may run now: the shared detector's usable mask (cpuid + XCR0 - disabled features;
-    for AMX also the Linux tile-data grant)."""
-    return 0 <= i < 6 and (cpu_mask() & _NEEDS[i]) == _NEEDS[i]
-
-
-def isa_supported(name):
-    """True if the ISA path `name` (one of DENSE_ISAS) may run now (CPU, OS state, AMX grant,
-    FDBERT_DISABLE_CPU_FEATURES)."""
-    return bool(qg_isa_supported(_isa_index(name, check=False, dense=True)))
-
-
-def supported_dense_isas():
-    """The paths qgemm_* may run now, lowest to highest: supported_isas() and "amx" if usable."""
-    return supported_isas() + ((AMX,) if qg_isa_supported(_AMX_INDEX) else ())
+_PATHS = IsaPaths(ISAS)
+_DENSE_PATHS = IsaPaths(DENSE_ISAS)
+isa_supported = _DENSE_PATHS.isa_supported   # True if path `name` (one of DENSE_ISAS) may run now
+supported_isas = _PATHS.supported_isas       # the paths of ISAS that may run now, lowest to highest
+supported_dense_isas = _DENSE_PATHS.supported_isas   # supported_isas() and "amx" if usable
+best_isa = _PATHS.best_isa   # what isa="auto" runs (dense GEMMs: AMX instead when amx_auto(M, N, K))
 
 
 def amx_auto(int64_t M, int64_t N, int64_t K):
     """True if isa="auto" runs a dense [M, K] x [K, N] GEMM on AMX now."""
     return (AMX_AUTO_MIN_M is not None and M >= AMX_AUTO_MIN_M
-            and qg_isa_supported(_AMX_INDEX))
+            and _DENSE_PATHS.isa_supported(AMX))
 
 
-def supported_isas():
-    """The ISA paths that may run now, lowest to highest."""
-    return tuple(name for i, name in enumerate(ISAS) if qg_isa_supported(i))
-
-
-def best_isa():
-    """The highest supported ISA path: what isa="auto" runs (dense GEMMs: AMX instead when
-    amx_auto(M, N, K))."""
-    isas = supported_isas()
-    return isas[len(isas) - 1]   # (no negative index: the module compiles with wraparound=False)
-
-
-def _isa_index(name, check=True, dense=False):
-    if name == "auto":
-        name = best_isa()
-    isas = DENSE_ISAS if dense else ISAS
-    if name not in isas:
-        raise ValueError(f"isa must be 'auto' or one of {isas}, got {name!r}")
-    i = isas.index(name)
-    if check and not qg_isa_supported(i):
-        usable = supported_dense_isas() if dense else supported_isas()
-        raise ValueError(f"isa {name!r} is not supported here (usable: {usable})")
-    return i
-
-
-from fdbert_native._checks import empty_aligned as _empty_aligned, time_peak as _time_peak
 
 include "_fastcheck.pxi"
 
@@ -269,12 +225,12 @@ def _gemm(int kind, x, packed, out, comp, mult, bias, residual, gelu, out_scale,
                                     out_zp, M, N)
     if isa == "auto" and amx_auto(M, N, K):
         isa = AMX
-    cdef int i = _isa_index(isa, dense=True)
+    cdef int i = _PATHS.index(isa) if isa == "auto" else _DENSE_PATHS.index(isa)
     cdef int nt = num_threads if num_threads > 0 else _default_threads(), rc
     cdef const uint8_t *px = <const uint8_t *>_ptr(x)
     cdef const int8_t *pw = <const int8_t *>_ptr(packed)
     with nogil:
-        if i == _AMX_INDEX:
+        if i == FDB_ISA_AMX:
             rc = qg_gemm_amx(px, M, K, pw, N, &ep, nt)
         else:
             rc = qg_gemm(px, M, K, pw, N, &ep, i, nt)
@@ -311,7 +267,7 @@ def _spmm(int kind, x, PackedBSR w, out, comp, mult, bias, residual, gelu, out_s
     _check(out, "out", (np.int32, np.float32, np.uint8)[kind], (M, N))
     cdef qg_epilogue ep = _epilogue(kind, out, comp, mult, bias, residual, gelu, out_scale,
                                     out_zp, M, N)
-    cdef int i = _isa_index(isa), nt = num_threads if num_threads > 0 else _default_threads(), rc
+    cdef int i = _PATHS.index(isa), nt = num_threads if num_threads > 0 else _default_threads(), rc
     cdef const uint8_t *px = <const uint8_t *>_ptr(x)
     cdef const int32_t *pb = <const int32_t *>_ptr(w.blk)
     cdef const int32_t *pc = <const int32_t *>_ptr(w.cptr)
@@ -364,7 +320,7 @@ def qspmm_f32_multi(x, ws, comps, mults, biases, outs, isa="auto", num_threads=0
         blks[w] = <const int32_t *>_ptr(pw.blk)
         cptrs[w] = <const int32_t *>_ptr(pw.cptr)
         Ns[w] = pw.N
-    cdef int i = _isa_index(isa), nt = num_threads if num_threads > 0 else _default_threads(), rc
+    cdef int i = _PATHS.index(isa), nt = num_threads if num_threads > 0 else _default_threads(), rc
     cdef const uint8_t *px = <const uint8_t *>_ptr(x)
     with nogil:
         rc = qg_spmm_multi(px, M, K, nw, blks, cptrs, Ns, eps, i, nt)
@@ -374,17 +330,17 @@ def qspmm_f32_multi(x, ws, comps, mults, biases, outs, isa="auto", num_threads=0
 
 def _vnni_loop(int64_t n):
     with nogil:
-        qg_vnni_peak_loop(n)
+        fdb_peak_vnni_loop(n)
 
 
 def _amx_loop(int64_t n):
     with nogil:
-        qg_amx_peak_loop(n)
+        fdb_peak_amx_loop(n)
 
 
 def vnni_peak_gmacs(iters=20_000_000):
     """Measured single-thread vpdpbusd zmm peak, GMAC/s: a register-only loop of 24 chains."""
-    if not qg_isa_supported(4):
+    if not isa_supported("avx512vnni"):
         raise RuntimeError(f"avx512vnni is not usable here (supported: {supported_isas()})")
     return _time_peak(_vnni_loop, iters, 24 * 64)
 
@@ -392,6 +348,6 @@ def vnni_peak_gmacs(iters=20_000_000):
 def amx_peak_gmacs(iters=2_000_000):
     """Measured single-thread AMX-INT8 peak, GMAC/s: a loop of register-only tdpbusd (16,384 MACs
     each), the dense AMX GEMM's 2 x 2 pattern without its tile loads. Needs the "amx" path."""
-    if not qg_isa_supported(_AMX_INDEX):
+    if not isa_supported(AMX):
         raise RuntimeError(f"the amx path is not usable here (dense paths: {supported_dense_isas()})")
     return _time_peak(_amx_loop, iters, 4 * 16384)

@@ -17,20 +17,17 @@ CPU cannot run raises ValueError. ``num_threads`` <= 0 means fdbert_native.get_n
 import numpy as np
 
 from fdbert_native._checks import IsaPaths
-from fdbert_native._cpu import usable_mask
 
 cimport numpy as cnp
 
 include "_fastcheck.pxi"
 from libc.stdint cimport int64_t, uint64_t
 
-from fdbert_native._cpu cimport (FDB_AVX2, FDB_AVX512BW, FDB_AVX512DQ, FDB_AVX512F, FDB_AVX512VL,
-                                 FDB_FMA, num_threads)
+from fdbert_native._cpu cimport num_threads
 
 cnp.import_array()
 
 cdef extern from "sgemm.h" nogil:
-    int SG_ISA_GENERIC, SG_ISA_AVX2, SG_ISA_AVX512
     void sg_linear(const float *x, const float *w, const float *b, int64_t M, int64_t N,
                    int64_t K, float *y, int isa, int nthreads)
     int SG_PACK_NR
@@ -39,21 +36,14 @@ cdef extern from "sgemm.h" nogil:
     int sg_linear_packed(const float *x, const float *wp, const float *b, int64_t M, int64_t N,
                          int64_t K, float *y, int isa, int nthreads)
 
-#: ISA paths, lowest to highest (the SG_ISA_* order in sgemm.h).
+#: ISA paths, lowest to highest (the one table: csrc/cpu_features.h).
 ISAS = ("generic", "avx2", "avx512")
-
-cdef uint64_t _AVX2_MASK = (<uint64_t>1 << FDB_AVX2) | (<uint64_t>1 << FDB_FMA)
-cdef uint64_t _AVX512_MASK = (_AVX2_MASK | (<uint64_t>1 << FDB_AVX512F)
-                              | (<uint64_t>1 << FDB_AVX512BW) | (<uint64_t>1 << FDB_AVX512VL)
-                              | (<uint64_t>1 << FDB_AVX512DQ))
-
-
-_PATHS = IsaPaths(ISAS, (0, _AVX2_MASK, _AVX512_MASK), usable_mask)
+_PATHS = IsaPaths(ISAS)
 isa_supported, supported_isas, best_isa = _PATHS.isa_supported, _PATHS.supported_isas, _PATHS.best_isa
 
 
 cdef int _isa(name) except -1:
-    return (SG_ISA_GENERIC, SG_ISA_AVX2, SG_ISA_AVX512)[_PATHS.index(name)]
+    return _PATHS.index(name)
 
 
 cdef int _threads(n):

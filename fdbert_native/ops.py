@@ -243,10 +243,9 @@ def _dense_on_amx(qweight, M):  # -> dense packed s8 array | None
 
     On a CPU with AMX-INT8 the dense tile GEMM does the skipped zeros as well and still beats the
     VNNI SpMM wherever it runs at all (_qgemm.amx_auto: M >= AMX_AUTO_MIN_M rows): `tdpbusd` does
-    ~8x the MACs of `vpdpbusd` per core and 80% sparsity saves 5x. Measured on the whole 80%-sparse
-    DistilBERT forward (6 layers, 2 threads, sequences of 128; 2026-11-22), although the dense
-    codes are 2.5x the SpMM's bytes to stream: batch 1 8.7 vs 9.3-9.6 ms, batch 4 28 vs 33 ms,
-    batch 6 41 vs 50 ms. The accumulators are the same integers (the skipped blocks are zeros) and
+    ~8x the MACs of `vpdpbusd` per core and 80% sparsity saves 5x, although the dense codes are
+    2.5x the SpMM's bytes to stream (figures: docs/benchmarks.md, AMX). The accumulators are the
+    same integers (the skipped blocks are zeros) and
     both paths share the avx512vnni epilogue, so the outputs are the same bits. The dense codes
     (N x K bytes) are packed the first time and cached in ``qweight.packed["native-dense"]``."""
     N, K = qweight.shape
@@ -337,18 +336,16 @@ def _int8_block_plan(layer, config):  # -> the six (layer, packed) pairs; raises
     return plan
 
 
-#: The fused block runs Q, K and V as one GEMM (_fused_qkv) up to this many tokens. Measured in the
-#: 80%-sparse DistilBERT forward (2 threads, five alternating runs of two builds): batch 1 (128
-#: tokens) 7.12-7.56 -> 6.49-7.22 ms, batch 4 23.4-25.2 -> 21.3-24.5 ms; at 1,024 tokens one GEMM
-#: alone is no faster than three (913 vs 930 us), and the forward was 2-5% slower.
+#: The fused block runs Q, K and V as one GEMM (_fused_qkv) up to this many tokens: one pass over x
+#: and one parallel region pay off while the GEMM is short; at ~1,024 tokens one GEMM is no faster
+#: than three and the whole forward slowed (docs/kernels.md; figures: docs/benchmarks.md).
 QKV_FUSED_MAX_TOKENS = 512
 
 
 def _fused_qkv(layer, plan):  # -> (packed, comp, mult, bias) of W_qkv [3D, D] | None
     """Q, K and V as one weight (their dense codes stacked: [3D, D]) for one dense GEMM, built once
     per layer and cached on it; None when a float outlier channel keeps them apart. One GEMM
-    instead of three: one pass over x and one parallel region (measured, AMX, 2 threads, M = 64 to
-    512 tokens: 25-43% faster than three calls; M = 1024: the same)."""
+    instead of three: one pass over x and one parallel region (QKV_FUSED_MAX_TOKENS)."""
     (ql, _), (kl, _), (vl, _) = plan[:3]
     if any(len(lin.outliers) for lin in (ql, kl, vl)):
         return None
@@ -519,8 +516,7 @@ def linear(x, weight, bias=None):  # f32 [M, K], [N, K], [N] | None -> f32 [M, N
 
 #: Rows up to which linear runs on a weight packed once (a decoder's decode steps): there the per-call
 #: packing of W^T panels is most of sgemm's work. The packed copy costs N K floats per weight, kept
-#: while the weight lives. SmolLM2 decode, one [1536, 576] weight, 1 thread, loaded machine
-#: (2026-12-07): 0.47 ms packed once vs 0.73 ms packed per call; the bits are the same.
+#: while the weight lives; the bits are the same (figures: docs/benchmarks.md, decoder).
 PACKED_MAX_M = 16
 _PACKED: dict = {}   # id(weight) -> (weakref to weight, _sgemm.PackedWeight)
 

@@ -23,7 +23,7 @@ _qgemm = native_ext.load("_qgemm")
 from tolerances import GELU_F32_ATOL, GELU_F32_RTOL, GELU_U8_ATOL  # noqa: E402
 
 # ISA paths, each forced by disabling the features of the paths above it.
-ISA_DISABLE = {"avx512vnni": set(), "avx512bw": {"avx512vnni", "avx_vnni"},
+ISA_DISABLE = {"avx512vnni": set(), "avx512": {"avx512vnni", "avx_vnni"},
                "avx2_vnni": {"avx512f"}, "avx2": {"avx512f", "avx_vnni"}, "generic": {"avx2"}}
 
 

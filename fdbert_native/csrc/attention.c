@@ -1,4 +1,7 @@
-/* attention.c -- packed variable-length scaled dot-product attention (see attention.h). */
+/* attention.c -- packed variable-length scaled dot-product attention (see attention.h).
+ *
+ * reference: fdbert/reference/attention.py · tests: spec_tests/test_native_attention.py
+ */
 #include "attention.h"
 #include "attention_pairs.h"
 
@@ -67,7 +70,7 @@ static void pair_generic(const float *q, const float *k, const float *v, int64_t
  *                                score loop.
  * K and V rows of one head lie H*Dh floats apart (3 KB in DistilBERT), all in the same few L1 sets:
  * the P V loop would miss L1 on nearly every row of the strided original. */
-FDB_AVX512_TARGET static void pack_kv(const float *k, const float *v, int64_t Lk, const int64_t rs[4], int64_t Dh,
+FDB_TARGET_AVX512 static void pack_kv(const float *k, const float *v, int64_t Lk, const int64_t rs[4], int64_t Dh,
                                       int64_t ldV, float *kt, float *vp)
 {
     for (int64_t j = 0; j < Lk; j++)
@@ -93,7 +96,7 @@ FDB_AVX512_TARGET static void pack_kv(const float *k, const float *v, int64_t Lk
 /* s[r * ldS + b*KB .. +KB] = scale * q_r . K[b*KB .. +KB] for QB query rows and nb <= 4 key blocks
  * b (kt at the first one): QB * nb <= 24 accumulators, each FMA step loading nb K^T lines and QB
  * broadcast q values for QB * nb FMAs. A template: nb is a constant wherever it is inlined. */
-FDB_AVX512_TARGET __attribute__((always_inline)) static inline void
+FDB_TARGET_AVX512 __attribute__((always_inline)) static inline void
 scores_tile(const float *const qr[QB], const float *kt, int64_t Dh, __m512 vscale, float *s, int64_t ldS,
             const int nb)
 {
@@ -120,7 +123,7 @@ scores_tile(const float *const qr[QB], const float *kt, int64_t Dh, __m512 vscal
 }
 
 /* The scores of QB query rows against key blocks c < nkb: tiles of 4 key blocks, then one of 1-3. */
-FDB_AVX512_TARGET __attribute__((noinline)) static void scores_rows(const float *const qr[QB], const float *kt,
+FDB_TARGET_AVX512 __attribute__((noinline)) static void scores_rows(const float *const qr[QB], const float *kt,
                                                                     int64_t nkb, int64_t Dh, float scale,
                                                                     float *s, int64_t ldS)
 {
@@ -137,9 +140,9 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void scores_rows(const float 
 /* The softmax numerators of QB score rows, in place: e[r, j] = exp(s[r, j] - m_r) for j < nk[r] and
  * 0 for nk[r] <= j < nz (masked keys weigh 0), s[r, j] = s[r * ldS + j], m_r = max_{j < nk[r]} s[r, j];
  * inv[r] = 1 / sum_j e[r, j]. The P V loop sums e v and scales the Dh outputs by inv once, instead
- * of normalizing Lk scores. The QB rows go through fdb_exp16 side by side: independent chains that
+ * of normalizing Lk scores. The QB rows go through fdb_exp_avx512 side by side: independent chains that
  * hide its ~70-cycle latency. */
-FDB_AVX512_TARGET __attribute__((noinline)) static void exp_rows(float *s, int64_t ldS, const int64_t nk[QB],
+FDB_TARGET_AVX512 __attribute__((noinline)) static void exp_rows(float *s, int64_t ldS, const int64_t nk[QB],
                                                                  int64_t nz, float inv[QB])
 {
     __m512 m[QB], acc[QB];
@@ -158,7 +161,7 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void exp_rows(float *s, int64
 #pragma GCC unroll 8
         for (int r = 0; r < QB; r++) {
             float *sr = s + r * ldS + j;
-            __m512 e = _mm512_maskz_mov_ps(fdb_lanes16(nk[r] - j), fdb_exp16(_mm512_sub_ps(_mm512_load_ps(sr), m[r])));
+            __m512 e = _mm512_maskz_mov_ps(fdb_lanes16(nk[r] - j), fdb_exp_avx512(_mm512_sub_ps(_mm512_load_ps(sr), m[r])));
             _mm512_store_ps(sr, e);
             acc[r] = _mm512_add_ps(acc[r], e);
         }
@@ -171,7 +174,7 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void exp_rows(float *s, int64
  * broadcast e values for QB * nv FMAs. Rows with orow[r] == NULL are computed and dropped. Rows whose
  * e is zero beyond their own visible keys get exactly the sums they would get alone. A template: nv
  * is a constant wherever it is inlined. */
-FDB_AVX512_TARGET __attribute__((always_inline)) static inline void
+FDB_TARGET_AVX512 __attribute__((always_inline)) static inline void
 pv_tile(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, int64_t dc, int64_t Dh,
         const float inv[QB], float *const orow[QB], uint8_t *const qrow[QB], const fp_attn_u8 *qp,
         const int nv)
@@ -200,7 +203,7 @@ pv_tile(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, i
 #pragma GCC unroll 4
             for (int b = 0; b < nv; b++)
                 _mm512_mask_cvtepi32_storeu_epi8(qrow[r] + dc + 16 * b, fdb_lanes16(Dh - dc - 16 * b),
-                                                 fdb_quantize16(_mm512_mul_ps(o[r][b], vinv), scale, zp));
+                                                 fdb_quantize_avx512(_mm512_mul_ps(o[r][b], vinv), scale, zp));
         } else if (orow[r]) {
 #pragma GCC unroll 4
             for (int b = 0; b < nv; b++)
@@ -210,7 +213,7 @@ pv_tile(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, i
 }
 
 /* The P V product of QB rows over all ldV channels: tiles of 64 channels, then one of 16-48. */
-FDB_AVX512_TARGET __attribute__((noinline)) static void pv_rows(const float *e, int64_t ldS, const float *vp,
+FDB_TARGET_AVX512 __attribute__((noinline)) static void pv_rows(const float *e, int64_t ldS, const float *vp,
                                                                 int64_t ldV, int64_t nk, int64_t Dh,
                                                                 const float inv[QB], float *const orow[QB],
                                                                 uint8_t *const qrow[QB], const fp_attn_u8 *qp)
@@ -228,14 +231,14 @@ FDB_AVX512_TARGET __attribute__((noinline)) static void pv_rows(const float *e, 
  *
  * The AVX-512 path's panels and phases with AVX2's 16 ymm registers: 8-key column blocks of K^T,
  * QB8 = 4 queries x 16 keys of scores and 4 queries x 16 head channels of P V per tile (8
- * accumulators each), exp by fdb_exp8 (fp32_vecmath.h). For the CPUs without AVX-512 (AMD Zen 2/3,
+ * accumulators each), exp by fdb_exp_avx2 (fp32_vecmath.h). For the CPUs without AVX-512 (AMD Zen 2/3,
  * Intel client cores): the generic path computes one query at a time with scalar loops. */
 #define KB8 8   /* keys per score column block (one ymm) */
 #define QB8 4   /* queries per score and P V block */
 
 /* As pack_kv with 8-key blocks: vp[j * ldV + d] = v[j, d] (zero for Dh <= d < ldV, ldV = Dh rounded
  * up to 8); kt[(c * Dh + d) * KB8 + jj] = k[c * KB8 + jj, d] (zero for keys >= Lk). */
-FDB_AVX2_TARGET static void pack_kv_avx2(const float *k, const float *v, int64_t Lk, const int64_t rs[4],
+FDB_TARGET_AVX2 static void pack_kv_avx2(const float *k, const float *v, int64_t Lk, const int64_t rs[4],
                                          int64_t Dh, int64_t ldV, float *kt, float *vp)
 {
     for (int64_t j = 0; j < Lk; j++) {
@@ -255,7 +258,7 @@ FDB_AVX2_TARGET static void pack_kv_avx2(const float *k, const float *v, int64_t
 }
 
 /* s[r * ldS + b*KB8 .. +KB8] = scale * q_r . K[b*KB8 .. +KB8] for QB8 query rows and nb <= 2 key blocks. */
-FDB_AVX2_TARGET __attribute__((always_inline)) static inline void
+FDB_TARGET_AVX2 __attribute__((always_inline)) static inline void
 scores_tile8(const float *const qr[QB8], const float *kt, int64_t Dh, __m256 vscale, float *s, int64_t ldS,
              const int nb)
 {
@@ -281,7 +284,7 @@ scores_tile8(const float *const qr[QB8], const float *kt, int64_t Dh, __m256 vsc
         for (int b = 0; b < nb; b++) _mm256_storeu_ps(s + r * ldS + b * KB8, _mm256_mul_ps(a[r][b], vscale));
 }
 
-FDB_AVX2_TARGET __attribute__((noinline)) static void scores_rows8(const float *const qr[QB8], const float *kt,
+FDB_TARGET_AVX2 __attribute__((noinline)) static void scores_rows8(const float *const qr[QB8], const float *kt,
                                                                    int64_t nkb, int64_t Dh, float scale,
                                                                    float *s, int64_t ldS)
 {
@@ -292,7 +295,7 @@ FDB_AVX2_TARGET __attribute__((noinline)) static void scores_rows8(const float *
 }
 
 /* exp_rows for QB8 rows in 8 lanes (see there): e = exp(s - m_r) for j < nk[r], 0 up to nz. */
-FDB_AVX2_TARGET __attribute__((noinline)) static void exp_rows8(float *s, int64_t ldS, const int64_t nk[QB8],
+FDB_TARGET_AVX2 __attribute__((noinline)) static void exp_rows8(float *s, int64_t ldS, const int64_t nk[QB8],
                                                                 int64_t nz, float inv[QB8])
 {
     __m256 m[QB8], acc[QB8];
@@ -314,7 +317,7 @@ FDB_AVX2_TARGET __attribute__((noinline)) static void exp_rows8(float *s, int64_
         for (int r = 0; r < QB8; r++) {
             float *sr = s + r * ldS + j;
             const __m256 e = _mm256_and_ps(_mm256_castsi256_ps(fdb_lanes8(nk[r] - j)),
-                                           fdb_exp8(_mm256_sub_ps(_mm256_loadu_ps(sr), m[r])));
+                                           fdb_exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(sr), m[r])));
             _mm256_storeu_ps(sr, e);
             acc[r] = _mm256_add_ps(acc[r], e);
         }
@@ -323,7 +326,7 @@ FDB_AVX2_TARGET __attribute__((noinline)) static void exp_rows8(float *s, int64_
 }
 
 /* pv_tile in 8 lanes: QB8 rows x nv <= 2 channel vectors from dc. */
-FDB_AVX2_TARGET __attribute__((always_inline)) static inline void
+FDB_TARGET_AVX2 __attribute__((always_inline)) static inline void
 pv_tile8(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, int64_t dc, int64_t Dh,
          const float inv[QB8], float *const orow[QB8], uint8_t *const qrow[QB8], const fp_attn_u8 *qp,
          const int nv)
@@ -354,7 +357,7 @@ pv_tile8(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, 
             const __m256 y = _mm256_mul_ps(o[r][b], vinv);
             if (qrow[r]) {
                 uint8_t code[8];
-                fdb_quantize8_store(code, y, qp->scale, qp->zp);
+                fdb_quantize_store_avx2(code, y, qp->scale, qp->zp);
                 memcpy(qrow[r] + c, code, (size_t)lanes);
             } else if (orow[r]) {
                 _mm256_maskstore_ps(orow[r] + c, fdb_lanes8(lanes), y);
@@ -363,7 +366,7 @@ pv_tile8(const float *e, int64_t ldS, const float *vp, int64_t ldV, int64_t nk, 
     }
 }
 
-FDB_AVX2_TARGET __attribute__((noinline)) static void pv_rows8(const float *e, int64_t ldS, const float *vp,
+FDB_TARGET_AVX2 __attribute__((noinline)) static void pv_rows8(const float *e, int64_t ldS, const float *vp,
                                                                int64_t ldV, int64_t nk, int64_t Dh,
                                                                const float inv[QB8], float *const orow[QB8],
                                                                uint8_t *const qrow[QB8], const fp_attn_u8 *qp)
@@ -440,12 +443,12 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
     int64_t lq_max, lk_max;
     const int rc = scan_pairs(cu_q, cu_k, B, causal, INT64_MAX, &lq_max, &lk_max);
     if (rc != FP_OK) return rc;
-    if (!FP_X86) isa = FP_ISA_GENERIC;
+    if (!FP_X86) isa = FDB_ISA_GENERIC;
     int64_t ldS = (lk_max + KB - 1) / KB * KB, ldV = (Dh + 15) / 16 * 16;
     /* per-thread scratch: AVX-512 needs K^T [ldS, Dh], the V panel [lk_max, ldV] and chunk_rows(ldS')
      * score rows for every pair's ldS' <= ldS (at most SCORE_FLOATS + QB ldS floats); generic one
      * score row */
-    int avx = isa == FP_ISA_AVX512 || isa == FP_ISA_AVX2;   /* the 16-lane sizes hold the 8-lane layouts */
+    int avx = isa == FDB_ISA_AVX512 || isa == FDB_ISA_AVX2;   /* the 16-lane sizes hold the 8-lane layouts */
     size_t kt_bytes = avx ? (size_t)(ldS * Dh) * sizeof(float) : 0;
     size_t vp_bytes = avx ? (size_t)(lk_max * ldV) * sizeof(float) : 0;
     size_t s_bytes = (size_t)(avx ? SCORE_FLOATS + QB * ldS : ldS) * sizeof(float);
@@ -468,8 +471,8 @@ int fp_attention(const float *q, const float *k, const float *v, const int32_t *
             const attn_pair p = pair_at(task, H, Dh, cu_q, cu_k, q, k, v, rs, out, outq);
             if (p.Lq == 0 || !kt || !vp || !s) continue;
 #if FP_X86
-            if (isa == FP_ISA_AVX512 || isa == FP_ISA_AVX2) {
-                pair_blocked(isa == FP_ISA_AVX512 ? &KERNELS_AVX512 : &KERNELS_AVX2, p.q, p.k, p.v, p.Lq,
+            if (isa == FDB_ISA_AVX512 || isa == FDB_ISA_AVX2) {
+                pair_blocked(isa == FDB_ISA_AVX512 ? &KERNELS_AVX512 : &KERNELS_AVX2, p.q, p.k, p.v, p.Lq,
                              p.Lk, rs, Dh, causal, scale, p.out, p.outq, qp, kt, vp, s);
                 continue;
             }

@@ -1,5 +1,7 @@
 /* attention.h -- scaled dot-product attention over a packed batch of variable-length sequences.
  *
+ * reference: fdbert/reference/attention.py · tests: spec_tests/test_native_attention.py
+ *
  *   out[q0 + i, h, :] = sum_j p[i, j] v[k0 + j, h, :],  p[i, :] = softmax_j(scale * q[q0 + i, h, :] . k[k0 + j, h, :])
  *
  * for every sequence b (rows q0 = cu_q[b] .. cu_q[b+1] of q and out, k0 = cu_k[b] .. cu_k[b+1] of k and v)
@@ -15,21 +17,23 @@
  *
  * Work: one (sequence, head) pair per OpenMP work item, schedule(static); a pair's arithmetic does
  * not depend on the thread that runs it, so results do not depend on the thread count.
- * FP_ISA_AVX512 (fp32_ops.h): the pair's K is packed into 16-key column blocks of K^T (16x16 register transposes)
+ * FDB_ISA_AVX512 (fp32_ops.h): the pair's K is packed into 16-key column blocks of K^T (16x16 register transposes)
  * and V into a contiguous panel (its rows, H*Dh floats apart in the input, would all fall in a few L1
  * sets). Then, per chunk of queries (as many as 64 KB of scores hold: Lq = 128 at once), two phases
  * that each keep one panel in L1: all scores, 6 queries x 64 keys at a time in 24 zmm accumulators;
  * then per 6 queries the softmax numerators e = exp(s - max s) (6 rows side by side, to overlap the
  * exp latency) and e V, 6 queries x 64 head channels in 24 accumulators, each output row scaled once
  * by 1 / sum e. Memory per thread: K^T [Lk, Dh], the V panel and <= 64 KB + 6 Lk floats of scores.
- * FP_ISA_AVX2 (AVX2 + FMA): the same panels and phases in 8 lanes (8-key blocks, 4 queries x 16 keys
+ * FDB_ISA_AVX2 (AVX2 + FMA): the same panels and phases in 8 lanes (8-key blocks, 4 queries x 16 keys
  * and 4 queries x 16 channels per tile: AVX2 has 16 registers).
- * FP_ISA_GENERIC: one query at a time, plain loops.
+ * FDB_ISA_GENERIC: one query at a time, plain loops.
  */
 #ifndef FDBERT_ATTENTION_H
 #define FDBERT_ATTENTION_H
 
 #include <stdint.h>
+
+#include "cpu_features.h"   /* the ISA paths */
 
 enum { FP_OK = 0, FP_ENOMEM = -2, FP_ENOKEYS = -4, FP_ENONFINITE = -5, FP_ETOOLONG = -6,
        FP_EOVERFLOW = -7 };
@@ -56,8 +60,8 @@ int fp_attention(const float *q__nhd, const float *k__nhd, const float *v__nhd, 
  * returns FP_ENONFINITE when q, k or v holds a NaN or inf, FP_EOVERFLOW when a score a query sees
  * overflows float32 (out is then unspecified in both cases) and FP_ETOOLONG
  * for a sequence of more than FP_I8_MAX_KEYS keys (checked before anything is written).
- * ISA paths: FP_I8_GENERIC (plain C) and FP_I8_AVX512VNNI (vpdpbusd). */
-enum { FP_I8_GENERIC = 0, FP_I8_AVX512VNNI = 1, FP_I8_ISA_COUNT = 2 };
+ * ISA paths: FDB_ISA_GENERIC (plain C) and FDB_ISA_AVX512VNNI (vpdpbusd). */
+/* (FDB_ISA_GENERIC and FDB_ISA_AVX512VNNI: cpu_features.h) */
 enum { FP_I8_MAX_KEYS = 65536 };
 
 int fp_attention_int8(const float *q__nhd, const float *k__nhd, const float *v__nhd,

@@ -1,5 +1,7 @@
 /* attention_int8.c -- packed variable-length attention with both matmuls in INT8 (attention.h).
  *
+ * reference: fdbert/reference/attention_int8.py · tests: spec_tests/test_attention_int8.py
+ *
  * The twin of fdbert/reference/attention_int8.py; per (sequence b, head h), q and k codes per token:
  *   q8_i = clip(rint(q_i * (127 / max|q_i|)), -127, 127), sq_i = max|q_i| / 127; k8_j, sk_j alike;
  *   v8, sv the same over the whole (sequence, head)
@@ -9,13 +11,13 @@
  * All integer sums are exact and every float32 step is the reference's, so results are bit-identical
  * to it except where this exp and NumPy's round 255 exp(.) to different sides of a half-integer.
  *
- * FP_I8_AVX512VNNI: vpdpbusd multiplies u8 by s8, so the pair's K codes are stored +128 (u8) in the
+ * FDB_ISA_AVX512VNNI: vpdpbusd multiplies u8 by s8, so the pair's K codes are stored +128 (u8) in the
  * VNNI layout kt[d/4][key][4] (16 keys x 4 channels per 64-byte vector) and each query's 4 s8 codes
  * are broadcast: sum_d (k8 + 128) q8 = sum_d q8 k8 + 128 sum_d q8, and the last term (one per query)
  * is subtracted. P V broadcasts 4 u8 weights of a query against vt[key/4][d][4] (V's s8 codes, 4 keys
  * interleaved per channel). Blocks: 4 queries x 64 keys (scores) and 4 queries x 64 channels (P V),
  * 16 accumulators each; per 4-channel (4-key) step 4 vector loads, 4 broadcasts and 16 vpdpbusd.
- * FP_I8_GENERIC: one query at a time, plain loops, libm expf.
+ * FDB_ISA_GENERIC: one query at a time, plain loops, libm expf.
  */
 #include "attention.h"
 #include "attention_pairs.h"
@@ -124,7 +126,7 @@ static int pair_generic(const float *q, const float *k, const float *v, int64_t 
 
 #if I8_X86
 /* ---------------------------------------------------------------- AVX-512 VNNI */
-#define I8_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define I8_TARGET FDB_TARGET_AVX512VNNI
 
 /* max |x| as absmax_generic (-1 for a non-finite element). */
 I8_TARGET static float absmax_avx512(const float *x, int64_t L, int64_t Dh, int64_t rs)
@@ -292,7 +294,7 @@ I8_TARGET static int weights_block(const float *s, const int64_t nk[I8_QB], int 
     for (int64_t j = 0; j < Lk64; j += 16)
         for (int r = 0; r < I8_QB; r++) {
             const __mmask16 k = r < rows ? fdb_lanes16(nk[r] - j) : 0;
-            const __m512 e = fdb_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + r * Lk64 + j), vm[r]));
+            const __m512 e = fdb_exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + r * Lk64 + j), vm[r]));
             const __m512i p = _mm512_maskz_cvt_roundps_epi32(k, _mm512_mul_ps(_mm512_set1_ps(255.0f), e),
                                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             sum[r] = _mm512_add_epi32(sum[r], p);
@@ -330,7 +332,7 @@ I8_TARGET static void pv_block(const i8_scratch *w, int64_t i0, int64_t rows, in
             const __m512 o = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][u]), vt);
             if (outq)
                 _mm_mask_storeu_epi8(outq + (i0 + r) * rs[3] + d, m,
-                                     _mm512_cvtepi32_epi8(fdb_quantize16(o, _mm512_set1_ps(qp->scale),
+                                     _mm512_cvtepi32_epi8(fdb_quantize_avx512(o, _mm512_set1_ps(qp->scale),
                                                                          _mm512_set1_ps(qp->zp))));
             else
                 _mm512_mask_storeu_ps(out + (i0 + r) * rs[3] + d, m, o);
@@ -375,14 +377,14 @@ int fp_attention_int8(const float *q, const float *k, const float *v, const int3
     int64_t lq_max, lk_max;
     const int scan = scan_pairs(cu_q, cu_k, B, causal, FP_I8_MAX_KEYS, &lq_max, &lk_max);
     if (scan != FP_OK) return scan;
-    if (!I8_X86) isa = FP_I8_GENERIC;
+    if (!I8_X86) isa = FDB_ISA_GENERIC;
     const int64_t Dh4 = (Dh + 3) / 4 * 4, Dh64 = (Dh + 63) / 64 * 64, Lk64 = (lk_max + 63) / 64 * 64;
     const int64_t Lq4 = (lq_max + 3) / 4 * 4;
     /* scratch per thread; generic: the three code matrices, the per-token scales, one score row
      * and one weight row */
     enum { NBUF = 8 };
     size_t sz[NBUF] = {0};
-    if (isa == FP_I8_AVX512VNNI) {
+    if (isa == FDB_ISA_AVX512VNNI) {
         sz[0] = (size_t)(Lq4 * Dh4); sz[1] = (size_t)Lq4 * 4; sz[2] = (size_t)Lq4 * 4;
         sz[3] = (size_t)Lk64 * 4; sz[4] = (size_t)(Dh4 * Lk64); sz[5] = (size_t)(Lk64 * Dh64);
         sz[6] = (size_t)(I8_QB * Lk64) * 4; sz[7] = (size_t)(I8_QB * Lk64) + 64;
@@ -409,7 +411,7 @@ int fp_attention_int8(const float *q, const float *k, const float *v, const int3
             if (p.Lq == 0 || !ok) continue;
             int rc;
 #if I8_X86
-            if (isa == FP_I8_AVX512VNNI) {
+            if (isa == FDB_ISA_AVX512VNNI) {
                 const i8_scratch w = {buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7]};
                 rc = pair_avx512vnni(p.q, p.k, p.v, p.Lq, p.Lk, rs, Dh, causal, scale, p.out, p.outq,
                                      qp, &w);

@@ -1,5 +1,8 @@
 /* attention_pairs.h -- internal to attention.c and attention_int8.c: the (sequence, head) pairs of a
- * packed batch (attention.h), the OpenMP work items of both attentions. */
+ * packed batch (attention.h), the OpenMP work items of both attentions.
+ *
+ * reference: fdbert/reference/attention.py, fdbert/reference/attention_int8.py · tests: spec_tests/test_native_attention.py, spec_tests/test_attention_int8.py
+ */
 #ifndef FDBERT_ATTENTION_PAIRS_H
 #define FDBERT_ATTENTION_PAIRS_H
 

@@ -1,5 +1,7 @@
 /* cpu_features.c -- run-time CPU feature detection: cpuid AND the OS state in XCR0 (see the header).
  *
+ * reference: none (CPU state; fdbert_native/__init__.py documents it) · tests: spec_tests/test_cpu_features.py
+ *
  * Modelled on numpy's npy_cpu_features.c. Compiled into fdbert_native._cpu only (one state per
  * process). Compiles on any architecture; off x86-64 every feature reads as absent.
  */
@@ -250,4 +252,28 @@ int fdb_amx_request(void)
 #endif
     atomic_store(&g_amx_granted, 1);
     return 1;
+}
+
+/* ---- the ISA path table (cpu_features.h) */
+
+static const char *const ISA_NAMES[FDB_ISA_COUNT] = {
+#define FDB_ISA_NAME(id, name, needs) name,
+    FDB_ISA_PATHS(FDB_ISA_NAME)
+#undef FDB_ISA_NAME
+};
+
+static const uint64_t ISA_NEEDS[FDB_ISA_COUNT] = {
+#define FDB_ISA_NEEDS(id, name, needs) needs,
+    FDB_ISA_PATHS(FDB_ISA_NEEDS)
+#undef FDB_ISA_NEEDS
+};
+
+const char *fdb_isa_name(int isa)
+{
+    return isa >= 0 && isa < FDB_ISA_COUNT ? ISA_NAMES[isa] : NULL;
+}
+
+uint64_t fdb_isa_needs(int isa)
+{
+    return isa >= 0 && isa < FDB_ISA_COUNT ? ISA_NEEDS[isa] : 0;
 }

@@ -1,5 +1,7 @@
 /* cpu_features.h -- which x86 instruction sets fdbert kernels may use, decided at run time.
  *
+ * reference: none (CPU state; fdbert_native/__init__.py documents it) · tests: spec_tests/test_cpu_features.py
+ *
  * A feature is USABLE when all of these hold:
  *   1. the CPU reports it (cpuid);
  *   2. the OS saves its register state on context switch (xgetbv XCR0: ymm for AVX-class, opmask + zmm
@@ -45,6 +47,62 @@ enum fdb_feature {
 
 #define FDB_BIT(feature) ((uint64_t)1 << (feature))
 #define FDB_AMX_MASK (FDB_BIT(FDB_AMX_TILE) | FDB_BIT(FDB_AMX_INT8) | FDB_BIT(FDB_AMX_BF16))
+
+/* ---- The ISA paths: ONE table for every kernel family ----------------------------------------------
+ * A path is a name, the features it needs, and the target its code compiles for. Every kernel family
+ * implements some of these paths (its wrapper lists which, as an IsaPaths of fdbert_native._checks);
+ * path X may run when FDB_NEEDS_X is a subset of fdb_cpu_mask(). A kernel's code for path X is
+ * compiled with FDB_TARGET_X, or with a subset of it: never an instruction its needs do not cover.
+ * Functions of path X carry the suffix _x (_generic, _avx2, _avx2_vnni, _avx512, _avx512vnni, _amx).
+ *
+ *   path        needs (usable also implies what these require: avx512f -> avx2, fma, f16c)
+ *   generic     -                                    plain C, the readable definition
+ *   avx2        avx2 fma                             256-bit (Haswell, Zen)
+ *   avx2_vnni   avx2 fma avx_vnni                    256-bit VEX vpdpbusd (Alder Lake)
+ *   avx512      avx512f avx512bw avx512vl avx512dq   512-bit (Skylake-SP)
+ *   avx512vnni  avx512 + avx512vnni                  512-bit vpdpbusd (Cascade Lake)
+ *   amx         avx512vnni + amx_tile amx_int8       AMX-INT8 tiles (Sapphire Rapids)
+ */
+#define FDB_NEEDS_GENERIC 0
+#define FDB_NEEDS_AVX2 (FDB_BIT(FDB_AVX2) | FDB_BIT(FDB_FMA))
+#define FDB_NEEDS_AVX2_VNNI (FDB_NEEDS_AVX2 | FDB_BIT(FDB_AVX_VNNI))
+#define FDB_NEEDS_AVX512 (FDB_BIT(FDB_AVX512F) | FDB_BIT(FDB_AVX512BW) | FDB_BIT(FDB_AVX512VL) \
+                          | FDB_BIT(FDB_AVX512DQ))
+#define FDB_NEEDS_AVX512VNNI (FDB_NEEDS_AVX512 | FDB_BIT(FDB_AVX512VNNI))
+#define FDB_NEEDS_AMX (FDB_NEEDS_AVX512VNNI | FDB_BIT(FDB_AMX_TILE) | FDB_BIT(FDB_AMX_INT8))
+
+/* Compile targets: FDB_TARGETS_X the string (for `#pragma GCC target` regions, qgemm_isas.inc),
+ * FDB_TARGET_X the function attribute. */
+#define FDB_TARGETS_AVX2 "avx2,fma"
+#define FDB_TARGETS_AVX2_VNNI "avx2,fma,avxvnni"
+#define FDB_TARGETS_AVX512 "avx512f,avx512bw,avx512vl,avx512dq"
+#define FDB_TARGETS_AVX512VNNI "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"
+#define FDB_TARGET_AVX2 __attribute__((target(FDB_TARGETS_AVX2)))
+#define FDB_TARGET_AVX2_VNNI __attribute__((target(FDB_TARGETS_AVX2_VNNI)))
+#define FDB_TARGET_AVX512 __attribute__((target(FDB_TARGETS_AVX512)))
+#define FDB_TARGET_AVX512VNNI __attribute__((target(FDB_TARGETS_AVX512VNNI)))
+
+/* X(ID, name, needs): the paths, lowest to highest; the enum below numbers them. */
+#define FDB_ISA_PATHS(X)                                   \
+    X(GENERIC, "generic", FDB_NEEDS_GENERIC)              \
+    X(AVX2, "avx2", FDB_NEEDS_AVX2)                       \
+    X(AVX2_VNNI, "avx2_vnni", FDB_NEEDS_AVX2_VNNI)        \
+    X(AVX512, "avx512", FDB_NEEDS_AVX512)                 \
+    X(AVX512VNNI, "avx512vnni", FDB_NEEDS_AVX512VNNI)     \
+    X(AMX, "amx", FDB_NEEDS_AMX)
+
+/* The `isa` argument of every kernel entry point. */
+enum fdb_isa {
+#define FDB_ISA_ENUM(id, name, needs) FDB_ISA_##id,
+    FDB_ISA_PATHS(FDB_ISA_ENUM)
+#undef FDB_ISA_ENUM
+    FDB_ISA_COUNT
+};
+
+/* The path's name ("avx512"), or NULL when out of range. */
+const char *fdb_isa_name(int isa);
+/* The features the path needs, as a mask (0 when out of range). */
+uint64_t fdb_isa_needs(int isa);
 
 /* Lower-case name of a feature ("avx512vnni"), or NULL when out of range. */
 const char *fdb_feature_name(int feature);

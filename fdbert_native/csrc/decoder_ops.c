@@ -1,5 +1,7 @@
 /* decoder_ops.c -- RMSNorm, RoPE and the SiLU-gated product (see decoder_ops.h).
  *
+ * reference: fdbert/reference/rmsnorm.py, fdbert/reference/rope.py, fdbert/reference/activations.py (silu_mul) · tests: spec_tests/test_native_rmsnorm.py, spec_tests/test_native_rope.py, spec_tests/test_native_activations.py
+ *
  * Layout: for each op, the generic kernel (the readable definition of the arithmetic), its AVX-512
  * twin, then the entry point that splits rows over threads and picks the path.
  */
@@ -38,7 +40,7 @@ static void rms_norm_row_generic(const float *x, int64_t D, const float *w, floa
 }
 
 #if DEC_X86
-FDB_AVX512_TARGET static void rms_norm_row_avx512(const float *x, int64_t D, const float *w, float eps,
+FDB_TARGET_AVX512 static void rms_norm_row_avx512(const float *x, int64_t D, const float *w, float eps,
                                                   float *y)
 {
     __m512 acc = _mm512_setzero_ps();
@@ -67,7 +69,7 @@ void dec_rms_norm(const float *x, int64_t n, int64_t D, const float *w, float ep
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t r = 0; r < n; r++) {
 #if DEC_X86
-        if (isa == DEC_ISA_AVX512) {
+        if (isa == FDB_ISA_AVX512) {
             rms_norm_row_avx512(x + r * D, D, w, eps, y + r * D);
             continue;
         }
@@ -90,7 +92,7 @@ static void rope_row_generic(const float *x, int64_t H, int64_t Dh, const float 
 }
 
 #if DEC_X86
-FDB_AVX512_TARGET static void rope_row_avx512(const float *x, int64_t H, int64_t Dh, const float *c,
+FDB_TARGET_AVX512 static void rope_row_avx512(const float *x, int64_t H, int64_t Dh, const float *c,
                                               const float *s, float *y)
 {
     int64_t half = Dh / 2;
@@ -113,7 +115,7 @@ void dec_rope(const float *x, int64_t n, int64_t H, int64_t Dh, const float *cos
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t r = 0; r < n; r++) {
 #if DEC_X86
-        if (isa == DEC_ISA_AVX512) {
+        if (isa == FDB_ISA_AVX512) {
             rope_row_avx512(x + r * H * Dh, H, Dh, cos_ + r * half, sin_ + r * half, y + r * H * Dh);
             continue;
         }
@@ -130,13 +132,13 @@ static void silu_mul_generic(const float *g, const float *u, int64_t n, float *y
 }
 
 #if DEC_X86
-FDB_AVX512_TARGET static void silu_mul_avx512(const float *g, const float *u, int64_t n, float *y)
+FDB_TARGET_AVX512 static void silu_mul_avx512(const float *g, const float *u, int64_t n, float *y)
 {
     const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
     for (int64_t j = 0; j < n; j += LANES) {
         __mmask16 m = fdb_lanes16(n - j);
         __m512 gv = _mm512_maskz_loadu_ps(m, g + j);
-        __m512 e = fdb_exp16(_mm512_sub_ps(zero, gv));
+        __m512 e = fdb_exp_avx512(_mm512_sub_ps(zero, gv));
         __m512 v = _mm512_div_ps(gv, _mm512_add_ps(one, e));
         _mm512_mask_storeu_ps(y + j, m, _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, u + j)));
     }
@@ -151,7 +153,7 @@ void dec_silu_mul(const float *g, const float *u, int64_t n, float *y, int isa, 
     for (int64_t b = 0; b < nblocks; b++) {
         int64_t j0 = b * POINTWISE_BLOCK, len = n - j0 < POINTWISE_BLOCK ? n - j0 : POINTWISE_BLOCK;
 #if DEC_X86
-        if (isa == DEC_ISA_AVX512) {
+        if (isa == FDB_ISA_AVX512) {
             silu_mul_avx512(g + j0, u + j0, len, y + j0);
             continue;
         }

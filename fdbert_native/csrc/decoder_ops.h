@@ -1,12 +1,14 @@
 /* decoder_ops.h -- float32 row and pointwise kernels of the decoders (the twins of
  * fdbert/reference/rmsnorm.py, rope.py and activations.py's silu_mul).
  *
+ * reference: fdbert/reference/rmsnorm.py, fdbert/reference/rope.py, fdbert/reference/activations.py (silu_mul) · tests: spec_tests/test_native_rmsnorm.py, spec_tests/test_native_rope.py, spec_tests/test_native_activations.py
+ *
  *   rms_norm   y[r, :] = x[r, :] / sqrt(sum(x[r, :]^2) / D + eps) * w          (LlamaRMSNorm)
  *   rope       y[r, h, c]        = x[r, h, c] cos[r, c] - x[r, h, c + Dh/2] sin[r, c]
  *              y[r, h, c + Dh/2] = x[r, h, c + Dh/2] cos[r, c] + x[r, h, c] sin[r, c]   c < Dh/2
  *   silu_mul   y = g / (1 + exp(-g)) * u                                        (SwiGLU's product)
  *
- * Two ISA paths each: DEC_ISA_GENERIC (plain C, libm expf) and DEC_ISA_AVX512 (avx512f intrinsics,
+ * Two ISA paths each: FDB_ISA_GENERIC (plain C, libm expf) and FDB_ISA_AVX512 (avx512f intrinsics,
  * masked tails). rms_norm's sum of squares runs in 16 lanes folded 8+8, 4+4, 2+2, 1+1 on both paths,
  * and rope is multiplies and adds in the reference's order (no fma: -ffp-contract=off), so both are
  * bit-identical across paths (rope also to NumPy); silu_mul's AVX-512 exp is fp32_vecmath.h's
@@ -22,7 +24,9 @@
 
 #include <stdint.h>
 
-enum { DEC_ISA_GENERIC = 0, DEC_ISA_AVX512 = 1, DEC_ISA_COUNT = 2 };
+#include "cpu_features.h"   /* the ISA paths */
+
+/* ISA paths (cpu_features.h): FDB_ISA_GENERIC and FDB_ISA_AVX512. */
 
 /* x, y f32 [n, D]; w f32 [D]. y may alias x. */
 void dec_rms_norm(const float *x__nd, int64_t n, int64_t D, const float *w__d, float eps, float *y__nd,

@@ -1,5 +1,7 @@
 /* fp32_ops.c -- float32 layer norm, softmax, GELU, and the INT8 quantize / dequantize (see fp32_ops.h).
  *
+ * reference: fdbert/reference/layernorm.py, fdbert/reference/activations.py, fdbert/int8.py (quantize_u8, dequantize_u8) · tests: spec_tests/test_native_layernorm.py, spec_tests/test_native_activations.py, spec_tests/test_native_int8.py, spec_tests/test_native_embeddings.py
+ *
  * Layout of this file: for each op, the generic kernel (the readable one, and the definition of the
  * arithmetic), then its AVX-512 twin, then the public entry point that splits rows over threads and
  * picks the path. Each op's cost is one or three streaming passes over a row that stays in L1.
@@ -10,12 +12,7 @@
 #include <string.h>
 #include <stddef.h>
 
-#if defined(__x86_64__)
-#define FP_X86 1
 #include "fp32_vecmath.h"
-#else
-#define FP_X86 0
-#endif
 
 #define LANES 16                     /* floats per 512-bit register; the generic code mirrors them */
 #define POINTWISE_BLOCK 4096         /* elements per parallel work item of the pointwise ops */
@@ -37,9 +34,8 @@ static float fold16(float acc[LANES])
     return acc[0] + acc[1];
 }
 
-#if FP_X86
 /* The same fold on a register: 8+8, 4+4, 2+2, 1+1 (lane l with lane l + half). */
-FDB_AVX512_TARGET static inline float fold16_avx512(__m512 v)
+FDB_TARGET_AVX512 static inline float fold16_avx512(__m512 v)
 {
     __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
@@ -49,25 +45,24 @@ FDB_AVX512_TARGET static inline float fold16_avx512(__m512 v)
 
 
 /* The same fold on two 8-lane halves (lanes 0-7 and 8-15 of the 16-lane sum): 8+8, then the rest. */
-FDB_AVX2_TARGET static inline float fold16_avx2(__m256 lo, __m256 hi)
+FDB_TARGET_AVX2 static inline float fold16_avx2(__m256 lo, __m256 hi)
 {
     return fdb_hsum8(_mm256_add_ps(lo, hi));
 }
 
 /* 8 floats from p, lanes at or past `remaining` 0 (not read) */
-FDB_AVX2_TARGET static inline __m256 load8_avx2(const float *p, int64_t remaining)
+FDB_TARGET_AVX2 static inline __m256 load8_avx2(const float *p, int64_t remaining)
 {
     return remaining >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, fdb_lanes8(remaining));
 }
 
-FDB_AVX2_TARGET static inline void store8_avx2(float *p, int64_t remaining, __m256 v)
+FDB_TARGET_AVX2 static inline void store8_avx2(float *p, int64_t remaining, __m256 v)
 {
     if (remaining >= 8)
         _mm256_storeu_ps(p, v);
     else
         _mm256_maskstore_ps(p, fdb_lanes8(remaining), v);
 }
-#endif
 
 /* ================================================================ layer_norm */
 
@@ -90,8 +85,7 @@ static void layer_norm_row_generic(const float *x, int64_t D, const float *w, co
     for (int64_t j = 0; j < D; j++) y[j] = (x[j] - mean) * rstd * w[j] + b[j];
 }
 
-#if FP_X86
-FDB_AVX512_TARGET static void layer_norm_row_avx512(const float *x, int64_t D, const float *w,
+FDB_TARGET_AVX512 static void layer_norm_row_avx512(const float *x, int64_t D, const float *w,
                                                     const float *b, float eps, float *y)
 {
     __m512 acc = _mm512_setzero_ps();
@@ -116,7 +110,7 @@ FDB_AVX512_TARGET static void layer_norm_row_avx512(const float *x, int64_t D, c
 }
 
 /* The AVX2 twin: the 16-lane sums as two 8-lane halves, so the same bits as the generic path. */
-FDB_AVX2_TARGET static void layer_norm_row_avx2(const float *x, int64_t D, const float *w,
+FDB_TARGET_AVX2 static void layer_norm_row_avx2(const float *x, int64_t D, const float *w,
                                                 const float *b, float eps, float *y)
 {
     __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
@@ -143,7 +137,6 @@ FDB_AVX2_TARGET static void layer_norm_row_avx2(const float *x, int64_t D, const
         store8_avx2(y + j, D - j, _mm256_add_ps(t, load8_avx2(b + j, D - j)));
     }
 }
-#endif
 
 /* (fp_layer_norm and fp_layer_norm_u8 follow the quantize kernels, which the second uses.) */
 
@@ -163,8 +156,7 @@ void fp_softmax_row_generic(float *s, int64_t L)
     for (int64_t j = 0; j < L; j++) s[j] *= inv;
 }
 
-#if FP_X86
-FDB_AVX512_TARGET void fp_softmax_row_avx512(float *s, int64_t L)
+FDB_TARGET_AVX512 void fp_softmax_row_avx512(float *s, int64_t L)
 {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     for (int64_t j = 0; j < L; j += LANES)
@@ -173,7 +165,7 @@ FDB_AVX512_TARGET void fp_softmax_row_avx512(float *s, int64_t L)
     __m512 acc = _mm512_setzero_ps();
     for (int64_t j = 0; j < L; j += LANES) {
         __mmask16 k = fdb_lanes16(L - j);
-        __m512 e = _mm512_maskz_mov_ps(k, fdb_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), m)));
+        __m512 e = _mm512_maskz_mov_ps(k, fdb_exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), m)));
         _mm512_mask_storeu_ps(s + j, k, e);
         acc = _mm512_add_ps(acc, e);
     }
@@ -184,7 +176,7 @@ FDB_AVX512_TARGET void fp_softmax_row_avx512(float *s, int64_t L)
     }
 }
 
-FDB_AVX2_TARGET static void softmax_row_avx2(float *s, int64_t L)
+FDB_TARGET_AVX2 static void softmax_row_avx2(float *s, int64_t L)
 {
     __m256 vmax = _mm256_set1_ps(-INFINITY);
     for (int64_t j = 0; j < L; j += 8)
@@ -193,9 +185,9 @@ FDB_AVX2_TARGET static void softmax_row_avx2(float *s, int64_t L)
     const __m256 m = _mm256_set1_ps(fdb_hmax8(vmax));
     __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
     for (int64_t j = 0; j < L; j += LANES) {
-        __m256 el = _mm256_and_ps(fdb_exp8(_mm256_sub_ps(load8_avx2(s + j, L - j), m)),
+        __m256 el = _mm256_and_ps(fdb_exp_avx2(_mm256_sub_ps(load8_avx2(s + j, L - j), m)),
                                   _mm256_castsi256_ps(fdb_lanes8(L - j)));
-        __m256 eh = _mm256_and_ps(fdb_exp8(_mm256_sub_ps(load8_avx2(s + j + 8, L - j - 8), m)),
+        __m256 eh = _mm256_and_ps(fdb_exp_avx2(_mm256_sub_ps(load8_avx2(s + j + 8, L - j - 8), m)),
                                   _mm256_castsi256_ps(fdb_lanes8(L - j - 8)));
         store8_avx2(s + j, L - j, el);
         if (L - j > 8) store8_avx2(s + j + 8, L - j - 8, eh);
@@ -205,9 +197,6 @@ FDB_AVX2_TARGET static void softmax_row_avx2(float *s, int64_t L)
     const __m256 inv = _mm256_set1_ps(1.0f / fold16_avx2(lo, hi));
     for (int64_t j = 0; j < L; j += 8) store8_avx2(s + j, L - j, _mm256_mul_ps(load8_avx2(s + j, L - j), inv));
 }
-#else
-void fp_softmax_row_avx512(float *s, int64_t L) { fp_softmax_row_generic(s, L); }
-#endif
 
 void fp_softmax(const float *x, int64_t rows, int64_t L, float *y, int isa, int nthreads)
 {
@@ -217,16 +206,14 @@ void fp_softmax(const float *x, int64_t rows, int64_t L, float *y, int isa, int 
         float *yr = y + r * L;
         if (yr != x + r * L)
             for (int64_t j = 0; j < L; j++) yr[j] = x[r * L + j];
-#if FP_X86
-        if (isa == FP_ISA_AVX512) {
+        if (isa == FDB_ISA_AVX512) {
             fp_softmax_row_avx512(yr, L);
             continue;
         }
-        if (isa == FP_ISA_AVX2) {
+        if (isa == FDB_ISA_AVX2) {
             softmax_row_avx2(yr, L);
             continue;
         }
-#endif
         fp_softmax_row_generic(yr, L);
     }
 }
@@ -240,7 +227,7 @@ static void run_pointwise(span_fn generic, span_fn avx2, span_fn avx512, size_t 
                           size_t out_size, const void *x, int64_t n, void *y, const float *params,
                           int isa, int nthreads)
 {
-    span_fn fn = !FP_X86 ? generic : isa == FP_ISA_AVX512 ? avx512 : isa == FP_ISA_AVX2 ? avx2 : generic;
+    span_fn fn = isa == FDB_ISA_AVX512 ? avx512 : isa == FDB_ISA_AVX2 ? avx2 : generic;
     int64_t nblocks = (n + POINTWISE_BLOCK - 1) / POINTWISE_BLOCK;
     int nt = threads_for(n, nthreads);
 #pragma omp parallel for schedule(static) num_threads(nt)
@@ -257,7 +244,7 @@ static void gelu_generic(const void *xv, int64_t n, void *yv, const float *param
     (void)params;
     const float *x = xv;
     float *y = yv;
-    for (int64_t j = 0; j < n; j++) y[j] = (0.5f * x[j]) * (1.0f + erff(x[j] * INV_SQRT2));
+    for (int64_t j = 0; j < n; j++) y[j] = (0.5f * x[j]) * (1.0f + fdb_erf_generic(x[j] * INV_SQRT2));
 }
 
 static void erf_generic(const void *xv, int64_t n, void *yv, const float *params)
@@ -265,7 +252,7 @@ static void erf_generic(const void *xv, int64_t n, void *yv, const float *params
     (void)params;
     const float *x = xv;
     float *y = yv;
-    for (int64_t j = 0; j < n; j++) y[j] = erff(x[j]);
+    for (int64_t j = 0; j < n; j++) y[j] = fdb_erf_generic(x[j]);
 }
 
 static void exp_generic(const void *xv, int64_t n, void *yv, const float *params)
@@ -276,8 +263,7 @@ static void exp_generic(const void *xv, int64_t n, void *yv, const float *params
     for (int64_t j = 0; j < n; j++) y[j] = expf(x[j]);
 }
 
-#if FP_X86
-FDB_AVX512_TARGET static void gelu_avx512(const void *xv, int64_t n, void *yv, const float *params)
+FDB_TARGET_AVX512 static void gelu_avx512(const void *xv, int64_t n, void *yv, const float *params)
 {
     (void)params;
     const float *x = xv;
@@ -287,34 +273,34 @@ FDB_AVX512_TARGET static void gelu_avx512(const void *xv, int64_t n, void *yv, c
     for (int64_t j = 0; j < n; j += LANES) {
         __mmask16 k = fdb_lanes16(n - j);
         __m512 v = _mm512_maskz_loadu_ps(k, x + j);
-        __m512 e = fdb_erf16(_mm512_mul_ps(v, inv_sqrt2));
+        __m512 e = fdb_erf_avx512(_mm512_mul_ps(v, inv_sqrt2));
         _mm512_mask_storeu_ps(y + j, k, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, e)));
     }
 }
 
-FDB_AVX512_TARGET static void erf_avx512(const void *xv, int64_t n, void *yv, const float *params)
+FDB_TARGET_AVX512 static void erf_avx512(const void *xv, int64_t n, void *yv, const float *params)
 {
     (void)params;
     const float *x = xv;
     float *y = yv;
     for (int64_t j = 0; j < n; j += LANES) {
         __mmask16 k = fdb_lanes16(n - j);
-        _mm512_mask_storeu_ps(y + j, k, fdb_erf16(_mm512_maskz_loadu_ps(k, x + j)));
+        _mm512_mask_storeu_ps(y + j, k, fdb_erf_avx512(_mm512_maskz_loadu_ps(k, x + j)));
     }
 }
 
-FDB_AVX512_TARGET static void exp_avx512(const void *xv, int64_t n, void *yv, const float *params)
+FDB_TARGET_AVX512 static void exp_avx512(const void *xv, int64_t n, void *yv, const float *params)
 {
     (void)params;
     const float *x = xv;
     float *y = yv;
     for (int64_t j = 0; j < n; j += LANES) {
         __mmask16 k = fdb_lanes16(n - j);
-        _mm512_mask_storeu_ps(y + j, k, fdb_exp16(_mm512_maskz_loadu_ps(k, x + j)));
+        _mm512_mask_storeu_ps(y + j, k, fdb_exp_avx512(_mm512_maskz_loadu_ps(k, x + j)));
     }
 }
 
-FDB_AVX2_TARGET static void gelu_avx2(const void *xv, int64_t n, void *yv, const float *params)
+FDB_TARGET_AVX2 static void gelu_avx2(const void *xv, int64_t n, void *yv, const float *params)
 {
     (void)params;
     const float *x = xv;
@@ -323,34 +309,26 @@ FDB_AVX2_TARGET static void gelu_avx2(const void *xv, int64_t n, void *yv, const
     const __m256 inv_sqrt2 = _mm256_set1_ps(INV_SQRT2);
     for (int64_t j = 0; j < n; j += 8) {
         __m256 v = load8_avx2(x + j, n - j);
-        __m256 e = fdb_erf8(_mm256_mul_ps(v, inv_sqrt2));
+        __m256 e = fdb_erf_avx2(_mm256_mul_ps(v, inv_sqrt2));
         store8_avx2(y + j, n - j, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, e)));
     }
 }
 
-FDB_AVX2_TARGET static void erf_avx2(const void *xv, int64_t n, void *yv, const float *params)
+FDB_TARGET_AVX2 static void erf_avx2(const void *xv, int64_t n, void *yv, const float *params)
 {
     (void)params;
     const float *x = xv;
     float *y = yv;
-    for (int64_t j = 0; j < n; j += 8) store8_avx2(y + j, n - j, fdb_erf8(load8_avx2(x + j, n - j)));
+    for (int64_t j = 0; j < n; j += 8) store8_avx2(y + j, n - j, fdb_erf_avx2(load8_avx2(x + j, n - j)));
 }
 
-FDB_AVX2_TARGET static void exp_avx2(const void *xv, int64_t n, void *yv, const float *params)
+FDB_TARGET_AVX2 static void exp_avx2(const void *xv, int64_t n, void *yv, const float *params)
 {
     (void)params;
     const float *x = xv;
     float *y = yv;
-    for (int64_t j = 0; j < n; j += 8) store8_avx2(y + j, n - j, fdb_exp8(load8_avx2(x + j, n - j)));
+    for (int64_t j = 0; j < n; j += 8) store8_avx2(y + j, n - j, fdb_exp_avx2(load8_avx2(x + j, n - j)));
 }
-#else
-#define gelu_avx512 gelu_generic
-#define erf_avx512 erf_generic
-#define exp_avx512 exp_generic
-#define gelu_avx2 gelu_generic
-#define erf_avx2 erf_generic
-#define exp_avx2 exp_generic
-#endif
 
 void fp_gelu(const float *x, int64_t n, float *y, int isa, int nthreads)
 {
@@ -388,19 +366,18 @@ static void dequantize_generic(const void *qv, int64_t n, void *xv, const float 
     for (int64_t j = 0; j < n; j++) x[j] = ((float)q[j] - zp) * scale;
 }
 
-#if FP_X86
-FDB_AVX512_TARGET static void quantize_avx512(const void *xv, int64_t n, void *qv, const float *params)
+FDB_TARGET_AVX512 static void quantize_avx512(const void *xv, int64_t n, void *qv, const float *params)
 {
     const float *x = xv;
     uint8_t *q = qv;
     const __m512 scale = _mm512_set1_ps(params[0]), zp = _mm512_set1_ps(params[1]);
     for (int64_t j = 0; j < n; j += LANES) {
         __mmask16 k = fdb_lanes16(n - j);
-        _mm512_mask_cvtepi32_storeu_epi8(q + j, k, fdb_quantize16(_mm512_maskz_loadu_ps(k, x + j), scale, zp));
+        _mm512_mask_cvtepi32_storeu_epi8(q + j, k, fdb_quantize_avx512(_mm512_maskz_loadu_ps(k, x + j), scale, zp));
     }
 }
 
-FDB_AVX512_TARGET static void dequantize_avx512(const void *qv, int64_t n, void *xv, const float *params)
+FDB_TARGET_AVX512 static void dequantize_avx512(const void *qv, int64_t n, void *xv, const float *params)
 {
     const uint8_t *q = qv;
     float *x = xv;
@@ -413,20 +390,20 @@ FDB_AVX512_TARGET static void dequantize_avx512(const void *qv, int64_t n, void 
     }
 }
 
-FDB_AVX2_TARGET static void quantize_avx2(const void *xv, int64_t n, void *qv, const float *params)
+FDB_TARGET_AVX2 static void quantize_avx2(const void *xv, int64_t n, void *qv, const float *params)
 {
     const float *x = xv;
     uint8_t *q = qv;
     int64_t j = 0;
-    for (; j + 8 <= n; j += 8) fdb_quantize8_store(q + j, _mm256_loadu_ps(x + j), params[0], params[1]);
+    for (; j + 8 <= n; j += 8) fdb_quantize_store_avx2(q + j, _mm256_loadu_ps(x + j), params[0], params[1]);
     if (j < n) {
         uint8_t tail[8];
-        fdb_quantize8_store(tail, load8_avx2(x + j, n - j), params[0], params[1]);
+        fdb_quantize_store_avx2(tail, load8_avx2(x + j, n - j), params[0], params[1]);
         memcpy(q + j, tail, (size_t)(n - j));
     }
 }
 
-FDB_AVX2_TARGET static void dequantize_avx2(const void *qv, int64_t n, void *xv, const float *params)
+FDB_TARGET_AVX2 static void dequantize_avx2(const void *qv, int64_t n, void *xv, const float *params)
 {
     const uint8_t *q = qv;
     float *x = xv;
@@ -438,12 +415,6 @@ FDB_AVX2_TARGET static void dequantize_avx2(const void *qv, int64_t n, void *xv,
         store8_avx2(x + j, n - j, _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(qi), zp), scale));
     }
 }
-#else
-#define quantize_avx512 quantize_generic
-#define dequantize_avx512 dequantize_generic
-#define quantize_avx2 quantize_generic
-#define dequantize_avx2 dequantize_generic
-#endif
 
 void fp_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
                     int nthreads)
@@ -471,18 +442,16 @@ static void layer_norm_rows(const float *x, int64_t n, int64_t D, const float *w
     int nt = threads_for(n * D, nthreads);
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t r = 0; r < n; r++) {
-#if FP_X86
-        if (isa == FP_ISA_AVX512) {
+        if (isa == FDB_ISA_AVX512) {
             layer_norm_row_avx512(x + r * D, D, w, b, eps, y + r * D);
             if (q) quantize_avx512(y + r * D, D, q + r * D, params);
             continue;
         }
-        if (isa == FP_ISA_AVX2) {
+        if (isa == FDB_ISA_AVX2) {
             layer_norm_row_avx2(x + r * D, D, w, b, eps, y + r * D);
             if (q) quantize_avx2(y + r * D, D, q + r * D, params);
             continue;
         }
-#endif
         layer_norm_row_generic(x + r * D, D, w, b, eps, y + r * D);
         if (q) quantize_generic(y + r * D, D, q + r * D, params);
     }
@@ -513,50 +482,3 @@ int fp_embedding(const int64_t *ids, int64_t n, const float *table, int64_t V, i
     for (int64_t i = 0; i < n; i++) memcpy(out + i * D, table + ids[i] * D, (size_t)D * sizeof(float));
     return 0;
 }
-
-/* ================================================================ peak probe */
-
-#if FP_X86
-/* 24 independent register-only vfmadd231ps zmm chains (latency 4 x 2 ports, with room), in asm so
- * the compiler adds no spills or moves: 24 * 16 multiply-adds per iteration. */
-FDB_AVX512_TARGET int32_t fp_fma_peak_loop(int64_t iters)
-{
-    if (iters <= 0) return 0;
-    __asm__ volatile(
-        "vxorps %%zmm24, %%zmm24, %%zmm24\n\t"
-        "vxorps %%zmm25, %%zmm25, %%zmm25\n\t"
-        "1:\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm0\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm1\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm2\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm3\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm4\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm5\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm6\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm7\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm8\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm9\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm10\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm11\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm12\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm13\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm14\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm15\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm16\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm17\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm18\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm19\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm20\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm21\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm22\n\t"
-        "vfmadd231ps %%zmm25, %%zmm24, %%zmm23\n\t"
-        "dec %0\n\t"
-        "jnz 1b\n\t"
-        : "+r"(iters)
-        :
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "cc");
-    return (int32_t)iters;
-}
-#else
-int32_t fp_fma_peak_loop(int64_t iters) { (void)iters; return -1; }
-#endif

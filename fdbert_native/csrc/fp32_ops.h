@@ -1,15 +1,17 @@
 /* fp32_ops.h -- float32 row and pointwise kernels of the native backend (the twins of
  * fdbert/reference/layernorm.py, activations.py and the INT8 quantize / dequantize of fdbert/int8.py).
  *
+ * reference: fdbert/reference/layernorm.py, fdbert/reference/activations.py, fdbert/int8.py (quantize_u8, dequantize_u8) · tests: spec_tests/test_native_layernorm.py, spec_tests/test_native_activations.py, spec_tests/test_native_int8.py, spec_tests/test_native_embeddings.py
+ *
  *   layer_norm   y[r, :] = (x[r, :] - mean) * (1 / sqrt(var + eps)) * w + b   biased var, two passes
  *   softmax      y[r, :] = e / sum(e), e = exp(x[r, :] - max x[r, :])          over the last axis
  *   gelu         y = (0.5 x) (1 + erf(x / sqrt 2))                             exact (erf) GELU
  *   quantize_u8  q = u8(clip(rint(x / scale) + zp, 0, 255))                    float32, half-even
  *   dequantize   x = (float(q) - zp) * scale                                   float32
  *
- * Every kernel has three ISA paths: FP_ISA_GENERIC (plain C; libm expf / erff / nearbyintf),
- * FP_ISA_AVX2 (avx2 + fma: the AVX-512 arithmetic in 8-lane halves, bit-identical to it) and
- * FP_ISA_AVX512 (avx512f/bw/vl/dq intrinsics; tails by masked loads and stores, so an element's
+ * Every kernel has three ISA paths: FDB_ISA_GENERIC (plain C; libm expf / erff / nearbyintf),
+ * FDB_ISA_AVX2 (avx2 + fma: the AVX-512 arithmetic in 8-lane halves, bit-identical to it) and
+ * FDB_ISA_AVX512 (avx512f/bw/vl/dq intrinsics; tails by masked loads and stores, so an element's
  * arithmetic never depends on its position in the row). The generic path mirrors the 16-lane
  * arithmetic -- sums accumulate in 16 lanes, folded 8+8, 4+4, 2+2, 1+1 -- so the paths agree
  * bit for bit except where the AVX-512 path uses its own exp / erf (fp32_vecmath.h, <= 1 ulp).
@@ -25,8 +27,9 @@
 #include <math.h>
 #include <stdint.h>
 
-/* ISA paths, lowest to highest. */
-enum { FP_ISA_GENERIC = 0, FP_ISA_AVX2 = 1, FP_ISA_AVX512 = 2, FP_ISA_COUNT = 3 };
+#include "cpu_features.h"   /* the ISA paths */
+
+/* ISA paths (cpu_features.h): FDB_ISA_GENERIC, FDB_ISA_AVX2 and FDB_ISA_AVX512. */
 
 /* x, y f32 [n, D]; w, b f32 [D]. y may alias x. */
 void fp_layer_norm(const float *x__nd, int64_t n, int64_t D, const float *w__d, const float *b__d,
@@ -73,8 +76,5 @@ void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float 
 int fp_embedding(const int64_t *ids, int64_t n, const float *table__vd, int64_t V, int64_t D,
                  float *out__nd, int nthreads);
 
-/* 24 * 16 * iters float32 multiply-adds in registers (a peak probe for benchmarks; AVX-512 only:
- * the caller checks, -1 elsewhere). */
-int32_t fp_fma_peak_loop(int64_t iters);
 
 #endif /* FDBERT_FP32_OPS_H */

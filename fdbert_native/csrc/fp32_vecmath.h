@@ -1,54 +1,146 @@
-/* fp32_vecmath.h -- 16-lane float32 exp and erf for the AVX-512 kernels of fp32_ops.c and attention.c
- * (and their 8-lane AVX2 twins).
+/* fp32_vecmath.h -- the float32 exp and the one erf of the native kernels, with their SIMD twins.
  *
- * Internal header (static inline, no state). The generic twins are libm's expf and erff.
+ * reference: fdbert/reference/activations.py (gelu's erf, softmax's exp) · tests: spec_tests/test_native_activations.py
  *
- *   fdb_exp16(x)  exp(x): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then Cephes' degree-6
- *                 polynomial (Moshier's expf, the one numpy's SIMD exp also descends from), and
- *                 vscalefps to multiply by 2^n: it handles overflow (inf) and gradual underflow
- *                 (subnormals, then 0) without branches. x = -inf gives +0. Measured over every
- *                 float32 in [-104, 88.7]: <= 1 ulp from the correctly rounded exp.
- *   fdb_erf16(x)  erf(x): piecewise polynomial, 16 pieces of width 1/4 on [0, 4), degree 7 in
- *                 u = |x| - c_i (c_0 = 0 and the piece's constant term is exactly 0 there, so
- *                 erf keeps full relative accuracy near 0), odd symmetry, and erf = +-1 beyond 4
- *                 (float32 erf(x) rounds to 1 from x = 3.92 on). The piece index selects each
- *                 coefficient with one vpermps from a 16-entry table: no gathers, no branches.
- *                 Coefficients: least squares in float64 on 4000 Chebyshev nodes per piece,
- *                 weighted by 1/erf (relative error <= 4e-11 before rounding to float32);
- *                 regenerate with the script in docs/kernels.md ("float32 ops"). Measured over
- *                 every float32 in [0, 4.5]: <= 1 ulp from the correctly rounded erf.
- * Both use FMA: these results are within a tolerance of libm's, never bit-matched to it.
- *   fdb_transpose16(r)  a 16x16 transpose of 32-bit words in registers (64 shuffles).
- *   fdb_lanes16(n)  the mask of the first clamp(n, 0, 16) lanes: the tail of a row of n elements.
- *   fdb_quantize16(x, scale, zp)  the INT8 contract's u8(clip(rint(x / scale) + zp, 0, 255)) as
- *                 int32 lanes: a true division, round half to even, the clip in float. Exact:
- *                 bit-identical to the reference (fp32_ops.c's quantize and attention.c use it).
- * 8-lane AVX2 + FMA twins (fp32_ops.c's and attention.c's AVX2 paths), bit-identical to the
- * 16-lane ones: fdb_exp8, fdb_erf8, fdb_quantize8_store; and fdb_lanes8 (a tail mask vector),
- * fdb_hmax8 / fdb_hsum8, fdb_lut16x8 and fdb_store_codes8.
+ * Internal header (static inline, no state), shared by fp32_ops.c, attention.c, attention_int8.c,
+ * decoder_ops.c and qepilogue.c. Twins carry the suffixes _generic, _avx2 (AVX2 + FMA, 8 lanes) and
+ * _avx512 (16 lanes), in that order, and return the same bits unless said otherwise.
+ *
+ *   fdb_erf_generic / _avx2 / _avx512 (x)   erf(x), the only erf: a piecewise polynomial evaluated in
+ *                 float64 (see the table below), so the float32 result is the correctly rounded erf
+ *                 except within ~1e-15 of a rounding tie -- the bits of the reference's
+ *                 scipy.special.erf on float32. Used by gelu (fp32_ops.c) and by the INT8 GEMM
+ *                 epilogue's GELU (qepilogue.c): one GELU, the same bits on every path.
+ *   fdb_exp_avx2 / _avx512 (x)   exp(x): Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, then
+ *                 Cephes' degree-6 polynomial (Moshier's expf, the one numpy's SIMD exp also
+ *                 descends from), and a multiply by 2^n that handles overflow (inf) and gradual
+ *                 underflow (subnormals, then 0) without branches. x = -inf gives +0. <= 1 ulp from
+ *                 the correctly rounded exp over every float32 in [-104, 88.7]. Its generic twin is
+ *                 libm's expf: within a tolerance, never bit-matched.
+ *   fdb_quantize_avx512 (x, scale, zp) / fdb_quantize_store_avx2   the INT8 contract's
+ *                 u8(clip(rint(x / scale) + zp, 0, 255)): a true division, round half to even, the
+ *                 clip in float. Exact: bit-identical to fp_quantize1 (fp32_ops.h) and the reference.
+ *   helpers: fdb_transpose16 (a 16x16 transpose of 32-bit words in registers), fdb_lanes16 /
+ *                 fdb_lanes8 (tail masks), fdb_hmax8 / fdb_hsum8, fdb_lut16x8, fdb_store_codes8.
  */
 #ifndef FDBERT_FP32_VECMATH_H
 #define FDBERT_FP32_VECMATH_H
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 
-#define FDB_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define FDB_AVX2_TARGET __attribute__((target("avx2,fma")))
+#include "cpu_features.h"   /* FDB_TARGET_AVX2, FDB_TARGET_AVX512 */
 
-/* ERF_C[p][i] = coefficient of u^p on piece i = floor(4 |x|), u = |x| - ERF_CENTER(i). */
-static const float FDB_ERF_C[8][16] __attribute__((aligned(64))) = {
-    {0.0f, 0.4041168987751007f, 0.6232408881187439f, 0.7840750813484192f, 0.8883882164955139f, 0.9481700658798218f, 0.9784437417984009f, 0.9919900298118591f, 0.9973459839820862f, 0.9992170333862305f, 0.999794602394104f, 0.9999521374702454f, 0.9999901056289673f, 0.9999982118606567f, 0.9999997019767761f, 0.9999999403953552f},
-    {0.12837916612625122f, 0.9803528189659119f, 0.7634995579719543f, 0.5247450470924377f, 0.31827396154403687f, 0.1703597754240036f, 0.08047226071357727f, 0.033545829355716705f, 0.012340820394456387f, 0.004006478004157543f, 0.0011478750966489315f, 0.0002902282867580652f, 6.475868576671928e-05f, 1.2751740541716572e-05f, 2.2159201762406155e-06f, 3.398223782369314e-07f},
-    {-1.3553235866936575e-08f, -0.36763229966163635f, -0.47718721628189087f, -0.4591519236564636f, -0.35805821418762207f, -0.2342446893453598f, -0.13076741993427277f, -0.0628984272480011f, -0.02622424252331257f, -0.009515384212136269f, -0.003013172186911106f, -0.0008344064699485898f, -0.00020237099670339376f, -4.3037176510551944e-05f, -8.032729965634644e-06f, -1.3168173609301448e-06f},
-    {-0.3761255443096161f, -0.23487624526023865f, -0.05567186325788498f, 0.0929235965013504f, 0.1624523401260376f, 0.15793770551681519f, 0.11484061926603317f, 0.06744109094142914f, 0.03303740546107292f, 0.013730532489717007f, 0.0048904260620474815f, 0.001502536004409194f, 0.00040001983870752156f, 9.258298814529553e-05f, 1.8673763406695798e-05f, 3.2884954634937458e-06f},
-    {-1.9442564735072665e-05f, 0.1665799915790558f, 0.17645782232284546f, 0.11239711940288544f, 0.02797512896358967f, -0.03049931302666664f, -0.04971868544816971f, -0.042260315269231796f, -0.02636124938726425f, -0.013133395463228226f, -0.005414305254817009f, -0.0018817189848050475f, -0.0005575400427915156f, -0.00014187124907039106f, -3.116242805845104e-05f, -5.930709448875859e-06f},
-    {0.11304651945829391f, 0.045481279492378235f, -0.027410145848989487f, -0.06721480190753937f, -0.061323996633291245f, -0.030606787651777267f, -0.0021355149801820517f, 0.011462443508207798f, 0.01249560434371233f, 0.008357532322406769f, 0.004217943642288446f, 0.0017132700886577368f, 0.0005769510753452778f, 0.00016376514395233244f, 3.95881688746158e-05f, 8.20744753582403e-06f},
-    {-0.0010905497474595904f, -0.04975725710391998f, -0.04113639518618584f, -0.010424883104860783f, 0.015349086374044418f, 0.022028271108865738f, 0.014396519400179386f, 0.004149625543504953f, -0.0017782666254788637f, -0.003095475723966956f, -0.00224570045247674f, -0.001144289504736662f, -0.00045578941353596747f, -0.00014812588051427156f, -4.015940066892654e-05f, -9.205094102071598e-06f},
-    {-0.024476397782564163f, -0.005673014093190432f, 0.013717876747250557f, 0.018490999937057495f, 0.009611019864678383f, -0.001357811619527638f, -0.006134382449090481f, -0.004915981087833643f, -0.0018795065116137266f, 0.00011140992137370631f, 0.0006754937930963933f, 0.0005279898177832365f, 0.00026737121515907347f, 0.00010293493687640876f, 3.1868821679381654e-05f, 8.154071110766381e-06f},
+/* erf for float32, computed in double from a piecewise polynomial: |x| is clamped to 4 (where erf
+ * rounds to 1.0f) and [0, 4] cut into 16 intervals of width 1/4. Interval 0 uses the Maclaurin
+ * series, erf(a) = a * sum_{n<=10} c_n (a^2)^n, c_n = 2/sqrt(pi) (-1)^n / (n! (2n+1)); interval i >= 1
+ * a degree-10 polynomial in u = 8 (a - center_i) in [-1, 1] (a Chebyshev fit of scipy.special.erf
+ * converted to powers of u, generated offline). The relative error in double is ~1.5e-15, so the
+ * float32 result is the correctly rounded erf except within ~1e-15 of a rounding tie. Evaluated as 11
+ * Horner FMAs in double with the coefficients picked per lane by a table lookup (vpermt2pd on
+ * AVX-512, a gather on AVX2). The three twins run the same operations: every path gives the same bits. */
+#define FDB_ERF_DEG 10
+static const double FDB_ERF_T[FDB_ERF_DEG + 1][16] = {   /* [power][interval] */
+    {1.1283791670955126, 0.4041169094348222, 0.6232408821884177, 0.7840750610598599, 0.8883882317017068, 0.9481700727820903, 0.9784437332399831, 0.9919900576701194, 0.997345970640517, 0.999217061782109, 0.9997946242638597, 0.9999521451602558, 0.9999901032653742, 0.999998184718573, 0.9999997048598069, 0.9999999574860563},
+    {-0.37612638903183754, 0.1225441011932386, 0.09543744197007635, 0.06559313066126901, 0.039784244812595744, 0.02129497171093906, 0.010059032377813616, 0.004193228553026978, 0.0015426025767917555, 0.0005008097327088114, 0.00014348439073547846, 3.627853535769035e-05, 8.094835404202569e-06, 1.59396760007389e-06, 2.76990035445561e-07, 4.2477797803104836e-08},
+    {0.11283791670955126, -0.005744254743433786, -0.007456050153913539, -0.007174248666077349, -0.005594659426771772, -0.003660073262817596, -0.0020432409517442923, -0.0009827879421174962, -0.00040975380946012735, -0.00014867788939835344, -4.708081571075854e-05, -1.3037598645302647e-05, -3.1620450803552448e-06, -6.724550811984191e-07, -1.2551111096451607e-07, -2.057518269461734e-08},
+    {-0.026866170645131252, -0.0004587425663177579, -0.00010873406475990549, 0.0001814914096973327, 0.00031728971286825515, 0.0003084720837115225, 0.00022429808525225057, 0.00013172088390882224, 6.452618200329556e-05, 2.681744825122817e-05, 9.551613899379413e-06, 2.934640638764701e-06, 7.812886406426747e-07, 1.8082607542690195e-07, 3.6472160157710536e-08, 6.422829658935288e-09},
+    {0.005223977625442188, 4.066977236387925e-05, 4.308101896999636e-05, 2.7440567011636677e-05, 6.8294182515283525e-06, -7.446438117196146e-06, -1.2138394318105469e-05, -1.0317353867775978e-05, -6.4357491245171805e-06, -3.2063509637318005e-06, -1.321849067045306e-06, -4.594140691888433e-07, -1.3612644735651568e-07, -3.464063062247273e-08, -7.609509602452538e-09, -1.4483720687138664e-09},
+    {-0.0008548327023450852, 1.3877975618298564e-06, -8.365908248088064e-07, -2.051265733401738e-06, -1.8714503418191274e-06, -9.340203179340386e-07, -6.51527596913832e-08, 3.4981028466932904e-07, 3.8133187443488335e-07, 2.5504739407333094e-07, 1.2871950910796417e-07, 5.228463761736222e-08, 1.760745839417843e-08, 4.9979906094524425e-09, 1.2082531779979439e-09, 2.5052008277811946e-10},
+    {0.00012055332981789664, -1.911417556896346e-07, -1.5771806878740328e-07, -3.9550000450077e-08, 5.926830154073488e-08, 8.453840762539061e-08, 5.4988001249796123e-08, 1.5659992783274815e-08, -6.948133875882974e-09, -1.1879281066838492e-08, -8.571012829973454e-09, -4.349074232134093e-09, -1.7254617442337917e-09, -5.585050162626857e-10, -1.5082333533095824e-10, -3.439718101638229e-11},
+    {-1.492565035840625e-05, -2.603039173424584e-09, 6.632600191004469e-09, 8.867005980902282e-09, 4.580997687319778e-09, -6.765555205596359e-10, -2.9488358421472554e-09, -2.3500510853040968e-09, -8.913539920503832e-10, 5.876769167398188e-11, 3.246517390956271e-10, 2.520560867431731e-10, 1.270828891837965e-10, 4.871657508334176e-11, 1.504073029423968e-11, 3.821291096397605e-12},
+    {1.6462114365889246e-06, 6.705257206558654e-10, 3.985807173545534e-10, -1.09988551424437e-10, -3.5945923519816163e-10, -2.5398359829320307e-10, -3.433271264917513e-11, 8.533248086495963e-11, 8.244949989858092e-11, 3.5427523065233155e-11, 2.0931547919448596e-12, -8.037838683544365e-12, -6.61080717916927e-12, -3.269715583007476e-12, -1.1567842108013471e-12, -3.6797574472353703e-13},
+    {-1.6365844691234924e-07, 9.613775733257657e-13, -2.6857577014308314e-11, -2.413904643675195e-11, -2.7483233742726102e-12, 1.1649179934680161e-11, 1.0465449000791247e-11, 2.715616583594552e-12, -2.1325201497751793e-12, -2.503691358592759e-12, -1.1328962355160903e-12, -1.2972538175217411e-13, 1.8120204653180006e-13, 1.6306944137037855e-13, 6.823937743981539e-14, 3.0586433047973696e-14},
+    {1.4807192815879218e-08, -1.8808238786877043e-12, -7.056887282209052e-13, 8.097879378633334e-13, 1.0566124267287437e-12, 3.049692395524235e-13, -3.434093995303207e-13, -3.9273255847583337e-13, -1.1282552083423063e-13, 4.362680708986215e-14, 5.625564757320923e-14, 1.098558367979663e-14, -5.737657098148722e-15, -4.011120269449866e-15, -2.1466805792317574e-14, 6.86143299493827e-15},
 };
 
-/* fdb_exp16 / fdb_exp8's constants: log2(e), ln2 = C1 - C2 (C1 has 9 significant bits), the clamp
+static inline float fdb_erf_generic(float x)
+{
+    float fa = fabsf(x);
+    fa = fa < 4.0f ? fa : 4.0f;                        /* NaN -> 4, as _mm512_min_ps(|x|, 4) */
+    int i = (int)(fa * 4.0f);
+    i = i < 15 ? i : 15;
+    const double a = (double)fa;
+    const double z = i == 0 ? a * a : (a - (0.125 + 0.25 * i)) * 8.0;
+    double p = FDB_ERF_T[FDB_ERF_DEG][i];
+    for (int j = FDB_ERF_DEG - 1; j >= 0; j--) p = fma(p, z, FDB_ERF_T[j][i]);
+    const float r = (float)(i == 0 ? a * p : p);
+    return copysignf(r, x);
+}
+
+__attribute__((target("avx512f")))
+static inline __m512d fdb_erf_abs8_avx512(__m512d a, __m512i idx, __m512d center)
+{   /* the same on 8 doubles: a = |x| in [0, 4], idx its interval, center = 0.125 + 0.25 idx */
+    const __mmask8 first = _mm512_cmpeq_epi64_mask(idx, _mm512_setzero_si512());
+    __m512d z = _mm512_mul_pd(_mm512_sub_pd(a, center), _mm512_set1_pd(8.0));
+    z = _mm512_mask_mul_pd(z, first, a, a);
+    __m512d p = _mm512_permutex2var_pd(_mm512_loadu_pd(FDB_ERF_T[FDB_ERF_DEG]), idx,
+                                       _mm512_loadu_pd(FDB_ERF_T[FDB_ERF_DEG] + 8));
+    for (int j = FDB_ERF_DEG - 1; j >= 0; j--)
+        p = _mm512_fmadd_pd(p, z, _mm512_permutex2var_pd(_mm512_loadu_pd(FDB_ERF_T[j]), idx,
+                                                         _mm512_loadu_pd(FDB_ERF_T[j] + 8)));
+    return _mm512_mask_mul_pd(p, first, a, p);
+}
+
+__attribute__((target("avx512f")))
+static inline __m512 fdb_erf_avx512(__m512 x)
+{
+    const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+    const __m512 fa = _mm512_min_ps(_mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), absmask)),
+                                    _mm512_set1_ps(4.0f));
+    const __m512i i32 = _mm512_min_epi32(_mm512_cvttps_epi32(_mm512_mul_ps(fa, _mm512_set1_ps(4.0f))),
+                                         _mm512_set1_epi32(15));
+    const __m256 alo = _mm512_castps512_ps256(fa);
+    const __m256 ahi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(fa), 1));
+    const __m512i ilo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(i32));
+    const __m512i ihi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(i32, 1));
+    const __m512 cf = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i32), _mm512_set1_ps(0.25f)),
+                                    _mm512_set1_ps(0.125f));          /* exact */
+    const __m256 clo = _mm512_castps512_ps256(cf);
+    const __m256 chi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(cf), 1));
+    const __m256 rlo = _mm512_cvtpd_ps(fdb_erf_abs8_avx512(_mm512_cvtps_pd(alo), ilo, _mm512_cvtps_pd(clo)));
+    const __m256 rhi = _mm512_cvtpd_ps(fdb_erf_abs8_avx512(_mm512_cvtps_pd(ahi), ihi, _mm512_cvtps_pd(chi)));
+    const __m512 r = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(rlo)),
+                                                         _mm256_castps_pd(rhi), 1));
+    /* copysign(r, x): r >= 0 */
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r),
+                               _mm512_andnot_si512(absmask, _mm512_castps_si512(x))));
+}
+
+/* fdb_erf_avx512 in 8 lanes for AVX2 + FMA, the same operations in the same order (the coefficients
+ * gathered by interval, 4 doubles at a time): the same bits. */
+FDB_TARGET_AVX2 static inline __m256d fdb_erf_abs4_avx2(__m256d a, __m128i idx, __m256d center)
+{   /* a = |x| in [0, 4], idx its interval, center = 0.125 + 0.25 idx */
+    const __m256d first = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_cvtepi32_epi64(idx),
+                                                                 _mm256_setzero_si256()));
+    __m256d z = _mm256_mul_pd(_mm256_sub_pd(a, center), _mm256_set1_pd(8.0));
+    z = _mm256_blendv_pd(z, _mm256_mul_pd(a, a), first);
+    __m256d p = _mm256_i32gather_pd(FDB_ERF_T[FDB_ERF_DEG], idx, 8);
+    for (int j = FDB_ERF_DEG - 1; j >= 0; j--)
+        p = _mm256_fmadd_pd(p, z, _mm256_i32gather_pd(FDB_ERF_T[j], idx, 8));
+    return _mm256_blendv_pd(p, _mm256_mul_pd(a, p), first);
+}
+
+FDB_TARGET_AVX2 static inline __m256 fdb_erf_avx2(__m256 x)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 fa = _mm256_min_ps(_mm256_and_ps(x, absmask), _mm256_set1_ps(4.0f));   /* NaN -> 4 */
+    const __m256i i32 = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_mul_ps(fa, _mm256_set1_ps(4.0f))),
+                                         _mm256_set1_epi32(15));
+    const __m256 cf = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(i32), _mm256_set1_ps(0.25f)),
+                                    _mm256_set1_ps(0.125f));          /* exact */
+    const __m128 rlo = _mm256_cvtpd_ps(fdb_erf_abs4_avx2(_mm256_cvtps_pd(_mm256_castps256_ps128(fa)),
+                                                         _mm256_castsi256_si128(i32),
+                                                         _mm256_cvtps_pd(_mm256_castps256_ps128(cf))));
+    const __m128 rhi = _mm256_cvtpd_ps(fdb_erf_abs4_avx2(_mm256_cvtps_pd(_mm256_extractf128_ps(fa, 1)),
+                                                         _mm256_extracti128_si256(i32, 1),
+                                                         _mm256_cvtps_pd(_mm256_extractf128_ps(cf, 1))));
+    const __m256 r = _mm256_insertf128_ps(_mm256_castps128_ps256(rlo), rhi, 1);
+    return _mm256_or_ps(r, _mm256_andnot_ps(absmask, x));   /* copysign(r, x): r >= 0 */
+}
+
+/* fdb_exp_avx512 / fdb_exp_avx2's constants: log2(e), ln2 = C1 - C2 (C1 has 9 significant bits), the clamp
  * (exp(-104) < 2^-150 rounds to 0; exp(89) > FLT_MAX gives inf), Cephes' P5 .. P0. */
 #define FDB_EXP_LOG2E 1.44269504088896341f
 #define FDB_EXP_C1 0.693359375f
@@ -62,7 +154,7 @@ static const float FDB_ERF_C[8][16] __attribute__((aligned(64))) = {
 #define FDB_EXP_P1 1.6666665459e-1f
 #define FDB_EXP_P0 5.0000001201e-1f
 
-FDB_AVX512_TARGET static inline __m512 fdb_exp16(__m512 x)
+FDB_TARGET_AVX512 static inline __m512 fdb_exp_avx512(__m512 x)
 {
     const __m512 log2e = _mm512_set1_ps(FDB_EXP_LOG2E);
     const __m512 c1 = _mm512_set1_ps(FDB_EXP_C1);
@@ -84,48 +176,23 @@ FDB_AVX512_TARGET static inline __m512 fdb_exp16(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 
-FDB_AVX512_TARGET static inline __m512 fdb_erf16(__m512 x)
-{
-    const __m512 sign = _mm512_set1_ps(-0.0f);
-    __m512 a = _mm512_andnot_ps(sign, x);                               /* |x| */
-    __m512 a4 = _mm512_min_ps(_mm512_mul_ps(a, _mm512_set1_ps(4.0f)), _mm512_set1_ps(15.0f));
-    __m512i idx = _mm512_cvttps_epi32(a4);                              /* piece 0..15 */
-    /* centre of piece i: 0 for i = 0, else (i + 1/2) / 4 */
-    __m512 centre = _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(idx), _mm512_set1_ps(0.5f)),
-                                  _mm512_set1_ps(0.25f));
-    centre = _mm512_maskz_mov_ps(_mm512_cmpneq_epi32_mask(idx, _mm512_setzero_si512()), centre);
-    __m512 u = _mm512_sub_ps(a, centre);
-    __m512 y = _mm512_permutexvar_ps(idx, _mm512_load_ps(FDB_ERF_C[7]));
-    for (int p = 6; p >= 1; p--)
-        y = _mm512_fmadd_ps(y, u, _mm512_permutexvar_ps(idx, _mm512_load_ps(FDB_ERF_C[p])));
-    /* piece 0 stores c_1 - 1 and adds u itself: erf(x) = x + x (c_1 - 1 + ...) keeps the last bits
-     * of x that a rounded c_1 * x would lose (the erx trick of fdlibm's erff). */
-    __m512 base = _mm512_permutexvar_ps(idx, _mm512_load_ps(FDB_ERF_C[0]));
-    base = _mm512_mask_mov_ps(base, _mm512_cmpeq_epi32_mask(idx, _mm512_setzero_si512()), u);
-    y = _mm512_fmadd_ps(y, u, base);
-    __mmask16 big = _mm512_cmp_ps_mask(a, _mm512_set1_ps(4.0f), _CMP_GE_OQ);  /* also |x| = inf */
-    y = _mm512_mask_mov_ps(y, big, _mm512_set1_ps(1.0f));
-    y = _mm512_min_ps(y, _mm512_set1_ps(1.0f));
-    return _mm512_or_ps(y, _mm512_and_ps(x, sign));                   /* erf(-x) = -erf(x) */
-}
-
-FDB_AVX512_TARGET static inline __m512i fdb_quantize16(__m512 x, __m512 scale, __m512 zp)
+FDB_TARGET_AVX512 static inline __m512i fdb_quantize_avx512(__m512 x, __m512 scale, __m512 zp)
 {
     __m512 r = _mm512_roundscale_ps(_mm512_div_ps(x, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     r = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(r, zp), _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
     return _mm512_cvtps_epi32(r);   /* exact: r is integral */
 }
 
-/* fdb_exp16 in 8 lanes for AVX2 + FMA, the same operations in the same order. AVX2 has no
+/* fdb_exp_avx512 in 8 lanes for AVX2 + FMA, the same operations in the same order. AVX2 has no
  * vscalefps: p * 2^n is p * 2^(n/2) * 2^(n - n/2), the first product exact (no underflow or
  * overflow for n in [-150, 129]) and the second rounded once, as vscalefps rounds it: so the
- * result is fdb_exp16's, bit for bit (gradual underflow, inf on overflow, 0 for -inf included). */
-FDB_AVX2_TARGET static inline __m256 fdb_pow2i8(__m256i k)   /* 2^k for k in [-126, 127] */
+ * result is fdb_exp_avx512's, bit for bit (gradual underflow, inf on overflow, 0 for -inf included). */
+FDB_TARGET_AVX2 static inline __m256 fdb_pow2i8(__m256i k)   /* 2^k for k in [-126, 127] */
 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
 }
 
-FDB_AVX2_TARGET static inline __m256 fdb_exp8(__m256 x)
+FDB_TARGET_AVX2 static inline __m256 fdb_exp_avx2(__m256 x)
 {
     const __m256 log2e = _mm256_set1_ps(FDB_EXP_LOG2E);
     const __m256 c1 = _mm256_set1_ps(FDB_EXP_C1);
@@ -159,29 +226,6 @@ __attribute__((target("avx2"))) static inline __m256 fdb_lut16x8(const float *ta
     return _mm256_blendv_ps(lo, hi, upper);
 }
 
-/* fdb_erf16 in 8 lanes, the same operations in the same order: the same bits. */
-FDB_AVX2_TARGET static inline __m256 fdb_erf8(__m256 x)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256 a = _mm256_andnot_ps(sign, x);
-    const __m256 a4 = _mm256_min_ps(_mm256_mul_ps(a, _mm256_set1_ps(4.0f)), _mm256_set1_ps(15.0f));
-    const __m256i idx = _mm256_cvttps_epi32(a4);
-    const __m256 first = _mm256_castsi256_ps(_mm256_cmpeq_epi32(idx, _mm256_setzero_si256()));
-    __m256 centre = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(idx), _mm256_set1_ps(0.5f)),
-                                  _mm256_set1_ps(0.25f));
-    centre = _mm256_andnot_ps(first, centre);
-    const __m256 u = _mm256_sub_ps(a, centre);
-    const __m256 upper = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
-    __m256 y = fdb_lut16x8(FDB_ERF_C[7], idx, upper);
-    for (int p = 6; p >= 1; p--) y = _mm256_fmadd_ps(y, u, fdb_lut16x8(FDB_ERF_C[p], idx, upper));
-    const __m256 base = _mm256_blendv_ps(fdb_lut16x8(FDB_ERF_C[0], idx, upper), u, first);
-    y = _mm256_fmadd_ps(y, u, base);
-    const __m256 big = _mm256_cmp_ps(a, _mm256_set1_ps(4.0f), _CMP_GE_OQ);
-    y = _mm256_blendv_ps(y, _mm256_set1_ps(1.0f), big);
-    y = _mm256_min_ps(y, _mm256_set1_ps(1.0f));
-    return _mm256_or_ps(y, _mm256_and_ps(x, sign));
-}
-
 /* The second half of the INT8 contract's quantize in 8 lanes: r = rint(x / scale) already, then
  * + zp, the clip to 0..255 in float, the 8 codes stored as bytes at dst. AVX2 alone (no FMA):
  * qgemm.c's AVX2 epilogue uses it too. */
@@ -193,8 +237,8 @@ __attribute__((target("avx2"))) static inline void fdb_store_codes8(uint8_t *dst
     _mm_storel_epi64((__m128i *)dst, _mm_packus_epi16(w16, w16));
 }
 
-/* fdb_quantize16 in 8 lanes, the codes stored as 8 bytes at dst. Exact (the INT8 contract). */
-FDB_AVX2_TARGET static inline void fdb_quantize8_store(uint8_t *dst, __m256 x, float scale, float zp)
+/* fdb_quantize_avx512 in 8 lanes, the codes stored as 8 bytes at dst. Exact (the INT8 contract). */
+FDB_TARGET_AVX2 static inline void fdb_quantize_store_avx2(uint8_t *dst, __m256 x, float scale, float zp)
 {
     const __m256 r = _mm256_round_ps(_mm256_div_ps(x, _mm256_set1_ps(scale)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -261,7 +305,7 @@ __attribute__((target("avx512f"), always_inline)) static inline __mmask16 fdb_la
 }
 
 /* The first clamp(remaining, 0, 8) lanes as an all-ones int32 mask vector (AVX2 maskstore, blendv). */
-FDB_AVX2_TARGET static inline __m256i fdb_lanes8(int64_t remaining)
+FDB_TARGET_AVX2 static inline __m256i fdb_lanes8(int64_t remaining)
 {
     const int n = remaining < 0 ? 0 : remaining > 8 ? 8 : (int)remaining;
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

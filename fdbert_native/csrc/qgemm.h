@@ -1,5 +1,7 @@
 /* qgemm.h -- INT8 dense GEMM and 1x4 block-sparse SpMM with a fused epilogue.
  *
+ * reference: fdbert/reference/qlinear.py, fdbert/int8.py (matmul_u8s8_s32) · tests: spec_tests/test_native_qgemm.py, spec_tests/test_native_qlinear.py
+ *
  *   acc[m, n] = sum_k int32(x[m, k]) * int32(w[n, k])          x u8 [M, K], w s8 [N, K]
  *   y[m, n]   = epilogue(acc[m, n])                              (see qg_epilogue below)
  *
@@ -10,25 +12,25 @@
  * Axes: M rows (tokens), K reduction (input channels), N output channels; W is torch-style
  * [N, K]. Kernels never split K across threads.
  *
- * Files: qgemm.c (dense: packing, per-ISA kernels, epilogue), qspmm.c (1x4 BSR),
- * qgemm_dense.inc / qspmm_tile.inc (one kernel body compiled once per ISA, like a template).
+ * Files: qgemm.c (dense: packing, per-ISA register tiles, the driver), qgemm_amx.c (dense on
+ * AMX tiles), qspmm.c (1x4 BSR), qepilogue.c (the epilogue all of them share), and the templates
+ * qgemm_dense.inc / qspmm_tile.inc over qgemm_simd.inc (one tile body compiled once per ISA).
  */
 #ifndef FDBERT_QGEMM_H
 #define FDBERT_QGEMM_H
 
 #include <stdint.h>
 
-/* ISA paths, lowest to highest; tests force each one. Every SIMD path returns the exact int32
- * sums: the non-VNNI ones widen both operands to int16 for vpmaddwd (see qgemm.c). The caller checks
- * the CPU can run the path (Python: fdbert_native._cpu's usable-feature mask, in _qgemm.pyx). */
-typedef enum {
-    QG_ISA_GENERIC = 0,    /* plain C int32 loops; also the tail of every SIMD loop */
-    QG_ISA_AVX2 = 1,       /* 256-bit vpmaddwd on int16-widened operands */
-    QG_ISA_AVX2_VNNI = 2,  /* 256-bit VEX vpdpbusd (AVX-VNNI) */
-    QG_ISA_AVX512BW = 3,   /* 512-bit vpmaddwd on int16-widened operands */
-    QG_ISA_AVX512VNNI = 4, /* 512-bit EVEX vpdpbusd */
-    QG_ISA_COUNT = 5
-} qg_isa;
+/* ISA paths (cpu_features.h), lowest to highest; tests force each one. Every SIMD path returns the
+ * exact int32 sums: the non-VNNI ones widen both operands to int16 for vpmaddwd (see qgemm.c). The
+ * caller checks the CPU can run the path (Python: fdbert_native._cpu's usable-feature mask).
+ *   FDB_ISA_GENERIC      plain C int32 loops; also the tail of every SIMD loop
+ *   FDB_ISA_AVX2         256-bit vpmaddwd on int16-widened operands
+ *   FDB_ISA_AVX2_VNNI    256-bit VEX vpdpbusd (AVX-VNNI)
+ *   FDB_ISA_AVX512       512-bit vpmaddwd on int16-widened operands
+ *   FDB_ISA_AVX512VNNI   512-bit EVEX vpdpbusd
+ *   FDB_ISA_AMX          AMX-INT8 tiles: the dense GEMM only (qgemm_amx.h) */
+#include "cpu_features.h"
 
 /* Error codes (0 = ok). */
 enum { QG_OK = 0, QG_EBADISA = -1, QG_ENOMEM = -2, QG_EBADINDEX = -3 };
@@ -50,8 +52,8 @@ enum { QG_OUT_S32 = 0, QG_OUT_F32 = 1, QG_OUT_U8 = 2 };
 /* The epilogue, float32, in this order, no fused multiply-add (the INT8 contract):
  *   y = float32(acc - comp[n]) * mult[n] + bias[n]         (bias may be NULL: no add; the
  *                                                           subtraction wraps in int32, exact)
- *   y = (0.5f * y) * (1.0f + erf(y * 0.70710677f))        if gelu (float32 erf, correctly
- *                                                          rounded but for ~1e-9 ties; qgemm.c)
+ *   y = (0.5f * y) * (1.0f + erf(y * 0.70710677f))        if gelu (fp32_vecmath.h's erf, the
+ *                                                          one erf of the native kernels)
  *   y = y + residual[m, n]                                 if residual (f32 [M, N], row-major)
  *   out = y                                                if out_kind == QG_OUT_F32
  *   out = u8(clip(rint(y / out_scale) + out_zp, 0, 255))  if out_kind == QG_OUT_U8
@@ -107,8 +109,10 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
                   const int32_t *const *cptrs, const int64_t *Ns, const qg_epilogue *eps, int isa,
                   int nthreads);
 
+/* ---- the epilogue (qepilogue.c) */
+
 /* The epilogue applied to one row segment acc[0:len] holding columns n0..n0+len of row m.
- * Shared by the dense and sparse drivers; picks the AVX-512 body when isa >= AVX512BW. */
+ * Shared by the dense and sparse drivers; picks the AVX-512 body when isa >= FDB_ISA_AVX512. */
 void qg_epilogue_row(const int32_t *acc, int64_t m, int64_t n0, int64_t len, int64_t N,
                      const qg_epilogue *ep, int isa);
 /* The same for `rows` rows: row r of acc (stride lda) holds columns n0..n0+len of row m0 + r. */
@@ -118,13 +122,10 @@ void qg_epilogue_rows(const int32_t *acc, int64_t lda, int64_t m0, int64_t rows,
 /* The epilogue on a channel-major tile (qspmm.c), in place: row c of T (stride ldt) holds the
  * accumulators of channel n0 + c for ntok tokens; each becomes the float bits of y before any
  * residual (f32 outputs) or the u8 code as int32 (u8 outputs). Returns 0 without touching T where
- * it does not apply (isa below AVX-512BW, s32 outputs, u8 with a residual, ntok not a multiple of
+ * it does not apply (isa below FDB_ISA_AVX512, s32 outputs, u8 with a residual, ntok not a multiple of
  * 16): the caller then takes the row path. */
 int qg_epilogue_channels(int32_t *T, int64_t ldt, int64_t n0, int64_t nch, int64_t ntok,
                          const qg_epilogue *ep, int isa);
 
-/* Peak probe for the benchmark: `iters` x 24 independent register-only vpdpbusd zmm.
- * Returns a value depending on the result so the loop is not optimised away. */
-int32_t qg_vnni_peak_loop(int64_t iters);
 
 #endif

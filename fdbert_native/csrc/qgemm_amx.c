@@ -1,5 +1,7 @@
 /* qgemm_amx.c -- the dense INT8 GEMM on AMX-INT8 tiles (Sapphire Rapids and later).
  *
+ * reference: fdbert/reference/qlinear.py, fdbert/int8.py (matmul_u8s8_s32) · tests: spec_tests/test_native_qgemm_amx.py
+ *
  *   out[m, n] = epilogue( sum_k x[m, k] * W[n, k] )      x u8 [M, K], W s8 [N, K] (see qgemm.h)
  *
  * One `tdpbusd tmm_c, tmm_a, tmm_b` adds a 16 x 64 u8 tile A times a 64 x 16 s8 tile B into a
@@ -16,8 +18,8 @@
  * A packing: each 32-row block of x is first copied into a 64-byte-aligned per-thread buffer in
  * tile order, a[k / 64][h][r][0:64] = x[m + 16h + r, k : k + 64] (rows past M zero), so an A tile
  * is 1 KB contiguous. x rows of an arbitrary NumPy array start anywhere: a 64-byte tile row that
- * straddles two cache lines costs two, and unaligned A and B made this kernel 2.4x slower
- * (M = 128, 768 x 768, 1 thread: 130 us vs 53 us). The copy costs ~2% of the block's tdpbusd;
+ * straddles two cache lines costs two, and unaligned A and B made this kernel more than twice as
+ * slow (docs/kernels.md). The copy costs a few % of the block's tdpbusd;
  * the packed weights are 64-byte aligned by their allocator (fdbert_native._qgemm.pack_dense).
  * Loop order inside a thread's (M chunk, N chunk): 32-row blocks outer (the packed A block stays
  * in L1), 32-channel blocks inner (the weight chunk, <= 1 MB, stays in L2).
@@ -34,8 +36,8 @@
  * Epilogue overlap: with GELU the epilogue of a 32 x 32 block takes longer than its tdpbusd, and
  * the tile unit idles meanwhile. So blocks are stored into two alternating buffers and the GELU
  * epilogue of the previous block runs in row slices between the tdpbusd of the current one (the
- * tile unit and the vector units work at the same time): GELU -> u8, M = 1024, N = 3072, K = 768,
- * 2 threads, 3.7 -> 3.0 ms. Cheap epilogues (no GELU) gained nothing that way and run whole.
+ * tile unit and the vector units work at the same time). Cheap epilogues (no GELU) gained nothing
+ * that way and run whole.
  *
  * Threads: the same (M chunk, N chunk) static schedule as qg_gemm; each OpenMP thread loads the
  * tile configuration at the start of the parallel region and releases the tiles at its end.
@@ -66,19 +68,6 @@ enum {
     QG_AMX_KT = 64,   /* k per tdpbusd */
 };
 
-/* The 64-byte tile configuration (palette 1): tmm0..7 all 16 rows x 64 bytes. */
-typedef struct {
-    uint8_t palette_id, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} qg_tilecfg;
-
-static const qg_tilecfg QG_AMX_CFG __attribute__((aligned(64))) = {
-    .palette_id = 1,
-    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
-    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
-};
-
 /* A stored 32 x 32 int32 block (row stride 32) whose epilogue has run for rows < done. */
 typedef struct {
     const int32_t *tile;
@@ -92,7 +81,7 @@ static void amx_pending_run(amx_pending *p, int upto, int64_t N, const qg_epilog
     if (upto > p->rows) upto = p->rows;
     if (upto <= p->done) return;
     qg_epilogue_rows(p->tile + p->done * 32, 32, p->m + p->done, upto - p->done, p->n0, p->ncols,
-                     N, ep, QG_ISA_AVX512VNNI);
+                     N, ep, FDB_ISA_AVX512VNNI);
     p->done = upto;
 }
 
@@ -100,9 +89,8 @@ static void amx_pending_run(amx_pending *p, int upto, int64_t N, const qg_epilog
  * a the packed A block (see above), w0 / w1 the two packed panels (stride 64 bytes per k-group).
  * pf0 / pf1 (or NULL): the next block's panels, prefetched into L2 step by step. On the first
  * 32-row block of a weight chunk the panels come from L3 (in a forward pass nothing of a layer's
- * weights is in L2 yet), and the tile loads -- tile registers are not renamed -- wait for them:
- * batch-1 forward 8.9-9.1 -> 8.0-8.4 ms, batch 8 49.2-49.6 -> 47.1-48.9 ms (80%-sparse DistilBERT,
- * 2 threads, three alternating runs of two builds).
+ * weights is in L2 yet), and the tile loads -- tile registers are not renamed -- wait for them
+ * (figures: docs/benchmarks.md).
  * Between k-steps it runs slices of the previous block's epilogue (`prev`, finished on return):
  * the tile unit and the vector units work at the same time, instead of the tile unit idling
  * through every epilogue (the GELU->u8 one takes longer than the block's tdpbusd). */
@@ -197,30 +185,6 @@ static int amx_thread_num(void)
 #else
     return 0;
 #endif
-}
-
-/* The tile unit's peak: 4 tdpbusd per iteration on register-resident tiles (C tmm0..3 += A tmm4..5 x
- * B tmm6..7, the kernel's 2 x 2 pattern), no loads. Returns 0; the caller checked AMX is usable. */
-QG_AMX_TARGET
-int32_t qg_amx_peak_loop(int64_t iters)
-{
-    _tile_loadconfig(&QG_AMX_CFG);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    _tile_zero(4);
-    _tile_zero(5);
-    _tile_zero(6);
-    _tile_zero(7);
-    for (int64_t i = 0; i < iters; i++) {
-        _tile_dpbusd(0, 4, 6);
-        _tile_dpbusd(1, 4, 7);
-        _tile_dpbusd(2, 5, 6);
-        _tile_dpbusd(3, 5, 7);
-    }
-    _tile_release();
-    return 0;
 }
 
 int qg_gemm_amx(const uint8_t *x__mk, int64_t M, int64_t K, const int8_t *packed, int64_t N,

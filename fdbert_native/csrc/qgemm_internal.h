@@ -1,8 +1,23 @@
-/* qgemm_internal.h -- what qgemm.c and qspmm.c share and Python never sees. */
+/* qgemm_internal.h -- what qgemm.c and qspmm.c share and Python never sees.
+ *
+ * reference: fdbert/reference/qlinear.py · tests: spec_tests/test_native_qgemm.py
+ */
 #ifndef FDBERT_QGEMM_INTERNAL_H
 #define FDBERT_QGEMM_INTERNAL_H
 
 #include <stdint.h>
+
+/* The SIMD paths of the INT8 tile templates, lowest last: X(suffix, enum fdb_isa id). qgemm_isas.inc
+ * compiles each template once per row (in this order); qgemm.c and qspmm.c build their kernel
+ * tables from it. The generic path is plain C, outside the templates. */
+#define QG_SIMD_PATHS(X)            \
+    X(avx512vnni, AVX512VNNI)       \
+    X(avx512, AVX512)               \
+    X(avx2_vnni, AVX2_VNNI)         \
+    X(avx2, AVX2)
+
+#define QG_PASTE2(a, b) a##b
+#define QG_PASTE(a, b) QG_PASTE2(a, b)   /* QG_PASTE(QG_DENSE_MR_, SFX) -> QG_DENSE_MR_avx512vnni */
 
 #define QG_MAX_MR 8    /* largest register-tile row count of any ISA */
 #define QG_MAX_NBLK 4  /* largest register-tile 16-channel block count of any ISA */

@@ -1,5 +1,7 @@
 /* qspmm.c -- INT8 x 1x4 block-sparse (BSR) SpMM with the fused epilogue of qgemm.c.
  *
+ * reference: fdbert/reference/qlinear.py (1x4 BSR weights), fdbert/blocksparse.py · tests: spec_tests/test_native_qgemm.py, spec_tests/test_native_qspmm_multi.py
+ *
  *   out[m, n] = epilogue( sum_{b: indptr[n] <= b < indptr[n+1]} sum_i data[b][i] * x[m, 4*indices[b] + i] )
  *
  * Design ("transposed" like Fast DistilBERT's VNNI kernel, sec. 3.2, but without building 4x4
@@ -16,7 +18,7 @@
  *   generic     plain C over the BSR arrays and the original x (the oracle for the SIMD paths)
  *   avx2        x widened to int16: 4 tokens per vector, vpmaddwd, 16-token tiles (qspmm_tile.inc)
  *   avx2_vnni   8 tokens per vector, VEX vpdpbusd
- *   avx512bw    x widened to int16: 8 tokens per vector, vpmaddwd, 32-token tiles
+ *   avx512      x widened to int16: 8 tokens per vector, vpmaddwd, 32-token tiles
  *   avx512vnni  16 tokens per vector, vpdpbusd, 64 tokens x 2 accumulator sets per channel
  *
  * Threads: (token tile, 32-channel group) pairs, token-major static order; K never split.
@@ -105,64 +107,23 @@ static void spmm_generic(const uint8_t *x__mk, int64_t M, int64_t K, const int32
                 }
                 acc[c] = s;
             }
-            qg_epilogue_row(acc, m, n0, nch, N, ep, QG_ISA_GENERIC);
+            qg_epilogue_row(acc, m, n0, nch, N, ep, FDB_ISA_GENERIC);
         }
     }
 }
 
 /* ---------------------------------------------------------------- SIMD tiles per ISA */
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
-#define SFX avx512vnni
-#define MV 4
-#define U QG_SP_UNROLL
-#define QG_SIMD_BITS 512
-#define QG_SIMD_VNNI 1
-#include "qgemm_simd.inc"
-#include "qspmm_tile.inc"
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw")
-#define SFX avx512bw
-#define MV 4
-#define U QG_SP_UNROLL
-#define QG_SIMD_BITS 512
-#define QG_SIMD_VNNI 0
-#include "qgemm_simd.inc"
-#include "qspmm_tile.inc"
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,avxvnni")
-#define SFX avx2_vnni
-#define MV 4
-#define U QG_SP_UNROLL
-#define QG_SIMD_BITS 256
-#define QG_SIMD_VNNI 1
-#include "qgemm_simd.inc"
-#include "qspmm_tile.inc"
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#define SFX avx2
-#define MV 4
-#define U QG_SP_UNROLL
-#define QG_SIMD_BITS 256
-#define QG_SIMD_VNNI 0
-#include "qgemm_simd.inc"
-#include "qspmm_tile.inc"
-#pragma GCC pop_options
+#define QG_SP_MV 4   /* token vectors per tile, every path: TM = MV * LANES tokens */
+#define QG_TEMPLATE "qspmm_tile.inc"
+#include "qgemm_isas.inc"
 
 static const qg_sparse_kernel *sparse_kernel_for(int isa)
 {
     switch (isa) {
-    case QG_ISA_AVX2: return &spmm_kernel_avx2;
-    case QG_ISA_AVX2_VNNI: return &spmm_kernel_avx2_vnni;
-    case QG_ISA_AVX512BW: return &spmm_kernel_avx512bw;
-    case QG_ISA_AVX512VNNI: return &spmm_kernel_avx512vnni;
+#define QG_SPARSE_CASE(sfx, id) case FDB_ISA_##id: return &spmm_kernel_##sfx;
+    QG_SIMD_PATHS(QG_SPARSE_CASE)
+#undef QG_SPARSE_CASE
     default: return NULL;
     }
 }
@@ -351,11 +312,11 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
                   const int32_t *const *cptrs, const int64_t *Ns, const qg_epilogue *eps, int isa,
                   int nthreads)
 {
-    if (isa < 0 || isa >= QG_ISA_COUNT) return QG_EBADISA;
+    if (isa < 0 || isa >= FDB_ISA_AMX) return QG_EBADISA;
     if (nw < 1 || nw > QG_SP_MAX_WEIGHTS) return QG_EBADINDEX;
     if (M <= 0) return QG_OK;
     if (nthreads <= 0) nthreads = qg_default_threads();
-    if (isa == QG_ISA_GENERIC) {
+    if (isa == FDB_ISA_GENERIC) {
         for (int w = 0; w < nw; w++)
             if (Ns[w] > 0) spmm_generic(x__mk, M, K, blks[w], cptrs[w], Ns[w], &eps[w], nthreads);
         return QG_OK;
@@ -366,9 +327,7 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
      * contiguous; zero past K and past M. The kernel walks it one K chunk (QG_SP_KC = 256 block
      * columns: 64 KB at TM = 64, all of K = 768) at a time, with the 8 KB accumulator tile T of a
      * 32-channel group. Fewer, longer runs beat an L1-sized chunk: each run costs its setup, its
-     * accumulator reduction and a mispredicted loop exit (measured, 1 and 2 threads, alternating
-     * builds: 256 vs 128 columns 2-16% faster at DistilBERT's shapes; 64 columns 10-20% slower,
-     * 32 ~30% slower; no chunking at K = 3072 slower again).
+     * accumulator reduction and a mispredicted loop exit (docs/kernels.md: chunk sizes tried).
      * Several weights reading the same x (Q, K and V) share one repack and one parallel region. */
     const int64_t TM = sk->tokens, Kg = (K + 3) / 4, n_mt = (M + TM - 1) / TM;
     const int64_t n_kc = qg_bsr_n_chunks(K);
@@ -380,8 +339,8 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
     uint8_t *xt = aligned_alloc(64, (size_t)((n_mt * tile_bytes + 64 + 63) / 64 * 64));
     if (!xt) return QG_ENOMEM;
 
-    const transpose_fn transpose = isa >= QG_ISA_AVX512BW ? transpose16_avx512
-                                   : isa >= QG_ISA_AVX2   ? transpose16_avx2
+    const transpose_fn transpose = isa >= FDB_ISA_AVX512 ? transpose16_avx512
+                                   : isa >= FDB_ISA_AVX2   ? transpose16_avx2
                                                           : transpose16_generic;
 #define QG_SP_TASK(mt, g)                                                                        \
     do {                                                                                         \
@@ -398,7 +357,7 @@ int qg_spmm_multi(const uint8_t *x__mk, int64_t M, int64_t K, int nw, const int3
         if (sk->xbytes == 2) widen_tile(tile_, Kg * TM * 4);                                     \
     } while (0)
     /* One parallel region (each region start and barrier costs a wake-up of the sleeping workers:
-     * 20-60 us on a VM with OMP_WAIT_POLICY=PASSIVE, as much as a whole M = 128 SpMM; fdbert's
+     * tens of us on a VM with OMP_WAIT_POLICY=PASSIVE, as much as a whole M = 128 SpMM; fdbert's
      * default short spin hides most of it). When the
      * token tiles split evenly over the threads (M = 128, 2 threads: one tile each), every thread
      * repacks its own tiles and computes all their channel groups: no barrier at all. Otherwise

@@ -1,5 +1,7 @@
 /* sgemm.c -- float32 y = x @ w^T + b (see sgemm.h for the arithmetic and the blocking).
  *
+ * reference: fdbert/reference/linear.py · tests: spec_tests/test_native_linear.py
+ *
  * Layout of this file: the generic kernel (the definition of the arithmetic, plain loops over fmaf),
  * then the AVX-512 and AVX2 paths (pack a B panel, run the micro-kernel down the rows), then the
  * public entry point that splits (row block, column panel) tasks over threads and picks the path.
@@ -13,8 +15,8 @@
 #if defined(__x86_64__)
 #define SG_X86 1
 #include <immintrin.h>
-#define SG_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-#define SG_AVX2_TARGET __attribute__((target("avx2,fma")))
+#define SG_AVX512_TARGET __attribute__((target(FDB_TARGETS_AVX512 ",avx2,fma")))   /* avx2, fma: implied by avx512f */
+#define SG_AVX2_TARGET FDB_TARGET_AVX2
 #else
 #define SG_X86 0
 #endif
@@ -283,8 +285,8 @@ void sg_linear(const float *x, const float *w, const float *b, int64_t M, int64_
         int64_t m0 = (t / n_panels) * MC, m1 = min64(M, m0 + MC);
         int64_t n0 = (t % n_panels) * NR_TASK, n1 = min64(N, n0 + NR_TASK);
 #if SG_X86
-        if (isa == SG_ISA_AVX512) task_avx512(x, w, b, K, N, m0, m1, n0, n1, y);
-        else if (isa == SG_ISA_AVX2) task_avx2(x, w, b, K, N, m0, m1, n0, n1, y);
+        if (isa == FDB_ISA_AVX512) task_avx512(x, w, b, K, N, m0, m1, n0, n1, y);
+        else if (isa == FDB_ISA_AVX2) task_avx2(x, w, b, K, N, m0, m1, n0, n1, y);
         else
 #endif
             task_generic(x, w, b, K, N, m0, m1, n0, n1, y);
@@ -309,7 +311,7 @@ int sg_linear_packed(const float *x, const float *wp, const float *b, int64_t M,
                      float *y, int isa, int nthreads)
 {
 #if SG_X86
-    if (isa != SG_ISA_AVX512) return -1;
+    if (isa != FDB_ISA_AVX512) return -1;
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0) {
         sg_linear(x, wp, b, M, N, K, y, isa, nthreads);

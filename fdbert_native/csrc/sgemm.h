@@ -1,5 +1,7 @@
 /* sgemm.h -- the float32 linear of the native backend (the twin of fdbert/reference/linear.py).
  *
+ * reference: fdbert/reference/linear.py · tests: spec_tests/test_native_linear.py
+ *
  *   sg_linear   y[m, n] = (sum_k x[m, k] * w[n, k]) + b[n]      x f32 [M, K], w f32 [N, K] (torch
  *                                                                layout), b f32 [N] or NULL, y [M, N]
  *
@@ -24,8 +26,9 @@
 
 #include <stdint.h>
 
-/* ISA paths, lowest to highest. */
-enum { SG_ISA_GENERIC = 0, SG_ISA_AVX2 = 1, SG_ISA_AVX512 = 2, SG_ISA_COUNT = 3 };
+#include "cpu_features.h"   /* the ISA paths */
+
+/* ISA paths (cpu_features.h): FDB_ISA_GENERIC, FDB_ISA_AVX2 and FDB_ISA_AVX512. */
 
 /* x f32 [M, K]; w f32 [N, K]; b f32 [N] or NULL (no bias); y f32 [M, N], must not alias x, w, b.
  * K = 0 gives y = b (or 0). nthreads <= 0 means 1. */
@@ -35,7 +38,7 @@ void sg_linear(const float *x__mk, const float *w__nk, const float *b__n, int64_
 /* The same y from a weight packed once, for the AVX-512 path (decode steps: at M = 1 the per-call
  * packing of sg_linear is most of the work). wp [ceil(N / 32), K, 32] holds each 32-column panel of
  * w^T (zeros past N), written by sg_pack_weight; wp must be 64-byte aligned. The arithmetic is
- * sg_linear's, so the bits are too. Returns 0, or -1 (nothing done) when isa is not SG_ISA_AVX512. */
+ * sg_linear's, so the bits are too. Returns 0, or -1 (nothing done) when isa is not FDB_ISA_AVX512. */
 enum { SG_PACK_NR = 32 };
 int64_t sg_packed_size(int64_t N, int64_t K);   /* floats of wp */
 void sg_pack_weight(const float *w__nk, int64_t N, int64_t K, float *wp);

@@ -1,4 +1,7 @@
-/* threads.c -- the process-wide OpenMP thread count (see threads.h). Lives in fdbert_native._cpu. */
+/* threads.c -- the process-wide OpenMP thread count (see threads.h). Lives in fdbert_native._cpu.
+ *
+ * reference: none (the thread count) · tests: spec_tests/test_native_threads.py
+ */
 #include "threads.h"
 
 #include <stdatomic.h>

@@ -1,5 +1,7 @@
 /* threads.h -- the one thread count every fdbert OpenMP kernel uses.
  *
+ * reference: none (the thread count) · tests: spec_tests/test_native_threads.py
+ *
  * omp_set_num_threads() only changes the CALLING thread's default (the OpenMP nthreads ICV is per
  * thread), so a count set from Python's main thread would not reach a kernel run from a worker
  * thread. Kernels therefore open their regions with an explicit clause,
