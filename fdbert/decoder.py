@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ops
-from .blocks.gpt2 import gpt2_layer
-from .blocks.llama import llama_layer
+from .blocks.gpt2 import gpt2_embeddings, gpt2_final_norm, gpt2_layer
+from .blocks.heads import lm_head
+from .blocks.llama import llama_embeddings, llama_final_norm, llama_layer
 from .decoder_config import DecoderConfig
 from .errors import ShapeError, TokenIdError
 from .generator import Generator
@@ -68,20 +68,20 @@ class Decoder:
         if len(positions) and int(np.max(positions)) >= self.max_seq_len:
             raise ShapeError(f"position {int(np.max(positions))} is past the model's limit of "
                              f"{self.max_seq_len} tokens")
-        x = ops.embedding(ids, w.embed_tokens)                          # [n, D]
         if c.model_type == "gpt2":
-            x = x + ops.embedding(positions, w.positions)
+            x = gpt2_embeddings(ids, positions, w)                     # [n, D]
             for i, layer in enumerate(w.layers):
                 x = gpt2_layer(x, attend_of(i), layer, c)
-            return ops.layer_norm(x, w.norm.weight, w.norm.bias, c.norm_eps)
+            return gpt2_final_norm(x, w, c)
+        x = llama_embeddings(ids, w)                                   # [n, D]
         cos, sin = rope_angles(positions, self.inv_freq)               # [n, Dh/2] each, shared by all layers
         for i, layer in enumerate(w.layers):
             x = llama_layer(x, cos, sin, attend_of(i), layer, c)
-        return ops.rms_norm(x, w.norm, c.norm_eps)
+        return llama_final_norm(x, w, c)
 
     def lm_head(self, h) -> np.ndarray:  # [m, D] -> [m, V]
         """logits = h W_head^T"""
-        return ops.linear(np.ascontiguousarray(h), self.weights.lm_head.weight)
+        return lm_head(h, self.weights.lm_head.weight)
 
     def logits(self, token_ids) -> np.ndarray:  # [T] -> [T, V]
         """Logits at every position of one sequence, from scratch (no cache kept): the oracle of tests."""

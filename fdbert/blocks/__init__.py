@@ -2,7 +2,7 @@
 
     embeddings            word + position (+ token type) embeddings, LayerNorm     (encoders)
     encoder               the post-LN encoder block, float32 and INT8               (encoders)
-    heads                 pooling, classifiers, question answering                  (encoders)
+    heads                 pooling, classifiers, question answering; the LM head    (encoders, decoders)
     gpt2, llama           the pre-LN / pre-RMSNorm decoder blocks                   (decoders)
     prepadded_attention   EET's pre-padded attention over a left-padded KV cache    (decoders)
 

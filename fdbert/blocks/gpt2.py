@@ -32,3 +32,13 @@ def gpt2_layer(x, attend, p, config):  # [n, D] -> [n, D]
     eps = config.norm_eps
     x = x + gpt2_attention(ops.layer_norm(x, p.ln_1.weight, p.ln_1.bias, eps), attend, p, config)
     return x + gpt2_mlp(ops.layer_norm(x, p.ln_2.weight, p.ln_2.bias, eps), p)
+
+
+def gpt2_embeddings(ids, positions, w):  # [n], [n] -> [n, D]
+    """x = wte[ids] + wpe[positions] (learned absolute positions)."""
+    return ops.embedding(ids, w.embed_tokens) + ops.embedding(positions, w.positions)
+
+
+def gpt2_final_norm(x, w, config):  # [n, D] -> [n, D]
+    """ln_f(x): the LayerNorm after the last block."""
+    return ops.layer_norm(x, w.norm.weight, w.norm.bias, config.norm_eps)

@@ -62,3 +62,8 @@ def bert_classifier(cls, pooler, classifier):  # [B, D] -> [B, C]
     """logits = W_c tanh(W_p h_[CLS] + b_p) + b_c (BertForSequenceClassification, via BertPooler)."""
     z = np.tanh(ops.linear(cls, pooler.weight, pooler.bias))
     return ops.linear(z, classifier.weight, classifier.bias)
+
+
+def lm_head(h, weight):  # [m, D], [V, D] -> [m, V]
+    """logits = h W_head^T, the causal LM head (tied to the token embeddings or not)."""
+    return ops.linear(np.ascontiguousarray(h), weight)

@@ -33,3 +33,13 @@ def llama_layer(x, cos, sin, attend, p, config):  # [n, D] -> [n, D]
     eps = config.norm_eps
     x = x + llama_attention(ops.rms_norm(x, p.input_layernorm, eps), cos, sin, attend, p, config)
     return x + llama_mlp(ops.rms_norm(x, p.post_attention_layernorm, eps), p)
+
+
+def llama_embeddings(ids, w):  # [n] -> [n, D]
+    """x = embed_tokens[ids] (positions enter through RoPE, inside attention)."""
+    return ops.embedding(ids, w.embed_tokens)
+
+
+def llama_final_norm(x, w, config):  # [n, D] -> [n, D]
+    """norm(x): the RMSNorm after the last block."""
+    return ops.rms_norm(x, w.norm, config.norm_eps)
