@@ -71,18 +71,7 @@ INT8_ATTENTION_ISAS = ("generic", "avx512vnni")
 INT8_ATTENTION_PATHS = IsaPaths(INT8_ATTENTION_ISAS)
 
 
-cdef int _isa(name) except -1:
-    return _PATHS.index(name)
-
-
-cdef int _threads(n):
-    return n if n > 0 else num_threads()
-
-
-
-
-cdef inline void *_ptr(a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
+include "_paths.pxi"
 
 
 # ------------------------------------------------------------------------------ row ops

@@ -42,16 +42,7 @@ _PATHS = IsaPaths(ISAS)
 isa_supported, supported_isas, best_isa = _PATHS.isa_supported, _PATHS.supported_isas, _PATHS.best_isa
 
 
-cdef int _isa(name) except -1:
-    return _PATHS.index(name)
-
-
-cdef int _threads(n):
-    return n if n > 0 else num_threads()
-
-
-cdef inline void *_ptr(a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
+include "_paths.pxi"
 
 
 def linear(x, weight, bias, out, isa="auto", num_threads=0):

@@ -1,0 +1,16 @@
+# _paths.pxi -- included by the float kernel wrappers (_fp32, _sgemm, _decoder) after `cimport numpy
+# as cnp` and `from fdbert_native._cpu cimport num_threads`. Each wrapper defines its ISA list and
+# `_PATHS = IsaPaths(ISAS)` (the one table: csrc/cpu_features.h); these turn a call's arguments into
+# what the C kernels take.
+
+
+cdef int _isa(name) except -1:  # "auto" or a path name -> the index of the path in ISAS
+    return _PATHS.index(name)
+
+
+cdef int _threads(n):  # 0 -> the process's thread count (fdbert_native.set_num_threads)
+    return n if n > 0 else num_threads()
+
+
+cdef inline void *_ptr(a):  # the data pointer of a checked, C-contiguous ndarray
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
