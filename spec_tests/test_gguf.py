@@ -4,8 +4,6 @@ GGUF and read back, and one-line errors for missing, corrupt and unsupported fil
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
