@@ -24,11 +24,18 @@ $(VENV)/.installed-dev: $(BIN)/python $(NATIVE_SRC)
 demo: $(VENV)/.installed-demo
 	HF_HUB_OFFLINE=1 $(BIN)/fdbert demo
 
-# The suite runs twice: with the native backend, then forced to pure Python. FDBERT_REQUIRE_NATIVE=1
-# makes a missing or unimportable extension fail the native pass (spec_tests/native_ext.py) instead
-# of skipping every native test.
+# The suite runs twice: with the native backend, then forced to pure Python; the second pass starts
+# only if the first passed (one after the other even under -j). FDBERT_REQUIRE_NATIVE=1 makes a
+# missing or unimportable extension fail the native pass (spec_tests/native_ext.py) instead of
+# skipping every native test.
 test: $(VENV)/.installed-dev
+	@$(MAKE) --no-print-directory test-native
+	@$(MAKE) --no-print-directory test-pure
+
+test-native: $(VENV)/.installed-dev
 	FDBERT_REQUIRE_NATIVE=1 $(BIN)/python -m pytest spec_tests
+
+test-pure: $(VENV)/.installed-dev
 	FDBERT_PURE_PYTHON=1 $(BIN)/python -m pytest spec_tests -m "not native_only"
 
 bench: $(VENV)/.installed-dev
