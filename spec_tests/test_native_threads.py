@@ -145,17 +145,29 @@ IDLE_CPU = """
     f.set_num_threads(2)
     for _ in range(200):
         f._cpu.omp_team_size()
-    start = time.process_time()
+    cpu, wall = time.process_time(), time.monotonic()
     time.sleep(0.5)
-    print(time.process_time() - start)
+    while time.process_time() - cpu < MIN_CPU and time.monotonic() - wall < 20:
+        time.sleep(0.1)
+    print(time.process_time() - cpu, time.monotonic() - wall)
 """
+
+
+def idle_cpu(min_cpu, **env):
+    """(CPU seconds, wall seconds) of a process whose OpenMP workers idle while its main thread
+    sleeps: 0.5 s, then on until the process has used min_cpu seconds of CPU (at most 20 s)."""
+    cpu, wall = run_python(IDLE_CPU.replace("MIN_CPU", repr(min_cpu)), **env).stdout.split()
+    return float(cpu), float(wall)
 
 
 @needs_openmp
 def test_idle_workers_sleep_instead_of_spinning():
-    passive = float(run_python(IDLE_CPU).stdout)
-    # the control shows the measurement can see spinning: a busy-waiting worker burns CPU time
-    # while the main thread sleeps
-    active = float(run_python(IDLE_CPU, OMP_WAIT_POLICY="ACTIVE").stdout)
-    assert passive < 0.05, f"{passive:.3f} s of CPU in 0.5 s of idling"
-    assert active > 0.1, f"control: spinning workers used only {active:.3f} s of CPU"
+    passive, passive_wall = idle_cpu(0.0)
+    # the control shows the measurement can see spinning: a busy-waiting worker burns CPU time while
+    # the main thread sleeps. On a loaded machine it gets only a share of a core, so the control runs
+    # until it has burnt 0.1 s, and the idle process is held to a quarter of the CPU share it got.
+    active, active_wall = idle_cpu(0.1, OMP_WAIT_POLICY="ACTIVE")
+    assert active >= 0.1, f"control: spinning workers used only {active:.3f} s of CPU in {active_wall:.1f} s"
+    assert passive < 0.05, f"{passive:.3f} s of CPU in {passive_wall:.2f} s of idling"
+    assert passive / passive_wall < 0.25 * active / active_wall, \
+        f"{passive:.3f} s of CPU in {passive_wall:.2f} s of idling; spinning: {active:.3f} s in {active_wall:.2f} s"
