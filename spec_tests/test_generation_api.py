@@ -15,6 +15,7 @@ from decoder_models import random_decoder
 from fdbert.cli import main
 from fdbert.generator import _held_back
 from subproc import REPO_ROOT
+from tolerances import SAMPLING_PROBS_ATOL
 
 
 def test_sampling_params_is_frozen_with_the_agreed_defaults():
@@ -32,11 +33,11 @@ def test_top_k_and_top_p_restrict_the_choice():
     from fdbert.sampling import token_probabilities
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], np.float32))
     p = token_probabilities(logits, fdbert.SamplingParams(temperature=1.0, top_k=2))
-    np.testing.assert_allclose(p, [0.625, 0.375, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(p, [0.625, 0.375, 0, 0], rtol=0, atol=SAMPLING_PROBS_ATOL)
     p = token_probabilities(logits, fdbert.SamplingParams(temperature=1.0, top_p=0.8))
-    np.testing.assert_allclose(p, [0.625, 0.375, 0, 0], atol=1e-7)   # 0.5 + 0.3 reaches 0.8
+    np.testing.assert_allclose(p, [0.625, 0.375, 0, 0], rtol=0, atol=SAMPLING_PROBS_ATOL)   # 0.5 + 0.3 reaches 0.8
     p = token_probabilities(logits, fdbert.SamplingParams(temperature=1.0, top_p=0.81))
-    np.testing.assert_allclose(p, [0.5, 0.3, 0.15, 0] / np.float64(0.95), atol=1e-7)
+    np.testing.assert_allclose(p, [0.5, 0.3, 0.15, 0] / np.float64(0.95), rtol=0, atol=SAMPLING_PROBS_ATOL)
 
 
 def test_held_back_text():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fdbert
-from tolerances import MINILM_MIN_COSINE, PACKING_ATOL
+from tolerances import MINILM_MIN_COSINE, PACKING_ATOL, UNIT_NORM_ATOL
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
@@ -55,7 +55,7 @@ def test_sentence_embeddings_equal_sentence_transformers(minilm, sbert, polarity
     with fdbert.set_backend("reference", only=True):
         got = minilm.encode(polarity_sentences)         # the model's own pooling: mean, normalised
     assert got.shape == want.shape == (200, 384) and got.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=0, atol=UNIT_NORM_ATOL)
     cos = (got * want).sum(axis=1) / np.linalg.norm(want, axis=1)
     worst = int(np.argmin(cos))
     assert cos.min() >= MINILM_MIN_COSINE, \

@@ -16,6 +16,7 @@ from fdbert.errors import (ArgumentError, BackendError, DTypeError, FdbertError,
 from fdbert.weights import QuantizedLinear
 from int8_models import sentences, tiny_text_model
 from strategies import offsets
+from tolerances import LIST_INPUT_LINEAR_RTOL
 
 SELECTIONS = [("reference", False), ("native", False), ("native", True)]
 
@@ -158,7 +159,8 @@ def test_a_bsr_layer_built_without_validate_is_refused():
 def test_lists_are_converted():
     with fdbert.set_backend("reference"):
         np.testing.assert_array_equal(ops.embedding([2, 0], TABLE), TABLE[[2, 0]])
-        np.testing.assert_allclose(ops.linear(X.tolist(), W, B), X.astype(np.float64) @ W.T + B, rtol=1e-5)
+        np.testing.assert_allclose(ops.linear(X.tolist(), W, B), X.astype(np.float64) @ W.T + B,
+                                   rtol=LIST_INPUT_LINEAR_RTOL)
         np.testing.assert_array_equal(ops.qlinear_s32(np.ones((1, 8), np.uint8).tolist() and
                                                       np.ones((1, 8), np.uint8), qlayer()).shape, (1, 6))
 
