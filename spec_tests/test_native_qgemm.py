@@ -3,7 +3,7 @@
 Integer accumulators are compared EXACTLY with the int64 NumPy product, on every ISA path this
 CPU supports (the others are skipped with a reason), for drawn shapes, sparsities, value
 extremes and thread counts. The fused epilogue is compared with `epilogue_ref` below, a direct
-NumPy transcription of the INT8 contract (docs: /tmp/common.md, csrc/qgemm.h):
+NumPy transcription of the INT8 contract (docs/int8.md section 5, csrc/qgemm.h):
 
     y = float32(acc - comp) * mult + bias; [gelu]; [+ residual]; f32 | u8(clip(rint(y/s) + zp))
 
@@ -11,10 +11,10 @@ Tolerances (named in tolerances.py, with reasons):
   * no GELU: float32 outputs bit-identical, u8 outputs exact -- every step is one IEEE float32
     operation in the same order in C and NumPy (built with -ffp-contract=off: no FMA).
   * GELU, float32: |got - ref| <= GELU_F32_ULPS ulp(ref) + GELU_ERF_ATOL * |y_before_gelu|.
-    The native erf (csrc/qgemm.c, a double-precision series) is correctly rounded to float32
-    except within ~1e-9 of a rounding tie, and scipy.special.erf (float32 in, double inside)
-    likewise, so the two may differ by 1 ulp of erf on rare inputs; GELU_ERF_ATOL is what that
-    ulp becomes in GELU, and a residual add can then round once more.
+    The native erf (csrc/fp32_vecmath.h, the only one, a piecewise polynomial evaluated in double)
+    is correctly rounded to float32 except within ~1e-15 of a rounding tie, and scipy.special.erf
+    (float32 in, double inside) likewise, so the two may differ by 1 ulp of erf on rare inputs;
+    GELU_ERF_ATOL is what that ulp becomes in GELU, and a residual add can then round once more.
     test_gelu_erf_is_correctly_rounded checks the erf itself more tightly.
   * GELU, u8: |got - ref| <= GELU_U8_ATOL = 1, only where that erf ulp moves y/scale across a .5
     boundary.
