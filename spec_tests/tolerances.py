@@ -177,9 +177,10 @@ RMS_RTOL = 1e-6
 SILU_RTOL = 1e-6
 SILU_ATOL = 1e-30
 
-# The fused native INT8 encoder block vs the NumPy reference, cosine per token on the tiny models:
-# the reasons of SHIPPED_BACKENDS_* (float ops between exact integer accumulators round differently
-# in the last ulp, which may move a u8 code), on one layer.
+# The fused native INT8 encoder block vs the NumPy reference, cosine per token on the tiny models
+# and on the real all-MiniLM-L6-v2 (test_native_encoder_layer.py): the reasons of SHIPPED_BACKENDS_*
+# (float ops between exact integer accumulators round differently in the last ulp, which may move a
+# u8 code), on one layer. Observed on MiniLM: min 0.99980 over 24 layers x 8 sentences.
 ENCODER_LAYER_MIN_TOKEN_COSINE = 0.999
 
 # ---- pooling, normalisation, sampling, argument conversion (test_robust_*, test_minilm, test_generation_api)
@@ -218,3 +219,8 @@ LIST_INPUT_LINEAR_RTOL = 1e-5
 # code, which cascades through 6 layers), checked on every one of 64 sentences. Observed min cosine
 # 0.99864 dense, 0.99993 sparse (Intel AMX path).
 INT8_MINILM_BACKENDS_MIN_COSINE = 0.998
+
+# The accuracy target of float32 linears with INT8 attention only (per-token codes, no calibration;
+# docs/int8.md section 10) on the real model, mean cosine to float32 (test_compress.py): the attention
+# codes alone cost less than COMPRESS_MINILM_MEAN_COSINE's full INT8. Measured 0.99986 (docs/accuracy.md).
+COMPRESS_MINILM_ATTENTION_MEAN_COSINE = 0.9995
