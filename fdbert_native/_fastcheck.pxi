@@ -5,6 +5,8 @@
 # DistilBERT forward). The fast path accepts exactly what check_array accepts (a C-contiguous ndarray
 # of dtype `dtype` in native byte order and shape `shape`, None = any extent); anything else goes to
 # check_array, which raises its error (or accepts an equal dtype spelled with another type number).
+#
+# _qscale / _qzero_point: the u8 quantization parameters as every kernel takes them.
 from fdbert_native._checks import check_array as _check_array_py
 
 cdef dict _TYPENUMS = {}
@@ -35,3 +37,19 @@ cdef inline int _check(object a, object name, object dtype, tuple shape) except 
                 return 0
     _check_array_py(a, name, dtype, shape)
     return 0
+
+
+cdef float _qscale(scale) except -1:
+    """A quantization scale as the kernels take it: a finite float32 > 0."""
+    cdef float s = scale
+    if not (s > 0 and s < float("inf")):
+        raise ValueError(f"scale must be a finite float32 > 0, got {scale!r}")
+    return s
+
+
+cdef float _qzero_point(zero_point) except -1:
+    """A u8 zero point as the kernels take it: an integer in [0, 255], as a float."""
+    cdef float z = zero_point
+    if not (0 <= zero_point <= 255 and z == int(zero_point)):
+        raise ValueError(f"zero_point must be an integer in [0, 255], got {zero_point!r}")
+    return z

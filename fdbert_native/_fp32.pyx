@@ -163,22 +163,6 @@ def exp(x, out, isa="auto", num_threads=0):
     return _unary(fp_exp, x, out, isa, num_threads)
 
 
-cdef float _qscale(scale) except -1:
-    """A quantization scale as the kernels take it: a finite float32 > 0."""
-    cdef float s = scale
-    if not (s > 0 and s < float("inf")):
-        raise ValueError(f"scale must be a finite float32 > 0, got {scale!r}")
-    return s
-
-
-cdef float _qzero_point(zero_point) except -1:
-    """A u8 zero point as the kernels take it: an integer in [0, 255], as a float."""
-    cdef float z = zero_point
-    if not (0 <= zero_point <= 255 and z == int(zero_point)):
-        raise ValueError(f"zero_point must be an integer in [0, 255], got {zero_point!r}")
-    return z
-
-
 def quantize_u8(x, scale, zero_point, out, isa="auto", num_threads=0):
     """out = u8(clip(rint(x / scale) + zero_point, 0, 255)) in float32: x f32 [n], out u8 [n].
 

@@ -52,6 +52,8 @@ cdef extern from "qgemm.h" nogil:
     int qg_bsr_pack_blk(const int8_t *data, const int32_t *indices, const int32_t *indptr,
                         int64_t N, int64_t K, const int32_t *cptr, int32_t *blk)
     int QG_SP_KC, QG_SP_UNROLL
+    void qg_gelu_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
+                             int nthreads)
 
 cdef extern from "peak_probes.h" nogil:
     int32_t fdb_peak_vnni_loop(int64_t iters)
@@ -274,6 +276,22 @@ def _spmm(int kind, x, PackedBSR w, out, comp, mult, bias, residual, gelu, out_s
     with nogil:
         rc = qg_spmm(px, M, K, pb, pc, N, &ep, i, nt)
     _raise(rc, "qspmm")
+    return out
+
+
+def gelu_quantize_u8(x, scale, zero_point, out, isa="auto", num_threads=0):
+    """out u8 [n] = u8(clip(rint(gelu(x) / scale) + zero_point, 0, 255)): x f32 [n]. The bits of
+    _fp32.gelu then _fp32.quantize_u8, in one pass with the fused epilogue's cheap-first GELU
+    (csrc/qepilogue.c)."""
+    _check(x, "x", np.float32, (None,))
+    cdef int64_t n = x.shape[0]
+    _check(out, "out", np.uint8, (n,))
+    cdef float s = _qscale(scale), z = _qzero_point(zero_point)
+    cdef int i = _PATHS.index(isa), nt = num_threads if num_threads > 0 else _default_threads()
+    cdef const float *px = <const float *>_ptr(x)
+    cdef uint8_t *po = <uint8_t *>_ptr(out)
+    with nogil:
+        qg_gelu_quantize_u8(px, n, s, z, po, i, nt)
     return out
 
 

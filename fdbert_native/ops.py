@@ -462,11 +462,16 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
         hq = _qlin(xq, l1, p1, nt, gelu=True,
                    out_qparams=(float(l2.x_scale), float(l2.x_zero_point)))
         y = _qlin(hq, l2, p2, nt, residual=x)
-    else:                                               # the reference's unfused order
+    else:   # float outlier channels: the GELU input h is float32 (it carries FFN1's outlier share)
         h = plus_outliers(_qlin(xq, l1, p1, nt), x, l1)
-        g = np.empty_like(h)
-        _fp32.gelu(h.reshape(-1), g.reshape(-1), num_threads=nt)
-        y = plus_outliers(_qlin(quantize(g, l2), l2, p2, nt, residual=x), g, l2)
+        hq = np.empty(h.shape, np.uint8)   # quantize(gelu(h), l2) in one pass: the same codes
+        _qgemm.gelu_quantize_u8(h.reshape(-1), l2.x_scale, l2.x_zero_point, hq.reshape(-1),
+                                num_threads=nt)
+        y = _qlin(hq, l2, p2, nt, residual=x)
+        if len(l2.outliers):   # FFN2's float share needs gelu(h) on its outlier channels only
+            g = np.ascontiguousarray(h[:, l2.outliers])
+            _fp32.gelu(g.reshape(-1), g.reshape(-1), num_threads=nt)
+            y = y + linear(g, l2.outlier_weight)
     return layer_norm(y, layer.output_layer_norm)
 
 

@@ -1,8 +1,9 @@
-"""GELU feeding a u8 requantization (FFN1 of the INT8 block) takes a cheap float32 erf first and
-falls back to the exact one only where rint(gelu(y) / scale) could differ (qgemm.c,
-gelu16_rint_for_u8_avx512 and its 8-lane AVX2 twin). The u8 codes must be those of the exact path: compared bit for bit with
-the generic C path (exact erf, scalar) and with float32 GELU on scipy's erf, on millions of inputs,
-many of them placed right at rounding boundaries."""
+"""GELU feeding a u8 requantization takes a cheap float32 erf first and falls back to the exact one
+only where rint(gelu(y) / scale) could differ (csrc/qepilogue.c, gelu_rint_u8_avx512 and its 8-lane
+AVX2 twin): in the INT8 GEMM's fused epilogue (FFN1 of the INT8 block) and in gelu_quantize_u8 (the
+same FFN when it has float outlier channels). The u8 codes must be those of the exact path: compared
+bit for bit with the generic C path (exact erf, scalar) and with float32 GELU on scipy's erf, on
+millions of inputs, many of them placed right at rounding boundaries."""
 
 import numpy as np
 import pytest
@@ -59,3 +60,35 @@ def test_gelu_u8_codes_are_the_exact_paths(isa, scale, zp):
         ref = requant(gelu_f32(y), scale, zp)
     finite = np.isfinite(y)
     assert np.count_nonzero(fast[finite] != ref[finite]) <= N // 100_000   # erf ties (see kernels.md)
+
+
+@pytest.mark.parametrize("isa", q.supported_isas())
+@pytest.mark.parametrize("scale,zp", [(0.04, 5), (0.5, 128), (3.0, 250)])
+def test_gelu_quantize_u8_is_gelu_then_quantize(isa, scale, zp):
+    """_qgemm.gelu_quantize_u8 (the unfused FFN of INT8 blocks with float outlier channels) gives
+    _fp32.gelu followed by _fp32.quantize_u8, bit for bit, NaN and infinities included; and on finite
+    inputs the codes of float32 GELU on scipy's erf."""
+    fp = native_ext.load("_fp32")
+    rng = np.random.default_rng(int(scale * 100) + zp)
+    n = 20_000 if isa == "generic" else 150_000
+    y = np.concatenate([rng.normal(0, 2, n), rng.uniform(-12, 12, n // 2), boundary_inputs(rng, scale, n),
+                        [0.0, -0.0, 1e-30, -1e-30, np.inf, -np.inf, np.nan, 3e38, -3e38]]
+                       ).astype(np.float32)[:-1 - rng.integers(0, 16)]   # a ragged tail
+    fused = q.gelu_quantize_u8(y, np.float32(scale), zp, np.empty(y.size, np.uint8), isa=isa)
+    unfused = fp.quantize_u8(fp.gelu(y, np.empty_like(y)), np.float32(scale), zp,
+                             np.empty(y.size, np.uint8))
+    np.testing.assert_array_equal(fused, unfused)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = requant(gelu_f32(y), scale, zp)
+    finite = np.isfinite(y)
+    assert np.count_nonzero(fused[finite] != ref[finite]) <= y.size // 100_000   # erf ties
+
+
+def test_gelu_quantize_u8_refuses_bad_parameters():
+    x, out = np.zeros(4, np.float32), np.empty(4, np.uint8)
+    with pytest.raises(ValueError, match="scale"):
+        q.gelu_quantize_u8(x, 0.0, 0, out)
+    with pytest.raises(ValueError, match="zero_point"):
+        q.gelu_quantize_u8(x, 0.1, 256, out)
+    with pytest.raises(ValueError):
+        q.gelu_quantize_u8(x, 0.1, 0, np.empty(3, np.uint8))

@@ -24,6 +24,7 @@
 #include "fp32_ops.h"       /* fp_quantize1: the INT8 contract's scalar quantize */
 #include "fp32_vecmath.h"   /* fdb_erf_*, fdb_lut16x8, fdb_store_codes8 */
 #include "qgemm.h"
+#include "qgemm_internal.h"   /* qg_default_threads */
 
 /* GELU as fdbert.reference.activations.gelu in float32: (0.5 * y) * (1 + erf(y * f32(1/sqrt 2))). */
 #define QG_INV_SQRT2F 0.70710678118654752f
@@ -322,4 +323,56 @@ void qg_epilogue_row(const int32_t *acc, int64_t m, int64_t n0, int64_t len, int
                      const qg_epilogue *ep, int isa)
 {
     qg_epilogue_rows(acc, len, m, 1, n0, len, N, ep, isa);
+}
+
+/* ---- GELU then u8 on float32 input: q = u8(clip(rint(gelu(x) / scale) + zp, 0, 255)), the bits of
+ * fp_gelu followed by fp_quantize_u8 (fp32_ops.c), in one pass and without the float GELU stored.
+ * The unfused FFN of INT8 blocks with float outlier channels uses it (fdbert_native/ops.py): their
+ * GELU input is float32 (it carries the outlier share), so the fused epilogue above cannot serve,
+ * but the codes need only rint(gelu(x) / scale): the same cheap-first GELU decides them. */
+static void gelu_quantize_generic(const float *x, int64_t n, uint8_t *q, float scale, float zp)
+{
+    for (int64_t j = 0; j < n; j++) q[j] = fp_quantize1(gelu_generic(x[j]), scale, zp);
+}
+
+__attribute__((target("avx512f")))
+static void gelu_quantize_avx512(const float *x, int64_t n, uint8_t *q, float scale, float zp)
+{
+    const qg_epilogue ep = {.out_kind = QG_OUT_U8, .gelu = 1, .out_scale = scale, .out_zp = zp};
+    const ep16_consts k = ep16_setup(&ep);
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 lanes = fdb_lanes16(n - j);
+        const __m512 r = gelu_rint_u8_avx512(_mm512_maskz_loadu_ps(lanes, x + j), k.scale, k.inv_scale,
+                                             k.margin_per_y);
+        _mm512_mask_cvtepi32_storeu_epi8(q + j, lanes, ep16_code(r, 1, &k));
+    }
+}
+
+__attribute__((target("avx2")))
+static void gelu_quantize_avx2(const float *x, int64_t n, uint8_t *q, float scale, float zp)
+{
+    const __m256 inv_scale = _mm256_set1_ps(1.0f / scale), zpv = _mm256_set1_ps(zp);
+    const __m256 margin_per_y = _mm256_set1_ps(2e-6f / scale);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        fdb_store_codes8(q + j, gelu_rint_u8_avx2(_mm256_loadu_ps(x + j), scale, inv_scale, margin_per_y), zpv);
+    gelu_quantize_generic(x + j, n - j, q + j, scale, zp);
+}
+
+#define QG_GELU_U8_BLOCK 16384   /* elements per parallel work item */
+
+void qg_gelu_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
+                         int nthreads)
+{
+    void (*span)(const float *, int64_t, uint8_t *, float, float) =
+        isa >= FDB_ISA_AVX512 ? gelu_quantize_avx512 : isa >= FDB_ISA_AVX2 ? gelu_quantize_avx2
+                                                                          : gelu_quantize_generic;
+    const int64_t nblocks = (n + QG_GELU_U8_BLOCK - 1) / QG_GELU_U8_BLOCK;
+    if (nthreads <= 0) nthreads = qg_default_threads();
+    if (nthreads > nblocks) nthreads = nblocks > 0 ? (int)nblocks : 1;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t b = 0; b < nblocks; b++) {
+        const int64_t j0 = b * QG_GELU_U8_BLOCK;
+        span(x + j0, n - j0 < QG_GELU_U8_BLOCK ? n - j0 : QG_GELU_U8_BLOCK, q + j0, scale, zp);
+    }
 }

@@ -127,5 +127,11 @@ void qg_epilogue_rows(const int32_t *acc, int64_t lda, int64_t m0, int64_t rows,
 int qg_epilogue_channels(int32_t *T, int64_t ldt, int64_t n0, int64_t nch, int64_t ntok,
                          const qg_epilogue *ep, int isa);
 
+/* q[j] = u8(clip(rint(gelu(x[j]) / scale) + zp, 0, 255)) for j < n: fp_gelu then fp_quantize_u8
+ * (fp32_ops.h), the same bits, in one pass with the epilogue's cheap-first GELU. scale > 0.
+ * nthreads <= 0: OpenMP default. */
+void qg_gelu_quantize_u8(const float *x, int64_t n, float scale, float zp, uint8_t *q, int isa,
+                         int nthreads);
+
 
 #endif
