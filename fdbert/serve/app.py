@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import math
 import threading
 import time
@@ -24,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
+import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -87,6 +89,33 @@ class HTTPError(Exception):
 def _error(status: int, message: str, type_: str, headers=None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type_, "code": status}}, status_code=status,
                         headers=headers)
+
+
+class Uvicorn(uvicorn.Server):
+    """uvicorn's server with fdbert's shutdown. The first SIGTERM or Ctrl-C drains: no new connections,
+    new requests get 503, the requests in flight and the queued work finish, and :meth:`run` returns
+    True (the process exits 0). A second signal stops at once: run returns False.
+
+    (uvicorn itself re-raises the signal after a graceful drain, so its process dies of it: 143.)"""
+
+    def __init__(self, config: uvicorn.Config, server: "Server"):
+        super().__init__(config)
+        self.fdbert = server
+
+    def handle_exit(self, sig, frame):
+        if self.should_exit:
+            self.force_exit = True   # uvicorn stops waiting for connections and skips the lifespan's end
+            logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # not a traceback per dropped task
+            return
+        self.should_exit = True
+        try:  # a signal handler runs between any two bytecodes: leave the work to the event loop
+            asyncio.get_running_loop().call_soon_threadsafe(self.fdbert.begin_drain)
+        except RuntimeError:  # no loop running (yet)
+            self.fdbert.begin_drain()
+
+    def run(self, sockets=None) -> bool:
+        super().run(sockets)
+        return not self.force_exit
 
 
 # ---- served models --------------------------------------------------------------------------------
@@ -285,6 +314,15 @@ class Server:
             self.state, self.error = "failed", f"{type(e).__name__}: {e}"
             import sys
             print(f"fdbert serve: error: {self.error}", file=sys.stderr, flush=True)
+
+    def begin_drain(self):
+        """The first SIGTERM / Ctrl-C: answer new requests 503 from now on, and run queued work at once
+        (a lone request no longer waits --max-wait-ms for company). Requests already being handled are
+        admitted and finish; uvicorn waits for them, then :meth:`lifespan` stops the workers."""
+        if self.state == "ready":
+            self.state = "draining"
+        for e in self.encoders.values():
+            e.batcher.flush()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):

@@ -82,7 +82,7 @@ class EmbeddingBatcher:
         self._ids = itertools.count()
         self._stopping = False
         self._draining = False
-        self._busy = False
+        self._flushing = False       # shutting down: run what is queued without waiting for company
         self._tokens_per_s = None    # running estimate (after the first batch): wait and Retry-After
         self._thread = threading.Thread(target=self._run, name=f"fdbert-batcher-{name}", daemon=True)
         self._thread.start()
@@ -139,6 +139,12 @@ class EmbeddingBatcher:
                 self._gauges()
             return len(dropped)
 
+    def flush(self) -> None:
+        """Stop waiting for company: queued sequences run as soon as the worker is free (shutdown)."""
+        with self._cond:
+            self._flushing = True
+            self._cond.notify()
+
     def drain(self) -> None:
         """Refuse new work from now on; queued work still runs."""
         with self._cond:
@@ -181,7 +187,7 @@ class EmbeddingBatcher:
                 full = self._queued_tokens >= self.max_batch_tokens or (
                     self.max_batch_size is not None and len(self._items) >= self.max_batch_size)
                 wait = self._items[0].ticket.enqueued + self.max_wait - time.monotonic()
-                if full or wait <= 0 or self._stopping:
+                if full or wait <= 0 or self._stopping or self._flushing:
                     break
                 self._cond.wait(wait)
             batch, tokens = [], 0
