@@ -281,6 +281,12 @@ def test_a_full_queue_answers_429_at_once(slow_server):
         assert int(r.headers["Retry-After"]) >= 1
         assert "queue is full" in r.json()["error"]["message"]
         assert not any(f.done() for f in queued), "the 429 came only after the queue had been served"
+        # decided before the body is read: a client that has sent only the head is refused too
+        with socket.create_connection(("127.0.0.1", slow_server.port)) as head_only:
+            head_only.settimeout(BEFORE_BATCH_S)
+            head_only.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: 100\r\n\r\n")
+            assert head_only.recv(4096).startswith(b"HTTP/1.1 429 "), "a full queue waited for the body"
         assert all(f.result().status_code == 200 for f in queued)
     assert refused_after < BEFORE_BATCH_S  # the queued ones waited SLOW_WAIT_S; the refusal did not
 

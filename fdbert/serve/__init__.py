@@ -41,6 +41,10 @@ def add_arguments(p):
                    help="the generator's token budget per decode step (default 2048)")
     p.add_argument("--threads", type=int, default=None, help="compute threads (default: fdbert's default)")
     p.add_argument("--backend", default=None, help="reference, native or auto")
+    p.add_argument("--http", choices=("auto", "httptools", "h11"), default="auto",
+                   help="uvicorn's HTTP parser (default auto: httptools when installed, else h11)")
+    p.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                   help="uvicorn's event loop (default auto: uvloop when installed, else asyncio)")
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
 
 
@@ -115,7 +119,8 @@ def main(args) -> int:
     print(f"fdbert serve: {names} on backend {fdbert.get_backend()}, {fdbert.get_num_threads()} threads; "
           f"listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     runner = Uvicorn(uvicorn.Config(server.app(), host=args.host, port=args.port, log_level="warning",
-                                    access_log=args.access_log, timeout_graceful_shutdown=None), server)
+                                    access_log=args.access_log, http=args.http, loop=args.loop,
+                                    timeout_graceful_shutdown=None), server)
     if runner.run():
         return 0
     print("fdbert serve: stopped at once (second signal): requests in flight were not answered",

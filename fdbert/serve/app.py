@@ -368,6 +368,7 @@ class Server:
     async def _handle(self, endpoint: str, request: Request, fn):
         """Runs fn(request) -> Response, turning HTTPError into its answer, counting by status."""
         self.metrics.in_flight.inc()
+        t0 = time.perf_counter()
         status = 500
         try:
             if self.state != "ready":
@@ -395,6 +396,7 @@ class Server:
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint, str(status)).observe(time.perf_counter() - t0)
 
     def _model(self, data: dict, table: dict, what: str):
         name = _field(data, "model", str, None, what="a string")
@@ -414,6 +416,8 @@ class Server:
 
     async def _embeddings(self, request: Request):
         arrived = time.monotonic()
+        if len(self.encoders) == 1:  # the request can only go there: a full queue refuses before its body
+            next(iter(self.encoders.values())).batcher.check_room()
         data = await _read_json(request, self.config.max_body_bytes)
         served = self._model(data, self.encoders, "embeddings")
         timeout = _deadline(request, data, self.config.request_timeout)
@@ -426,7 +430,7 @@ class Server:
         if "input" not in data:
             raise HTTPError(422, "'input' is missing: send a string, a list of strings, a list of token ids "
                                  "or a list of lists of token ids")
-        served.batcher.check_room()  # a full queue refuses before any tokenizing
+        served.batcher.check_room()  # (several encoders) a full queue refuses before any tokenizing
         sequences = await self._embedding_inputs(served, data["input"], truncate)
         if self.config.max_queue_tokens < sum(len(s) for s in sequences):
             raise HTTPError(413, f"the request has {sum(len(s) for s in sequences)} tokens, more than the "

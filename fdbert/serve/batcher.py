@@ -89,12 +89,21 @@ class EmbeddingBatcher:
 
     # ---- the event loop's side -------------------------------------------------------------------
     def check_room(self) -> None:
-        """Raise QueueFull / Draining now if no request could be admitted (before tokenizing it)."""
+        """Raise QueueFull / Draining now if no request could be admitted, whatever its size: called
+        before its body is read and tokenized, so that a refusal costs no more than parsing its head."""
         if self._draining:
             raise Draining("the server is shutting down")
         if self._queued_requests >= self.max_queue:
             raise QueueFull(f"the queue is full ({self._queued_requests} requests queued, "
                             f"--max-queue {self.max_queue})", self._retry_after())
+        if self._queued_tokens >= self.max_queue_tokens:
+            raise QueueFull(f"the queue is full ({self._queued_tokens} tokens queued, "
+                            f"--max-queue-tokens {self.max_queue_tokens})", self._retry_after())
+        if self.max_queue_wait is not None and self._tokens_per_s:
+            wait = self._queued_tokens / self._tokens_per_s
+            if wait > self.max_queue_wait:
+                raise QueueFull(f"the queue is full (an estimated {1000 * wait:.0f} ms of work queued > "
+                                f"--max-queue-wait-ms {1000 * self.max_queue_wait:g})", self._retry_after())
 
     def submit(self, sequences: list) -> Ticket:
         """Admit a request (all its sequences) or raise :class:`QueueFull` / :class:`Draining` at once."""
