@@ -362,12 +362,34 @@ def _serve(*args):
     (["--max-queue-tokens", "1000"], "--max-queue-tokens 1000 is smaller than --max-batch-tokens 4096"),
     (["/nonexistent/model"], "does not exist"),
     (["--max-queue-wait-ms", "0"], "--max-queue-wait-ms must be a finite number > 0"),
+    (["--compute-nice", "20"], "--compute-nice must be in [0, 19], got 20"),
 ])
 def test_limits_are_validated_at_start_up(args, words):
     r = _serve(*args)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [f"fdbert serve: error: {r.stderr.strip().split('error: ', 1)[1]}"]
     assert words in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_compute_nice_lowers_the_compute_threads_priority_only():
+    """--compute-nice N: the batcher's thread (and the OpenMP workers it starts, which inherit it) runs N
+    nicer; the event loop's thread keeps its priority."""
+    import os
+    import threading
+    from fdbert.serve.batcher import lower_priority
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def compute():
+        lower_priority(3)
+        seen["compute"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    t = threading.Thread(target=compute)
+    t.start()
+    t.join()
+    assert seen["compute"] == min(19, base + 3)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
 
 
 def test_sigterm_finishes_in_flight_work_then_exits_0(minilm, polarity_sentences):

@@ -39,6 +39,10 @@ def add_arguments(p):
                    help="default deadline in seconds for a request to leave the queue (default 30)")
     p.add_argument("--gen-max-batch-tokens", type=int, default=2048,
                    help="the generator's token budget per decode step (default 2048)")
+    p.add_argument("--compute-nice", type=int, default=0,
+                   help="run the compute threads this much nicer than the event loop, so that admission, "
+                        "429s and /health wait less behind compute for a CPU; on a shared machine compute "
+                        "then also yields to other jobs (0-19, default 0: the same priority)")
     p.add_argument("--threads", type=int, default=None, help="compute threads (default: fdbert's default)")
     p.add_argument("--backend", default=None, help="reference, native or auto")
     p.add_argument("--http", choices=("auto", "httptools", "h11"), default="auto",
@@ -94,7 +98,7 @@ def main(args) -> int:
                          max_queue_tokens=args.max_queue_tokens, max_queue_wait_ms=args.max_queue_wait_ms,
                          max_inputs=args.max_inputs,
                          max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout,
-                         gen_max_batch_tokens=args.gen_max_batch_tokens)
+                         gen_max_batch_tokens=args.gen_max_batch_tokens, compute_nice=args.compute_nice)
     try:
         config.validate()
         if args.threads is not None:

@@ -50,6 +50,7 @@ class ServeConfig:
     max_body_bytes: int = 8 << 20     # request body size
     request_timeout: float = 30.0     # default deadline, s (a request may set its own)
     gen_max_batch_tokens: int = 2048  # the Generator's budget per decode step
+    compute_nice: int = 0             # compute threads run this much nicer than the event loop (0: same)
 
     def validate(self):
         checks = [("--max-batch-tokens", self.max_batch_tokens, 1), ("--max-queue", self.max_queue, 1),
@@ -67,6 +68,8 @@ class ServeConfig:
             raise ValueError(f"--max-queue-wait-ms must be a finite number > 0, got {self.max_queue_wait_ms}")
         if not (self.request_timeout > 0 and math.isfinite(self.request_timeout)):
             raise ValueError(f"--request-timeout must be a finite number > 0, got {self.request_timeout}")
+        if not 0 <= self.compute_nice <= 19:
+            raise ValueError(f"--compute-nice must be in [0, 19], got {self.compute_nice}")
         if self.max_queue_tokens < self.max_batch_tokens:
             raise ValueError(f"--max-queue-tokens {self.max_queue_tokens} is smaller than "
                              f"--max-batch-tokens {self.max_batch_tokens}: a full batch could never queue")
@@ -140,7 +143,8 @@ class ServedEncoder:
                                         max_batch_tokens=config.max_batch_tokens,
                                         max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
                                         max_queue=config.max_queue, max_queue_tokens=config.max_queue_tokens,
-                                        max_queue_wait_ms=config.max_queue_wait_ms, metrics=metrics, name=name)
+                                        max_queue_wait_ms=config.max_queue_wait_ms, metrics=metrics, name=name,
+                                        compute_nice=config.compute_nice)
 
     def tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
         """Token ids of each text; 413 for a text over max_len unless ``truncate``."""
@@ -193,7 +197,7 @@ class ServedDecoder:
         self.max_len = int(lm.max_seq_len)
         config.validate_model(name, 1)
         self.scheduler = GenerationScheduler(self._generator(), max_queue=config.max_queue,
-                                             metrics=metrics, name=name)
+                                             metrics=metrics, name=name, compute_nice=config.compute_nice)
 
     def _generator(self):
         return self.api.Generator(self.lm, max_batch_tokens=self.config.gen_max_batch_tokens)

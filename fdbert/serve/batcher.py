@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -26,6 +28,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..packing import pack_sequences
+
+
+def lower_priority(by: int) -> None:
+    """Raise the calling thread's nice value by ``by`` (Linux: nice is per thread, and the OpenMP workers
+    this thread starts inherit it), so that under CPU contention the event loop, which admits, refuses
+    and answers, runs before compute. No-op where threads have no nice value of their own."""
+    if by <= 0 or not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError:
+        pass
 
 
 class QueueFull(Exception):
@@ -68,13 +83,14 @@ class EmbeddingBatcher:
 
     def __init__(self, embed, d_model: int, *, max_batch_tokens: int, max_batch_size: int | None,
                  max_wait_ms: float, max_queue: int, max_queue_tokens: int, max_queue_wait_ms=None,
-                 metrics=None, name=""):
+                 metrics=None, name="", compute_nice: int = 0):
         self.embed, self.d_model = embed, d_model
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue, self.max_queue_tokens = max_queue, max_queue_tokens
         self.max_queue_wait = None if max_queue_wait_ms is None else max_queue_wait_ms / 1000.0
         self.metrics, self.name = metrics, name
+        self.compute_nice = compute_nice
         self._items: deque[_Item] = deque()
         self._queued_requests = 0
         self._queued_tokens = 0
@@ -218,6 +234,7 @@ class EmbeddingBatcher:
             return batch
 
     def _run(self):
+        lower_priority(self.compute_nice)
         while True:
             batch = self._take_batch()
             if batch is None:
