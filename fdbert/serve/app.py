@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import math
 import threading
 import time
@@ -24,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
+import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -48,6 +50,7 @@ class ServeConfig:
     max_body_bytes: int = 8 << 20     # request body size
     request_timeout: float = 30.0     # default deadline, s (a request may set its own)
     gen_max_batch_tokens: int = 2048  # the Generator's budget per decode step
+    compute_nice: int = 0             # compute threads run this much nicer than the event loop (0: same)
 
     def validate(self):
         checks = [("--max-batch-tokens", self.max_batch_tokens, 1), ("--max-queue", self.max_queue, 1),
@@ -65,6 +68,8 @@ class ServeConfig:
             raise ValueError(f"--max-queue-wait-ms must be a finite number > 0, got {self.max_queue_wait_ms}")
         if not (self.request_timeout > 0 and math.isfinite(self.request_timeout)):
             raise ValueError(f"--request-timeout must be a finite number > 0, got {self.request_timeout}")
+        if not 0 <= self.compute_nice <= 19:
+            raise ValueError(f"--compute-nice must be in [0, 19], got {self.compute_nice}")
         if self.max_queue_tokens < self.max_batch_tokens:
             raise ValueError(f"--max-queue-tokens {self.max_queue_tokens} is smaller than "
                              f"--max-batch-tokens {self.max_batch_tokens}: a full batch could never queue")
@@ -89,6 +94,33 @@ def _error(status: int, message: str, type_: str, headers=None) -> JSONResponse:
                         headers=headers)
 
 
+class Uvicorn(uvicorn.Server):
+    """uvicorn's server with fdbert's shutdown. The first SIGTERM or Ctrl-C drains: no new connections,
+    new requests get 503, the requests in flight and the queued work finish, and :meth:`run` returns
+    True (the process exits 0). A second signal stops at once: run returns False.
+
+    (uvicorn itself re-raises the signal after a graceful drain, so its process dies of it: 143.)"""
+
+    def __init__(self, config: uvicorn.Config, server: "Server"):
+        super().__init__(config)
+        self.fdbert = server
+
+    def handle_exit(self, sig, frame):
+        if self.should_exit:
+            self.force_exit = True   # uvicorn stops waiting for connections and skips the lifespan's end
+            logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # not a traceback per dropped task
+            return
+        self.should_exit = True
+        try:  # a signal handler runs between any two bytecodes: leave the work to the event loop
+            asyncio.get_running_loop().call_soon_threadsafe(self.fdbert.begin_drain)
+        except RuntimeError:  # no loop running (yet)
+            self.fdbert.begin_drain()
+
+    def run(self, sockets=None) -> bool:
+        super().run(sockets)
+        return not self.force_exit
+
+
 # ---- served models --------------------------------------------------------------------------------
 class ServedEncoder:
     kind = "embeddings"
@@ -111,7 +143,8 @@ class ServedEncoder:
                                         max_batch_tokens=config.max_batch_tokens,
                                         max_batch_size=config.max_batch_size, max_wait_ms=config.max_wait_ms,
                                         max_queue=config.max_queue, max_queue_tokens=config.max_queue_tokens,
-                                        max_queue_wait_ms=config.max_queue_wait_ms, metrics=metrics, name=name)
+                                        max_queue_wait_ms=config.max_queue_wait_ms, metrics=metrics, name=name,
+                                        compute_nice=config.compute_nice)
 
     def tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
         """Token ids of each text; 413 for a text over max_len unless ``truncate``."""
@@ -164,7 +197,7 @@ class ServedDecoder:
         self.max_len = int(lm.max_seq_len)
         config.validate_model(name, 1)
         self.scheduler = GenerationScheduler(self._generator(), max_queue=config.max_queue,
-                                             metrics=metrics, name=name)
+                                             metrics=metrics, name=name, compute_nice=config.compute_nice)
 
     def _generator(self):
         return self.api.Generator(self.lm, max_batch_tokens=self.config.gen_max_batch_tokens)
@@ -286,6 +319,15 @@ class Server:
             import sys
             print(f"fdbert serve: error: {self.error}", file=sys.stderr, flush=True)
 
+    def begin_drain(self):
+        """The first SIGTERM / Ctrl-C: answer new requests 503 from now on, and run queued work at once
+        (a lone request no longer waits --max-wait-ms for company). Requests already being handled are
+        admitted and finish; uvicorn waits for them, then :meth:`lifespan` stops the workers."""
+        if self.state == "ready":
+            self.state = "draining"
+        for e in self.encoders.values():
+            e.batcher.flush()
+
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
         if self.state == "loading":
@@ -330,6 +372,7 @@ class Server:
     async def _handle(self, endpoint: str, request: Request, fn):
         """Runs fn(request) -> Response, turning HTTPError into its answer, counting by status."""
         self.metrics.in_flight.inc()
+        t0 = time.perf_counter()
         status = 500
         try:
             if self.state != "ready":
@@ -357,6 +400,7 @@ class Server:
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint, str(status)).observe(time.perf_counter() - t0)
 
     def _model(self, data: dict, table: dict, what: str):
         name = _field(data, "model", str, None, what="a string")
@@ -376,6 +420,8 @@ class Server:
 
     async def _embeddings(self, request: Request):
         arrived = time.monotonic()
+        if len(self.encoders) == 1:  # the request can only go there: a full queue refuses before its body
+            next(iter(self.encoders.values())).batcher.check_room()
         data = await _read_json(request, self.config.max_body_bytes)
         served = self._model(data, self.encoders, "embeddings")
         timeout = _deadline(request, data, self.config.request_timeout)
@@ -388,7 +434,7 @@ class Server:
         if "input" not in data:
             raise HTTPError(422, "'input' is missing: send a string, a list of strings, a list of token ids "
                                  "or a list of lists of token ids")
-        served.batcher.check_room()  # a full queue refuses before any tokenizing
+        served.batcher.check_room()  # (several encoders) a full queue refuses before any tokenizing
         sequences = await self._embedding_inputs(served, data["input"], truncate)
         if self.config.max_queue_tokens < sum(len(s) for s in sequences):
             raise HTTPError(413, f"the request has {sum(len(s) for s in sequences)} tokens, more than the "

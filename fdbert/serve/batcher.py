@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -26,6 +28,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..packing import pack_sequences
+
+
+def lower_priority(by: int) -> None:
+    """Raise the calling thread's nice value by ``by`` (Linux: nice is per thread, and the OpenMP workers
+    this thread starts inherit it), so that under CPU contention the event loop, which admits, refuses
+    and answers, runs before compute. No-op where threads have no nice value of their own."""
+    if by <= 0 or not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError:
+        pass
 
 
 class QueueFull(Exception):
@@ -68,13 +83,14 @@ class EmbeddingBatcher:
 
     def __init__(self, embed, d_model: int, *, max_batch_tokens: int, max_batch_size: int | None,
                  max_wait_ms: float, max_queue: int, max_queue_tokens: int, max_queue_wait_ms=None,
-                 metrics=None, name=""):
+                 metrics=None, name="", compute_nice: int = 0):
         self.embed, self.d_model = embed, d_model
         self.max_batch_tokens, self.max_batch_size = max_batch_tokens, max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue, self.max_queue_tokens = max_queue, max_queue_tokens
         self.max_queue_wait = None if max_queue_wait_ms is None else max_queue_wait_ms / 1000.0
         self.metrics, self.name = metrics, name
+        self.compute_nice = compute_nice
         self._items: deque[_Item] = deque()
         self._queued_requests = 0
         self._queued_tokens = 0
@@ -82,19 +98,28 @@ class EmbeddingBatcher:
         self._ids = itertools.count()
         self._stopping = False
         self._draining = False
-        self._busy = False
+        self._flushing = False       # shutting down: run what is queued without waiting for company
         self._tokens_per_s = None    # running estimate (after the first batch): wait and Retry-After
         self._thread = threading.Thread(target=self._run, name=f"fdbert-batcher-{name}", daemon=True)
         self._thread.start()
 
     # ---- the event loop's side -------------------------------------------------------------------
     def check_room(self) -> None:
-        """Raise QueueFull / Draining now if no request could be admitted (before tokenizing it)."""
+        """Raise QueueFull / Draining now if no request could be admitted, whatever its size: called
+        before its body is read and tokenized, so that a refusal costs no more than parsing its head."""
         if self._draining:
             raise Draining("the server is shutting down")
         if self._queued_requests >= self.max_queue:
             raise QueueFull(f"the queue is full ({self._queued_requests} requests queued, "
                             f"--max-queue {self.max_queue})", self._retry_after())
+        if self._queued_tokens >= self.max_queue_tokens:
+            raise QueueFull(f"the queue is full ({self._queued_tokens} tokens queued, "
+                            f"--max-queue-tokens {self.max_queue_tokens})", self._retry_after())
+        if self.max_queue_wait is not None and self._tokens_per_s:
+            wait = self._queued_tokens / self._tokens_per_s
+            if wait > self.max_queue_wait:
+                raise QueueFull(f"the queue is full (an estimated {1000 * wait:.0f} ms of work queued > "
+                                f"--max-queue-wait-ms {1000 * self.max_queue_wait:g})", self._retry_after())
 
     def submit(self, sequences: list) -> Ticket:
         """Admit a request (all its sequences) or raise :class:`QueueFull` / :class:`Draining` at once."""
@@ -139,6 +164,12 @@ class EmbeddingBatcher:
                 self._gauges()
             return len(dropped)
 
+    def flush(self) -> None:
+        """Stop waiting for company: queued sequences run as soon as the worker is free (shutdown)."""
+        with self._cond:
+            self._flushing = True
+            self._cond.notify()
+
     def drain(self) -> None:
         """Refuse new work from now on; queued work still runs."""
         with self._cond:
@@ -181,7 +212,7 @@ class EmbeddingBatcher:
                 full = self._queued_tokens >= self.max_batch_tokens or (
                     self.max_batch_size is not None and len(self._items) >= self.max_batch_size)
                 wait = self._items[0].ticket.enqueued + self.max_wait - time.monotonic()
-                if full or wait <= 0 or self._stopping:
+                if full or wait <= 0 or self._stopping or self._flushing:
                     break
                 self._cond.wait(wait)
             batch, tokens = [], 0
@@ -203,6 +234,7 @@ class EmbeddingBatcher:
             return batch
 
     def _run(self):
+        lower_priority(self.compute_nice)
         while True:
             batch = self._take_batch()
             if batch is None:

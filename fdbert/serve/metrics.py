@@ -25,6 +25,9 @@ class Metrics:
                                          "(or decode step)", ["model"], buckets=_TIME, registry=r)
         self.requests = Counter("fdbert_requests", "HTTP requests answered, by endpoint and status",
                                 ["endpoint", "status"], registry=r)
+        self.request_seconds = Histogram("fdbert_request_seconds", "Time from the handler's start (the "
+                                         "request's head parsed) to its answer, by endpoint and status",
+                                         ["endpoint", "status"], buckets=_TIME, registry=r)
         self.generated_tokens = Counter("fdbert_generated_tokens", "Tokens generated", ["model"], registry=r)
         self.live_generations = Gauge("fdbert_live_generations", "Generations in the running batch",
                                       ["model"], registry=r)

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .batcher import Draining, QueueFull, post
+from .batcher import Draining, QueueFull, lower_priority, post
 
 
 @dataclass
@@ -36,8 +36,9 @@ class Stream:
 
 
 class GenerationScheduler:
-    def __init__(self, generator, *, max_queue: int, metrics=None, name=""):
+    def __init__(self, generator, *, max_queue: int, metrics=None, name="", compute_nice: int = 0):
         self.gen, self.max_queue, self.metrics, self.name = generator, max_queue, metrics, name
+        self.compute_nice = compute_nice
         self._cond = threading.Condition()
         self._adds: list[Stream] = []
         self._cancels: list[Stream] = []
@@ -97,6 +98,7 @@ class GenerationScheduler:
                 self._by_rid.pop(s.rid, None)
 
     def _run(self):
+        lower_priority(self.compute_nice)
         gen = self.gen
         while True:
             with self._cond:
