@@ -10,9 +10,10 @@ sequence has Lq new queries and Lk >= Lq keys (cache + new), and the causal mask
 Long sequences: the scores of a sequence are never held whole (an 8,192-token prompt would need
 [H, L, L] float32 = 2.4 GB for SmolLM2's 9 heads). A tile of BLOCK_Q queries visits the keys
 BLOCK_K at a time and keeps per query row a running max m, a running sum l and an unnormalised output
-o; after the last tile out = o / l. Memory: one score tile [H, BLOCK_Q, BLOCK_K] plus o [H, BLOCK_Q, Dh]
-besides the output, whatever L. The result equals softmax(s) v up to float32 rounding (the sums run
-in another order).
+o; after the last tile out = o / l. Memory besides the output, whatever L: a few score tiles
+[H, BLOCK_Q, BLOCK_K] (s, its mask, its exponentials) and o [H, BLOCK_Q, Dh], 2.1 MB for SmolLM2
+(H = 9, Dh = 64). The result equals softmax(s) v up to float32 rounding (the sums run in another
+order).
 """
 
 import numpy as np
@@ -60,13 +61,12 @@ def online_softmax_step(m, l, o, s, v):  # [..., n, 1] x2, [..., n, Dh], [..., n
     return m_new, alpha * l + p.sum(axis=-1, keepdims=True), alpha * o + p @ v
 
 
-def sequence_attention(q, k, v, causal, scale):  # [Lq, H, Dh], [Lk, Hkv, Dh] x2 -> [Lq, H, Dh]
-    """out = softmax(q k^T * scale [masked]) v for one sequence, tiled; query head h reads kv head
-    h // G, G = H / Hkv (grouped-query attention, without copying k and v G times)."""
+def sequence_attention(q, k, v, causal, scale, out):  # [Lq, H, Dh], [Lk, Hkv, Dh] x2 -> out [Lq, H, Dh]
+    """out = softmax(q k^T * scale [masked]) v for one sequence, tiled, written into ``out``; query head
+    h reads kv head h // G, G = H / Hkv (grouped-query attention, without copying k and v G times)."""
     Lq, H, Dh = q.shape
     Lk, Hkv, _ = k.shape
     G = H // Hkv
-    out = np.empty_like(q)
     for i0 in range(0, Lq, BLOCK_Q):
         i1 = min(i0 + BLOCK_Q, Lq)
         qt = q[i0:i1].reshape(i1 - i0, Hkv, G, Dh).transpose(1, 2, 0, 3)   # [n, H, Dh] -> [Hkv, G, n, Dh]
@@ -82,7 +82,6 @@ def sequence_attention(q, k, v, causal, scale):  # [Lq, H, Dh], [Lk, Hkv, Dh] x2
                 s = np.where(causal_tile_mask(i0, i1, j0, j1, Lq, Lk), s, np.float32(-np.inf))
             m, l, o = online_softmax_step(m, l, o, s, vt)
         out[i0:i1] = (o / l).transpose(2, 0, 1, 3).reshape(i1 - i0, H, Dh)   # [Hkv, G, n, Dh] -> [n, H, Dh]
-    return out
 
 
 def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
@@ -96,5 +95,5 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):
     scale = np.float32(1.0 / np.sqrt(Dh) if scale is None else scale)
     out = np.zeros_like(q)
     for q0, q1, k0, k1 in sequence_rows(cu_seqlens_q, cu_seqlens_k):
-        out[q0:q1] = sequence_attention(q[q0:q1], k[k0:k1], v[k0:k1], causal, scale)
+        sequence_attention(q[q0:q1], k[k0:k1], v[k0:k1], causal, scale, out[q0:q1])
     return out
