@@ -10,8 +10,13 @@ one token past the model's position limit must be refused with a clear message.
 
     python benchmarks/bench_longseq.py                                 # native 2k, 4k, 8k; reference 2k
     python benchmarks/bench_longseq.py --native 2048 8192 --reference --threads 2
+    python benchmarks/bench_longseq.py --ab /tmp/base . --rounds 4  # the attention kernel, two builds
 
-The machine is shared: memory figures are stable, times are not (compare within one run only).
+``--ab TREE_A TREE_B`` times the float32 attention kernel alone (``_fp32.attention``, random data,
+SmolLM2's heads) on causal prefills of 2,048 and 8,192 tokens and a decode step over 8,192 keys, each
+call in a fresh process of one tree (PYTHONPATH=TREE, extensions built in place), the trees
+alternated round by round; it prints B/A per round. The machine is shared: memory figures are
+stable, times are not (compare within one run only).
 """
 
 from __future__ import annotations
@@ -52,6 +57,45 @@ def one_run(backend: str, L: int, threads: int) -> dict:
             "token": out.token_ids[0] if out.token_ids else None, "finish": out.finish_reason}
 
 
+KERNEL_CASES = {"prefill-2k": (2048, 2048, 3), "prefill-8k": (8192, 8192, 1), "decode-8k": (1, 8192, 30)}
+
+
+def kernel_time(case: str, threads: int) -> float:
+    """Best of n calls of the float32 attention kernel on a SmolLM2-shaped causal case (H = 9, Dh = 64;
+    k, v with 9 heads, which every build takes), in seconds."""
+    import numpy as np
+
+    from fdbert_native import _fp32
+
+    Lq, Lk, n = KERNEL_CASES[case]
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((Lq, 9, 64)).astype(np.float32)
+    k, v = (rng.standard_normal((Lk, 9, 64)).astype(np.float32) for _ in range(2))
+    cu_q, cu_k, out = np.array([0, Lq], np.int32), np.array([0, Lk], np.int32), np.zeros_like(q)
+    run = lambda: _fp32.attention(q, k, v, cu_q, cu_k, out, causal=True, num_threads=threads)   # noqa: E731
+    run()
+    best = float("inf")
+    for _ in range(n):
+        t = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def ab_kernels(tree_a: str, tree_b: str, rounds: int, threads: int) -> None:
+    import os
+
+    print(f"A = {tree_a}, B = {tree_b}, {threads} threads; best-of-n seconds per call, B / A per round")
+    for case in KERNEL_CASES:
+        ratios = []
+        for _ in range(rounds):
+            t = {tree: float(spawn("--kernel", case, threads, env=dict(os.environ, PYTHONPATH=os.path.abspath(tree))))
+                 for tree in (tree_a, tree_b)}
+            ratios.append(t[tree_b] / t[tree_a])
+            print(f"  {case}: A {t[tree_a] * 1e3:8.1f} ms, B {t[tree_b] * 1e3:8.1f} ms, B/A {ratios[-1]:.3f}", flush=True)
+        print(f"{case}: B/A per round " + " ".join(f"{r:.3f}" for r in ratios))
+
+
 def past_the_limit() -> str:
     """The error of a prompt one token longer than SmolLM2's position limit."""
     import fdbert
@@ -65,8 +109,8 @@ def past_the_limit() -> str:
     raise SystemExit(f"a {lm.max_seq_len + 1}-token prompt was accepted: the position limit is not enforced")
 
 
-def spawn(*args) -> str:
-    done = subprocess.run([sys.executable, __file__, *map(str, args)], capture_output=True, text=True)
+def spawn(*args, env=None) -> str:
+    done = subprocess.run([sys.executable, __file__, *map(str, args)], capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"{' '.join(map(str, args))} failed:\n{done.stderr[-2000:]}")
     return done.stdout.strip().splitlines()[-1]
@@ -79,7 +123,16 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--one", nargs=3, metavar=("BACKEND", "L", "THREADS"), help=argparse.SUPPRESS)
     p.add_argument("--limit", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--kernel", nargs=2, metavar=("CASE", "THREADS"), help=argparse.SUPPRESS)
+    p.add_argument("--ab", nargs=2, metavar=("TREE_A", "TREE_B"), help="time the attention kernel of two builds")
+    p.add_argument("--rounds", type=int, default=4, help="--ab rounds")
     args = p.parse_args(argv)
+    if args.kernel:
+        print(kernel_time(args.kernel[0], int(args.kernel[1])))
+        return
+    if args.ab:
+        ab_kernels(args.ab[0], args.ab[1], args.rounds, args.threads)
+        return
     if args.one:
         print(json.dumps(one_run(args.one[0], int(args.one[1]), int(args.one[2]))))
         return
