@@ -92,7 +92,8 @@ def ab_kernels(tree_a: str, tree_b: str, rounds: int, threads: int) -> None:
             t = {tree: float(spawn("--kernel", case, threads, env=dict(os.environ, PYTHONPATH=os.path.abspath(tree))))
                  for tree in (tree_a, tree_b)}
             ratios.append(t[tree_b] / t[tree_a])
-            print(f"  {case}: A {t[tree_a] * 1e3:8.1f} ms, B {t[tree_b] * 1e3:8.1f} ms, B/A {ratios[-1]:.3f}", flush=True)
+            print(f"  {case}: A {t[tree_a] * 1e3:8.1f} ms, B {t[tree_b] * 1e3:8.1f} ms, B/A {ratios[-1]:.3f}",
+                  flush=True)
         print(f"{case}: B/A per round " + " ".join(f"{r:.3f}" for r in ratios))
 
 

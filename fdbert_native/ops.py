@@ -167,7 +167,8 @@ def _attention_checked(name, q, k, v, cu_seqlens_q, cu_seqlens_k, causal, gqa=Fa
     nq, H, Dh = q.shape
     Hkv = k.shape[1] if gqa and k.shape[1] and H % k.shape[1] == 0 else H
     if k.shape[1:] != (Hkv, Dh) or v.shape != k.shape:
-        raise Declined(f"{name}: k {k.shape} and v {v.shape} must both be [nk, {'Hkv dividing ' if gqa else ''}{H}, {Dh}]")
+        heads = f"Hkv dividing {H}" if gqa else H
+        raise Declined(f"{name}: k {k.shape} and v {v.shape} must both be [nk, {heads}, {Dh}]")
     if Dh == 0:
         raise Declined(f"{name}: Dh = 0")
     for arg, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):

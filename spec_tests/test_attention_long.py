@@ -2,7 +2,8 @@
 
 - The tiled reference (queries and keys in tiles, online softmax) equals a dense float64 softmax
   written here, for tiles small enough that every drawn sequence crosses several of them: causal
-  or not, Lq < Lk (a KV cache), Lq = 1 (a decode step), grouped-query heads, empty sequences.
+  or not, Lq < Lk (a KV cache), Lq = 1 (a decode step), grouped-query heads, empty sequences; and a
+  sequence that fits one tile gets the bits of the untiled float32 computation.
 - Its memory does not grow with Lq Lk: tracemalloc's peak at L = 2048 stays far below one [L, L]
   float32 score matrix.
 - SmolLM2's position limit is the GGUF's 8,192: a prompt of 8,193 tokens is refused with a clear
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from fdbert.errors import ShapeError
 from fdbert.reference import decoder_attention
+from fdbert.reference import softmax as ref_softmax
 
 from fp32_checks import assert_close
 from strategies import seeds
@@ -91,6 +93,37 @@ def test_tiled_reference_equals_dense_softmax(batch, block_q, block_k):
     bound = max(1.0, float(np.abs(v).max(initial=0))) * (ATTN_ATOL + 2 * Dh * 2.0**-24 * S)
     assert got.dtype == np.float32
     assert_close(got.astype(np.float64), want, atol=bound, what="tiled reference attention")
+
+
+def untiled_attention(q, k, v, cu_q, cu_k, causal, scale):  # f32, as before tiling -> f32 [nq, H, Dh]
+    """All scores of a sequence at once in float32, softmax, then the product with v (kv heads repeated)."""
+    H, Dh = q.shape[1], q.shape[2]
+    sc = np.float32(1.0 / np.sqrt(Dh) if scale is None else scale)
+    out = np.zeros_like(q)
+    for b in range(len(cu_q) - 1):
+        q0, q1, k0, k1 = int(cu_q[b]), int(cu_q[b + 1]), int(cu_k[b]), int(cu_k[b + 1])
+        if q1 == q0:
+            continue
+        kb = np.repeat(k[k0:k1], H // k.shape[1], axis=1).transpose(1, 2, 0)   # [Lk, H, Dh] -> [H, Dh, Lk]
+        vb = np.repeat(v[k0:k1], H // k.shape[1], axis=1).transpose(1, 0, 2)   # [Lk, H, Dh] -> [H, Lk, Dh]
+        s = (q[q0:q1].transpose(1, 0, 2) @ kb) * sc                             # [H, Lq, Lk]
+        if causal:
+            i, j = np.arange(q1 - q0)[:, None], np.arange(k1 - k0)[None, :]
+            s = np.where(j <= i + (k1 - k0) - (q1 - q0), s, np.float32(-np.inf))
+        out[q0:q1] = (ref_softmax(s) @ vb).transpose(1, 0, 2)                   # [H, Lq, Dh] -> [Lq, H, Dh]
+    return out
+
+
+@SETTINGS
+@given(batch=long_batches())
+def test_one_tile_gives_the_bits_of_the_untiled_softmax(batch):
+    """Sequences of at most BLOCK_K = 128 keys are one key tile, and the normalised online softmax's
+    first tile is softmax(s) v itself: the encoder's reference (H = Hkv) keeps its bits at T <= 128.
+    (With GQA, NumPy's broadcast matmul may round the last bit differently from a repeated copy.)"""
+    q, k, v, cu_q, cu_k, causal, scale = batch
+    q = np.ascontiguousarray(q[:, :k.shape[1]])   # H = Hkv
+    got = attention_module.attention(q, k, v, cu_q, cu_k, causal=causal, scale=scale)
+    assert got.tobytes() == untiled_attention(q, k, v, cu_q, cu_k, causal, scale).tobytes()
 
 
 def test_decoder_attention_is_causal_attention_with_grouped_heads():

@@ -1,5 +1,5 @@
 """Scaled dot-product attention over a packed batch of variable-length sequences (EET, sec. 3), tiled
-over queries and keys with an online softmax (FlashAttention-2, Dao 2023, sec. 3.1).
+over queries and keys with an online softmax (FlashAttention, Dao et al. 2022).
 
 A packed batch stores the real tokens of all sequences back to back; ``cu_seqlens`` (cumulative
 sequence lengths, int32 [B+1]) says that sequence b owns rows ``cu[b]:cu[b+1]``. Attention runs within
@@ -9,11 +9,12 @@ sequence has Lq new queries and Lk >= Lq keys (cache + new), and the causal mask
 
 Long sequences: the scores of a sequence are never held whole (an 8,192-token prompt would need
 [H, L, L] float32 = 2.4 GB for SmolLM2's 9 heads). A tile of BLOCK_Q queries visits the keys
-BLOCK_K at a time and keeps per query row a running max m, a running sum l and an unnormalised output
-o; after the last tile out = o / l. Memory besides the output, whatever L: a few score tiles
-[H, BLOCK_Q, BLOCK_K] (s, its mask, its exponentials) and o [H, BLOCK_Q, Dh], 2.1 MB for SmolLM2
-(H = 9, Dh = 64). The result equals softmax(s) v up to float32 rounding (the sums run in another
-order).
+BLOCK_K at a time and keeps per query row a running max m, a running sum l and the output o of the
+keys seen so far, normalised by l (the online softmax; :func:`online_softmax_step`). Memory besides
+the output, whatever L: a few score tiles [H, BLOCK_Q, BLOCK_K] (s, its mask, its exponentials) and
+o [H, BLOCK_Q, Dh], 2.1 MB for SmolLM2 (H = 9, Dh = 64). The result equals softmax(s) v up to
+float32 rounding (the sums run in another order); a sequence of at most BLOCK_K keys is one tile and
+gets exactly the bits of softmax(s) v computed whole.
 """
 
 import numpy as np
@@ -46,19 +47,23 @@ def sequence_rows(cu_seqlens_q, cu_seqlens_k):  # -> iterator of (q0, q1, k0, k1
 
 
 def online_softmax_step(m, l, o, s, v):  # [..., n, 1] x2, [..., n, Dh], [..., n, bk], [..., bk, Dh]
-    """One key tile of the online softmax (FlashAttention-2, Dao 2023, eq. in sec. 3.1):
+    """One key tile of the online softmax (Milakov & Gimelshein 2018; FlashAttention, Dao et al. 2022,
+    Algorithm 1):
 
         m' = max(m, max_j s_j)          the running max over the keys seen so far
         l' = e^(m - m') l + sum_j e^(s_j - m')
-        o' = e^(m - m') o + sum_j e^(s_j - m') v_j
+        o' = (e^(m - m') l / l') o + sum_j (e^(s_j - m') / l') v_j
 
-    so that after the last tile o' / l' = softmax(s) v over all keys. A masked key has s_j = -inf
-    and weighs 0. Starts from m = -inf, l = 0, o = 0 (then e^(m - m') = 0).
+    so that o' = softmax(s) v over all keys seen so far, at every tile. A masked key has s_j = -inf
+    and weighs 0. Starts from m = -inf, l = 0, o = 0 (then e^(m - m') = 0, and the first tile's o' is
+    exactly softmax(s) v). The native kernel defers the division by l' to the last tile
+    (FlashAttention-2): the same quantities, rounded differently.
     """
     m_new = np.maximum(m, s.max(axis=-1, keepdims=True))
     alpha = np.exp(m - m_new)                           # rescales what the earlier tiles summed
     p = np.exp(s - m_new)                               # [..., n, bk]
-    return m_new, alpha * l + p.sum(axis=-1, keepdims=True), alpha * o + p @ v
+    l_new = alpha * l + p.sum(axis=-1, keepdims=True)
+    return m_new, l_new, (alpha * l / l_new) * o + (p / l_new) @ v
 
 
 def sequence_attention(q, k, v, causal, scale, out):  # [Lq, H, Dh], [Lk, Hkv, Dh] x2 -> out [Lq, H, Dh]
@@ -81,7 +86,7 @@ def sequence_attention(q, k, v, causal, scale, out):  # [Lq, H, Dh], [Lk, Hkv, D
             if causal:
                 s = np.where(causal_tile_mask(i0, i1, j0, j1, Lq, Lk), s, np.float32(-np.inf))
             m, l, o = online_softmax_step(m, l, o, s, vt)
-        out[i0:i1] = (o / l).transpose(2, 0, 1, 3).reshape(i1 - i0, H, Dh)   # [Hkv, G, n, Dh] -> [n, H, Dh]
+        out[i0:i1] = o.transpose(2, 0, 1, 3).reshape(i1 - i0, H, Dh)   # [Hkv, G, n, Dh] -> [n, H, Dh]
 
 
 def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, causal=False, scale=None):

@@ -274,7 +274,8 @@ FDB_TARGET_AVX512 __attribute__((noinline)) static void pv_rows(const float *e, 
                                                                 const fp_attn_u8 *qp)
 {
     int64_t dc = 0;
-    for (; dc + 64 <= ldV; dc += 64) pv_tile(e, ldS, vp, ldV, nk, dc, Dh, alpha, acc, first, final, inv, orow, qrow, qp, 4);
+    for (; dc + 64 <= ldV; dc += 64)
+        pv_tile(e, ldS, vp, ldV, nk, dc, Dh, alpha, acc, first, final, inv, orow, qrow, qp, 4);
     switch ((ldV - dc) / 16) {
     case 3: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, alpha, acc, first, final, inv, orow, qrow, qp, 3); break;
     case 2: pv_tile(e, ldS, vp, ldV, nk, dc, Dh, alpha, acc, first, final, inv, orow, qrow, qp, 2); break;
@@ -453,7 +454,8 @@ FDB_TARGET_AVX2 __attribute__((noinline)) static void pv_rows8(const float *e, i
                                                                const fp_attn_u8 *qp)
 {
     int64_t dc = 0;
-    for (; dc + 16 <= ldV; dc += 16) pv_tile8(e, ldS, vp, ldV, nk, dc, Dh, alpha, acc, first, final, inv, orow, qrow, qp, 2);
+    for (; dc + 16 <= ldV; dc += 16)
+        pv_tile8(e, ldS, vp, ldV, nk, dc, Dh, alpha, acc, first, final, inv, orow, qrow, qp, 2);
     if (dc < ldV) pv_tile8(e, ldS, vp, ldV, nk, dc, Dh, alpha, acc, first, final, inv, orow, qrow, qp, 1);
 }
 
@@ -529,7 +531,8 @@ static void pair_blocked(const blocked_kernels *kn, const float *q, const float 
                 float *e = w->s + (i0 - c0) * ldT, alpha[QB], inv[QB], *orow[QB];
                 uint8_t *qrow[QB];
                 for (int64_t r = 0; r < qb; r++) {
-                    const int64_t n = visible_keys(r < rows ? i0 + r : i0, Lq, Lk, causal) - t0;   /* as in the scores */
+                    /* the row's keys in this tile, as in the scores */
+                    const int64_t n = visible_keys(r < rows ? i0 + r : i0, Lq, Lk, causal) - t0;
                     nk[r] = n < t1 - t0 ? n : t1 - t0;   /* <= 0: the row sees no key of this tile */
                     orow[r] = r < rows && out ? out + (i0 + r) * rs[3] : NULL;
                     qrow[r] = r < rows && outq ? outq + (i0 + r) * rs[3] : NULL;
