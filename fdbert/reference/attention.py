@@ -12,7 +12,7 @@ Long sequences: the scores of a sequence are never held whole (an 8,192-token pr
 BLOCK_K at a time and keeps per query row a running max m, a running sum l and the output o of the
 keys seen so far, normalised by l (the online softmax; :func:`online_softmax_step`). Memory besides
 the output, whatever L: a few score tiles [H, BLOCK_Q, BLOCK_K] (s, its mask, its exponentials) and
-o [H, BLOCK_Q, Dh], 2.1 MB for SmolLM2 (H = 9, Dh = 64). The result equals softmax(s) v up to
+o [H, BLOCK_Q, Dh], 2.7 MB for SmolLM2 (H = 9, Dh = 64). The result equals softmax(s) v up to
 float32 rounding (the sums run in another order); a sequence of at most BLOCK_K keys is one tile and
 gets exactly the bits of softmax(s) v computed whole.
 """
