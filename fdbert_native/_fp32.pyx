@@ -54,9 +54,9 @@ cdef extern from "attention.h" nogil:
                           float scale, const int64_t *rs, float *out, uint8_t *outq,
                           const fp_attn_u8 *qp, int isa, int nthreads)
     int fp_attention(const float *q, const float *k, const float *v, const int32_t *cu_q,
-                     const int32_t *cu_k, int64_t B, int64_t H, int64_t Dh, int causal, float scale,
-                     const int64_t *rs, float *out, uint8_t *outq, const fp_attn_u8 *qp, int isa,
-                     int nthreads)
+                     const int32_t *cu_k, int64_t B, int64_t H, int64_t Hkv, int64_t Dh, int causal,
+                     float scale, const int64_t *rs, float *out, uint8_t *outq, const fp_attn_u8 *qp,
+                     int isa, int nthreads)
     ctypedef struct fp_attn_u8:
         float scale
         float zp
@@ -230,7 +230,7 @@ cdef int64_t _row_stride(a, name, shape) except -1:
 cdef class _AttentionArgs:
     """attention's and attention_int8's arguments, checked, as the C kernels take them."""
     cdef int64_t rs[4]
-    cdef int64_t B, H, Dh
+    cdef int64_t B, H, Hkv, Dh
     cdef float scale
     cdef fp_attn_u8 qp
     cdef const float *q
@@ -245,9 +245,12 @@ cdef class _AttentionArgs:
         self.rs[0] = _row_stride(q, "q", (None, None, None))
         cdef int64_t nq = q.shape[0]
         self.H, self.Dh = q.shape[1], q.shape[2]
-        self.rs[1] = _row_stride(k, "k", (None, self.H, self.Dh))
+        self.rs[1] = _row_stride(k, "k", (None, None, self.Dh))
         cdef int64_t nk = k.shape[0]
-        self.rs[2] = _row_stride(v, "v", (nk, self.H, self.Dh))
+        self.Hkv = k.shape[1]
+        if self.Hkv == 0 or self.H % self.Hkv:
+            raise ValueError(f"k has {self.Hkv} heads, which must divide q's {self.H} (grouped-query heads)")
+        self.rs[2] = _row_stride(v, "v", (nk, self.Hkv, self.Dh))
         self.rs[3] = self.H * self.Dh
         _check(cu_seqlens_q, "cu_seqlens_q", np.int32, (None,))
         self.B = cu_seqlens_q.shape[0] - 1
@@ -282,9 +285,11 @@ cdef _attention_error(int rc, name):
 
 def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None, isa="auto",
               num_threads=0, quantize=None):
-    """out[rows of b, h] = softmax(q_bh k_bh^T * scale [causal, aligned at the end]) v_bh.
+    """out[rows of b, h] = softmax(q_bh k_bg^T * scale [causal, aligned at the end]) v_bg, g = h // (H / Hkv).
 
-    q, out f32 [nq, H, Dh]; k, v f32 [nk, H, Dh]; cu_seqlens_q, cu_seqlens_k int32 [B + 1] with
+    q, out f32 [nq, H, Dh]; k, v f32 [nk, Hkv, Dh] with Hkv dividing H (query head h reads kv head
+    h // (H / Hkv) in place: grouped-query attention; Hkv = H is multi-head attention); tiled over
+    keys with an online softmax (csrc/attention.h); cu_seqlens_q, cu_seqlens_k int32 [B + 1] with
     0 <= cu[b] <= cu[b+1] <= n. ``out`` is C-contiguous; q, k and v need only contiguous rows
     [H, Dh]: row-strided views such as ``qkv[:, 0]`` of a fused QKV output [n, 3, H, Dh] are read
     in place. Rows outside every sequence are left untouched (zero-fill ``out``
@@ -295,8 +300,8 @@ def attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale=None
     cdef _AttentionArgs a = _AttentionArgs(q, k, v, cu_seqlens_q, cu_seqlens_k, out, scale, quantize)
     cdef int i = _isa(isa), nt = _threads(num_threads), c = bool(causal), rc
     with nogil:
-        rc = fp_attention(a.q, a.k, a.v, a.cu_q, a.cu_k, a.B, a.H, a.Dh, c, a.scale, a.rs, a.out,
-                          a.outq, &a.qp, i, nt)
+        rc = fp_attention(a.q, a.k, a.v, a.cu_q, a.cu_k, a.B, a.H, a.Hkv, a.Dh, c, a.scale, a.rs,
+                          a.out, a.outq, &a.qp, i, nt)
     _attention_error(rc, "attention")
     return out
 
@@ -308,6 +313,8 @@ def attention_int8(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=False, scale
     if q, k or v holds a NaN or inf or a score a query sees overflows float32 (``out`` is then
     unspecified), or a sequence has more than 65536 keys."""
     cdef _AttentionArgs a = _AttentionArgs(q, k, v, cu_seqlens_q, cu_seqlens_k, out, scale, quantize)
+    if a.Hkv != a.H:
+        raise ValueError(f"attention_int8: k has {a.Hkv} heads, q {a.H}: grouped-query heads are float32 only")
     cdef int i = INT8_ATTENTION_PATHS.index(isa)
     cdef int nt = _threads(num_threads), c = bool(causal), rc
     with nogil:

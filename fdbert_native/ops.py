@@ -69,7 +69,7 @@ def op_paths() -> dict[str, str]:
     paths["encoder_layer"] = "fused INT8 block; float layers decline to the reference block"
     dpath = _decoder.best_isa() if _decoder is not None else "reference"
     paths.update({op: dpath for op in DECODER_OPS})
-    paths["decoder_attention"] = f"{paths['attention']} (kv heads repeated to H for GQA)"
+    paths["decoder_attention"] = f"{paths['attention']} (query head h reads kv head h // (H / Hkv))"
     return paths
 
 
@@ -157,15 +157,18 @@ def dequantize_u8(q, scale, zero_point):  # u8 [...] -> f32 [...]
 
 
 # ---- attention ----------------------------------------------------------------------------------------
-def _attention_checked(name, q, k, v, cu_seqlens_q, cu_seqlens_k, causal):
-    """Decline what the attention kernels cannot take (the reference then defines what happens)."""
+def _attention_checked(name, q, k, v, cu_seqlens_q, cu_seqlens_k, causal, gqa=False):
+    """Decline what the attention kernels cannot take (the reference then defines what happens);
+    ``gqa``: k and v may have Hkv heads, Hkv dividing q's H."""
     for arg, a in (("q", q), ("k", k), ("v", v)):
         _take(a, f"{name}: {arg}", np.float32)
         if a.ndim != 3:
             raise Declined(f"{name}: {arg} must be [n, H, Dh], got shape {a.shape}")
     nq, H, Dh = q.shape
-    if k.shape[1:] != (H, Dh) or v.shape != k.shape:
-        raise Declined(f"{name}: k {k.shape} and v {v.shape} must both be [nk, {H}, {Dh}]")
+    Hkv = k.shape[1] if gqa and k.shape[1] and H % k.shape[1] == 0 else H
+    if k.shape[1:] != (Hkv, Dh) or v.shape != k.shape:
+        heads = f"Hkv dividing {H}" if gqa else H
+        raise Declined(f"{name}: k {k.shape} and v {v.shape} must both be [nk, {heads}, {Dh}]")
     if Dh == 0:
         raise Declined(f"{name}: Dh = 0")
     for arg, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
@@ -590,11 +593,10 @@ def silu_mul(gate, up):  # [...] x2 -> [...]
 
 
 def decoder_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale=None):
-    """Causal attention over the cache with grouped-query heads: the kv heads are repeated to H (a copy of
-    k and v, [nk, H, Dh]) and the float32 attention kernel runs with the causal mask aligned at the end."""
-    if q.ndim != 3 or k.ndim != 3 or k.shape[1] == 0 or q.shape[1] % k.shape[1]:
-        raise Declined(f"decoder_attention: q {q.shape} must have a multiple of k's {k.shape} heads")
-    G = q.shape[1] // k.shape[1]
-    if G > 1:
-        k, v = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)   # [nk, Hkv, Dh] -> [nk, H, Dh]
-    return attention(q, k, v, cu_seqlens_q, cu_seqlens_k, causal=True, scale=scale)
+    """Causal attention over the cache with grouped-query heads, the mask aligned at the end: the float32
+    attention kernel reads kv head h // (H / Hkv) for query head h in place (no copy of k and v)."""
+    _attention_checked("decoder_attention", q, k, v, cu_seqlens_q, cu_seqlens_k, True, gqa=True)
+    out = np.zeros_like(q)
+    _fp32.attention(q, k, v, cu_seqlens_q, cu_seqlens_k, out, causal=True,
+                    scale=None if scale is None else float(np.float32(scale)))
+    return out

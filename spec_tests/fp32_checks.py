@@ -46,6 +46,7 @@ def assert_attention_close(got, q, k, v, cu_q, cu_k, causal, scale):
     S = 0.0
     for b in range(len(cu_q) - 1):  # the largest sum_d |q_id k_jd| within a sequence, over heads
         qa, ka = np.abs(q[cu_q[b]:cu_q[b + 1]]), np.abs(k[cu_k[b]:cu_k[b + 1]])
+        ka = np.repeat(ka, q.shape[1] // k.shape[1], axis=1)   # grouped-query heads: kv head h // G
         if len(qa) and len(ka):
             S = max(S, float(np.einsum("ihd,jhd->hij", qa, ka, dtype=np.float64).max()) * float(sc))
     bound = max(1.0, float(np.abs(v).max(initial=0))) * (ATTN_ATOL + 2 * Dh * 2.0**-24 * S)

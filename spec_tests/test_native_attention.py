@@ -1,7 +1,8 @@
 """The native float32 attention over packed sequences (fdbert_native._fp32) against the reference
 (fdbert/reference/attention.py): every ISA path this machine can run, 1-4 threads (bit-identical
 across thread counts), drawn packed batches (empty sequences, Lq < Lk, causal or not), long sequences
-past the kernel's score block, the fused quantized output and row-strided q, k, v read in place,
+past the kernel's score block and across its key tiles (the online softmax), grouped-query heads read
+in place, the fused quantized output and row-strided q, k, v read in place,
 within tolerances.ATTN_ATOL and its conditioning term (fp32_checks.assert_attention_close).
 """
 
@@ -23,7 +24,8 @@ pytestmark = [pytest.mark.native_only,
 _fp32 = native_ext.load("_fp32")
 import fdbert_native.ops as nops  # noqa: E402
 from fp32_checks import assert_attention_close, rng_of  # noqa: E402
-from strategies import packed_batches  # noqa: E402
+from strategies import packed_batches, seeds  # noqa: E402
+from subproc import run_python  # noqa: E402
 from thread_checks import run_all_threads  # noqa: E402
 
 ISA_PARAMS = native_ext.isa_params(_fp32)
@@ -162,6 +164,105 @@ def test_attention_long_sequences(isa, lq, lk, H, Dh, causal):
         step = _fp32.attention(np.ascontiguousarray(k[rows]), k, v, cu_step, cu_k,
                                np.zeros((len(rows), H, Dh), np.float32), causal=True, isa=isa)
         assert step.tobytes() == full[rows].tobytes()
+
+
+@SETTINGS
+@given(batch=packed_batches(), G=st.integers(1, 3), seed=seeds)
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_attention_grouped_query_heads_read_kv_head_in_place(isa, batch, G, seed):
+    """k, v with Hkv heads and q with H = G Hkv: query head h reads kv head h // G in place -- the bytes
+    of the same kernel on k and v repeated to H heads (HF's repeat_kv copies), 1-4 threads, and within
+    the reference's bound."""
+    _, k, v, cu_q, cu_k, causal, scale = batch
+    nq, Hkv, Dh = int(cu_q[-1]) + 1, k.shape[1], k.shape[2]
+    q = rng_of(seed).normal(0, 1, (nq, G * Hkv, Dh)).astype(np.float32)
+    got = run_all_threads(lambda nt: _fp32.attention(q, k, v, cu_q, cu_k, np.zeros_like(q), causal=causal,
+                                                     scale=scale, isa=isa, num_threads=nt))
+    kr, vr = np.repeat(k, G, axis=1), np.repeat(v, G, axis=1)   # [nk, Hkv, Dh] -> [nk, H, Dh]
+    want = _fp32.attention(q, kr, vr, cu_q, cu_k, np.zeros_like(q), causal=causal, scale=scale, isa=isa)
+    assert got.tobytes() == want.tobytes()
+    assert_attention_close(got, q, k, v, cu_q, cu_k, causal, scale)
+
+
+def _rising_keys(L, H, Dh, rng, rising=True):  # -> k [L, H, Dh]
+    """Keys whose scores against a query of ones grow (or shrink) along the sequence: every key tile of
+    the online softmax raises the running max (alpha < 1), or none after the first does (alpha = 1)."""
+    ramp = np.linspace(0.0, 3.0, L, dtype=np.float32)
+    ramp = ramp if rising else ramp[::-1]
+    return (ramp[:, None, None] + 0.1 * rng.normal(size=(L, H, Dh))).astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+@pytest.mark.parametrize("lq, lk, H, Hkv, Dh, causal, keys", [
+    ([700], [700], 6, 2, 64, True, "normal"),                 # a GQA prefill over 3 key tiles (KEY_TILE 256)
+    ([1, 1, 1], [1, 600, 257], 3, 1, 32, True, "normal"),     # decode steps (Lq = 1) over 1-3 tiles
+    ([40, 300], [777, 300], 4, 4, 17, False, "normal"),       # encoder rows, Lq < Lk, an odd Dh
+    ([520], [520], 2, 1, 16, True, "rising"),                 # every tile raises the max
+    ([9, 520], [530, 520], 2, 2, 16, True, "falling"),        # the max never moves after tile 0
+])
+def test_attention_online_softmax_across_key_tiles(isa, lq, lk, H, Hkv, Dh, causal, keys):
+    """Sequences longer than one key tile (csrc/attention.c's KEY_TILE = 256 keys): vs the reference,
+    1-4 threads with the same bits, GQA included; causal self-attention's last rows alone (a decoder
+    step over its cache) give the bits of the same rows of the full product."""
+    rng = rng_of(sum(lk) + Dh)
+    cu_q, cu_k = (np.concatenate([[0], np.cumsum(n)]).astype(np.int32) for n in (lq, lk))
+    if keys == "normal":
+        q = rng.normal(size=(int(cu_q[-1]), H, Dh)).astype(np.float32)
+        k = rng.normal(size=(int(cu_k[-1]), Hkv, Dh)).astype(np.float32)
+    else:
+        q = np.ones((int(cu_q[-1]), H, Dh), np.float32)
+        k = _rising_keys(int(cu_k[-1]), Hkv, Dh, rng, rising=keys == "rising")
+    v = rng.normal(size=(int(cu_k[-1]), Hkv, Dh)).astype(np.float32)
+    got = run_all_threads(lambda nt: _fp32.attention(q, k, v, cu_q, cu_k, np.zeros_like(q),
+                                                     causal=causal, isa=isa, num_threads=nt))
+    assert_attention_close(got, q, k, v, cu_q, cu_k, causal, None)
+    if causal and lq == lk:
+        n = np.minimum(np.diff(cu_k), 5)
+        rows = np.concatenate([np.arange(e - m, e) for e, m in zip(cu_k[1:], n)]).astype(np.int64)
+        cu_step = np.concatenate([[0], np.cumsum(n)]).astype(np.int32)
+        step = _fp32.attention(np.ascontiguousarray(q[rows]), k, v, cu_step, cu_k,
+                               np.zeros((len(rows), H, Dh), np.float32), causal=True, isa=isa)
+        assert step.tobytes() == got[rows].tobytes()
+
+
+@pytest.mark.parametrize("isa", ISA_PARAMS)
+def test_attention_memory_does_not_grow_with_lq_lk(isa):
+    """A causal L = 4096 self-attention, 2 threads, in a fresh interpreter: the RSS high-water mark
+    grows by far less than one [L, L] float32 score matrix (64 MiB) -- the kernel's scratch is the
+    packed K and V (O(L Dh)) and a few key tiles of scores per thread."""
+    L = 4096
+    done = run_python(f"""
+        import resource
+        import numpy as np
+        from fdbert_native import _fp32
+        rng = np.random.default_rng(0)
+        q, k, v = (rng.standard_normal(({L}, 1, 16)).astype(np.float32) for _ in range(3))
+        out, cu = np.zeros_like(q), np.array([0, {L}], np.int32)
+        small = np.array([0, 64], np.int32)   # warm up: the thread pool and the kernel's first pages
+        _fp32.attention(q[:64], k[:64], v[:64], small, small, out[:64], causal=True, isa="{isa}", num_threads=2)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        _fp32.attention(q, k, v, cu, cu, out, causal=True, isa="{isa}", num_threads=2)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert np.isfinite(out).all()
+        print((after - before) * 1024)   # ru_maxrss is in KiB on Linux
+    """)
+    assert done.returncode == 0, done.stderr
+    grown = int(done.stdout.split()[-1])
+    assert grown < 4 * L * L / 8, f"RSS grew by {grown} bytes"
+
+
+def test_attention_kv_heads_must_divide_query_heads():
+    q, k = np.ones((2, 3, 4), np.float32), np.ones((2, 2, 4), np.float32)
+    cu = np.array([0, 2], np.int32)
+    with pytest.raises(ValueError, match="k has 2 heads, which must divide q's 3"):
+        _fp32.attention(q, k, k, cu, cu, np.zeros_like(q))
+    with pytest.raises(ValueError, match="grouped-query heads are float32 only"):
+        _fp32.attention_int8(q, np.ones((2, 1, 4), np.float32), np.ones((2, 1, 4), np.float32), cu, cu,
+                             np.zeros_like(q))
+    k1 = np.ones((2, 1, 4), np.float32)
+    with pytest.raises(Declined, match="must both be"):
+        nops.attention(q, k1, k1, cu, cu)   # the encoder's op: Hkv = H
+    assert nops.decoder_attention(q, k1, k1, cu, cu).shape == q.shape
 
 
 def test_attention_query_without_keys_is_refused():

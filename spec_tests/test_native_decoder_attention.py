@@ -1,5 +1,6 @@
 """The native decoder_attention (grouped-query attention over packed sequences, fdbert_native.ops)
-against the reference (fdbert/reference/decoder_attention.py), within tolerances.DECODER_ATTN_ATOL.
+against the reference (fdbert/reference/decoder_attention.py), within tolerances.DECODER_ATTN_ATOL: drawn
+small batches, and a long GQA prefill and decode step across the kernel's key tiles.
 """
 
 from __future__ import annotations
@@ -39,3 +40,20 @@ def test_decoder_attention_vs_reference(data):
     v = rng.standard_normal((cu_k[-1], Hkv, Dh)).astype(np.float32)
     got = nops.decoder_attention(q, k, v, cu_q, cu_k)
     np.testing.assert_allclose(got, ref.decoder_attention(q, k, v, cu_q, cu_k), atol=DECODER_ATTN_ATOL, rtol=0)
+
+
+def test_decoder_attention_long_prefill_and_decode_vs_reference():
+    """A SmolLM2-shaped GQA prefill (H = 9 query heads on Hkv = 3, Dh = 64) of 600 tokens, past the
+    kernel's 256-key tiles, and a decode step over it: the kv heads are read in place, no copy."""
+    rng = np.random.default_rng(16)
+    L = 600
+    q = rng.standard_normal((L + 1, 9, 64)).astype(np.float32)
+    k, v = (rng.standard_normal((L + 1, 3, 64)).astype(np.float32) for _ in range(2))
+    cu_pre, cu_step = np.array([0, L], np.int32), np.array([0, 1], np.int32)
+    got = nops.decoder_attention(q[:L], k[:L], v[:L], cu_pre, cu_pre)
+    np.testing.assert_allclose(got, ref.decoder_attention(q[:L], k[:L], v[:L], cu_pre, cu_pre),
+                               atol=DECODER_ATTN_ATOL, rtol=0)
+    cu_k = np.array([0, L + 1], np.int32)
+    step = nops.decoder_attention(q[L:], k, v, cu_step, cu_k)
+    np.testing.assert_allclose(step, ref.decoder_attention(q[L:], k, v, cu_step, cu_k),
+                               atol=DECODER_ATTN_ATOL, rtol=0)

@@ -35,8 +35,7 @@ static inline int scan_pairs(const int32_t *cu_q, const int32_t *cu_k, int64_t B
     return FP_OK;
 }
 
-/* Work item task = b * H + h: the first row of head h of sequence b in q, k, v and the output
- * (out or outq, the other NULL), and the sequence's Lq and Lk. */
+/* One work item: the first rows of its sequence and head in q, k, v and the output, Lq and Lk. */
 typedef struct {
     const float *q, *k, *v;
     float *out;
@@ -44,15 +43,25 @@ typedef struct {
     int64_t Lq, Lk;
 } attn_pair;
 
+/* Work item task = b * H + h: the first row of head h of sequence b in q and the output (out or
+ * outq, the other NULL), of its kv head h / G in k and v (grouped-query attention: G query heads
+ * share a kv head; G = 1 when every head has its own), and the sequence's Lq and Lk. */
+static inline attn_pair pair_at_gqa(int64_t task, int64_t H, int64_t G, int64_t Dh, const int32_t *cu_q,
+                                    const int32_t *cu_k, const float *q, const float *k, const float *v,
+                                    const int64_t rs[4], float *out, uint8_t *outq)
+{
+    const int64_t b = task / H, h = task % H, q0 = cu_q[b], k0 = cu_k[b], hk = h / G;
+    attn_pair p = {q + q0 * rs[0] + h * Dh, k + k0 * rs[1] + hk * Dh, v + k0 * rs[2] + hk * Dh,
+                   outq ? NULL : out + q0 * rs[3] + h * Dh, outq ? outq + q0 * rs[3] + h * Dh : NULL,
+                   cu_q[b + 1] - q0, cu_k[b + 1] - k0};
+    return p;
+}
+
 static inline attn_pair pair_at(int64_t task, int64_t H, int64_t Dh, const int32_t *cu_q,
                                 const int32_t *cu_k, const float *q, const float *k, const float *v,
                                 const int64_t rs[4], float *out, uint8_t *outq)
 {
-    const int64_t b = task / H, h = task % H, q0 = cu_q[b], k0 = cu_k[b];
-    attn_pair p = {q + q0 * rs[0] + h * Dh, k + k0 * rs[1] + h * Dh, v + k0 * rs[2] + h * Dh,
-                   outq ? NULL : out + q0 * rs[3] + h * Dh, outq ? outq + q0 * rs[3] + h * Dh : NULL,
-                   cu_q[b + 1] - q0, cu_k[b + 1] - k0};
-    return p;
+    return pair_at_gqa(task, H, 1, Dh, cu_q, cu_k, q, k, v, rs, out, outq);
 }
 
 #endif /* FDBERT_ATTENTION_PAIRS_H */
