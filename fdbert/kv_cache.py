@@ -33,9 +33,11 @@ def _decode_attention(q, k, v, cu_seqlens_q, cu_seqlens_k):  # [n, H, Dh], [nk, 
     n, H, Dh = q.shape
     Hkv = k.shape[1]
     G = H // Hkv
-    qg = q.reshape(n, Hkv, G, Dh).transpose(0, 2, 1, 3).reshape(n * G, Hkv, Dh)  # [n, Hkv, G, Dh] -> [n G, Hkv, Dh]
+    qg = np.ascontiguousarray(q.reshape(n, Hkv, G, Dh).transpose(0, 2, 1, 3)).reshape(n * G, Hkv, Dh)
+    #    [n, H, Dh] -> [n, Hkv, G, Dh] -> [n, G, Hkv, Dh] -> [n G, Hkv, Dh]
     out = ops.attention(qg, k, v, cu_seqlens_q * np.int32(G), cu_seqlens_k)      # [n G, Hkv, Dh]
-    return out.reshape(n, G, Hkv, Dh).transpose(0, 2, 1, 3).reshape(n, H, Dh)    # -> [n, Hkv, G, Dh] -> [n, H, Dh]
+    return np.ascontiguousarray(out.reshape(n, G, Hkv, Dh).transpose(0, 2, 1, 3)).reshape(n, H, Dh)
+    #    [n G, Hkv, Dh] -> [n, G, Hkv, Dh] -> [n, Hkv, G, Dh] -> [n, H, Dh]
 
 
 class _Slot:
