@@ -7,7 +7,7 @@ dequantized from its Q4_1 GGUF), against transformers' ``generate`` on the same 
 Sides, each run once per round in alternating order (common.alternate), so the machine's drift hits
 all alike:
   fdbert b1          one 32-token prompt;
-  fdbert b8 packed   8 prompts of mixed lengths (8 to 56 tokens, mean ~32), packed (the default);
+  fdbert b8 packed   8 prompts of mixed lengths (drawn from 8 to 56 tokens), packed (the default);
   fdbert b8 pre      the same prompts, EET's pre-padded batch (padding="pre");
   hf b1, hf b8       transformers' LlamaForCausalLM holding the same float32 weights (fdbert's
                      dequantizer), its default attention, ``generate(do_sample=False)``; the batch
