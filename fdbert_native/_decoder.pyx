@@ -1,7 +1,7 @@
 # distutils: sources = fdbert_native/csrc/decoder_ops.c
 # distutils: depends = fdbert_native/csrc/decoder_ops.h fdbert_native/csrc/fp32_vecmath.h
 # distutils: libraries = m
-"""Float32 kernels of the decoders: RMSNorm, RoPE, the SiLU-gated product (csrc/decoder_ops.{c,h}).
+"""Float32 kernels of the decoders: RMSNorm, RoPE, the SiLU-gated product, the tanh GELU (csrc/decoder_ops.{c,h}).
 
 Thin wrappers: each checks dtype, shape and C-contiguity (TypeError / ValueError naming what was
 expected and found), then calls the C kernel without the GIL, writing into ``out``. The backend
@@ -27,9 +27,10 @@ cdef extern from "decoder_ops.h" nogil:
     void dec_rope(const float *x, int64_t n, int64_t H, int64_t Dh, const float *c, const float *s,
                   float *y, int isa, int nthreads)
     void dec_silu_mul(const float *g, const float *u, int64_t n, float *y, int isa, int nthreads)
+    void dec_gelu_tanh(const float *x, int64_t n, float *y, int isa, int nthreads)
 
 #: ISA paths, lowest to highest (the one table: csrc/cpu_features.h).
-ISAS = ("generic", "avx512")
+ISAS = ("generic", "avx2", "avx512")
 _PATHS = IsaPaths(ISAS)
 isa_supported, supported_isas, best_isa = _PATHS.isa_supported, _PATHS.supported_isas, _PATHS.best_isa
 
@@ -88,4 +89,17 @@ def silu_mul(gate, up, out, isa="auto", num_threads=0):
     cdef float *po = <float *>_ptr(out)
     with nogil:
         dec_silu_mul(pg, pu, n, po, i, nt)
+    return out
+
+
+def gelu_tanh(x, out, isa="auto", num_threads=0):
+    """out = x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3))) = x/2 (1 + tanh(...)): x, out f32 [n]."""
+    _check(x, "x", np.float32, (None,))
+    cdef int64_t n = x.shape[0]
+    _check(out, "out", np.float32, (n,))
+    cdef int i = _isa(isa), nt = _threads(num_threads)
+    cdef const float *px = <const float *>_ptr(x)
+    cdef float *po = <float *>_ptr(out)
+    with nogil:
+        dec_gelu_tanh(px, n, po, i, nt)
     return out

@@ -43,7 +43,7 @@ except ImportError as _e:  # every INT8 GEMM declines
 
 __all__ = ["embedding", "linear", "layer_norm", "softmax", "gelu", "attention", "attention_int8",
            "quantize_u8", "dequantize_u8", "qlinear", "qlinear_s32", "encoder_layer",
-           "rms_norm", "rope", "silu_mul", "decoder_attention", "op_paths"]
+           "rms_norm", "rope", "silu_mul", "gelu_tanh", "decoder_attention", "op_paths"]
 
 #: The ops this module implements, each with one kernel family in fdbert_native._fp32.
 FP32_OPS = ("layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8")
@@ -543,12 +543,12 @@ def _packed_weight(weight):
 # ---- decoder ops (fdbert_native._decoder: csrc/decoder_ops.c) -------------------------------------------
 try:
     from fdbert_native import _decoder
-except ImportError as _e:  # rms_norm, rope, silu_mul decline
+except ImportError as _e:  # rms_norm, rope, silu_mul, gelu_tanh decline
     _decoder = None
     _DECODER_MISSING = f"fdbert_native._decoder did not import ({_e})"
 
 #: The ops of fdbert_native._decoder.
-DECODER_OPS = ("rms_norm", "rope", "silu_mul")
+DECODER_OPS = ("rms_norm", "rope", "silu_mul", "gelu_tanh")
 
 
 def _take_decoder(a, name, *, min_ndim=0):
@@ -589,6 +589,14 @@ def silu_mul(gate, up):  # [...] x2 -> [...]
         raise Declined(f"silu_mul: gate {gate.shape} and up {up.shape} differ")
     out = np.empty_like(gate)
     _decoder.silu_mul(gate.reshape(-1), up.reshape(-1), out.reshape(-1))
+    return out
+
+
+def gelu_tanh(x):  # [...] -> [...]
+    """y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), computed as x / (1 + exp(-2 sqrt(2/pi) (...)))."""
+    _take_decoder(x, "gelu_tanh: x")
+    out = np.empty_like(x)
+    _decoder.gelu_tanh(x.reshape(-1), out.reshape(-1))
     return out
 
 

@@ -2,7 +2,8 @@
 (fdbert/reference/activations.py) and against correctly rounded float64 values: every ISA path this
 machine can run, 1-4 threads (bit-identical across thread counts), drawn shapes with 16-lane tails,
 within the named tolerances (tolerances.SOFTMAX_*, ERF_MAX_ULPS, EXP_MAX_ULPS, GELU_*). The AVX2 twins
-give the AVX-512 bits. silu_mul, the decoder's activation, follows (fdbert_native._decoder).
+give the AVX-512 bits. silu_mul and gelu_tanh, the decoders' activations, follow (fdbert_native._decoder),
+on its generic, AVX2 and AVX-512 paths.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import fdbert_native.ops as nops  # noqa: E402
 from fp32_checks import assert_close, rng_of, ulp_diff  # noqa: E402
 from strategies import decoder_widths, seeds, widths  # noqa: E402
 from thread_checks import run_all_threads  # noqa: E402
-from tolerances import (ERF_MAX_ULPS, EXP_MAX_ULPS, GELU_ERF_ATOL, GELU_ULPS, SILU_ATOL, SILU_RTOL,  # noqa: E402
+from tolerances import (ERF_MAX_ULPS, EXP_MAX_ULPS, GELU_ERF_ATOL, GELU_TANH_ATOL, GELU_ULPS,  # noqa: E402
+                        SILU_ATOL, SILU_RTOL,
                         SOFTMAX_ATOL, SOFTMAX_RTOL)
 
 ISA_PARAMS = native_ext.isa_params(_fp32)
@@ -153,7 +155,7 @@ def test_gelu_large_threads(isa):
     assert np.all(np.abs(got - ref.gelu(x)) <= bound)
 
 
-# ---- silu_mul (fdbert_native._decoder): at 1 and 2 threads ----------------------------------------------
+# ---- silu_mul and gelu_tanh (fdbert_native._decoder): at 1 and 2 threads ----------------------------------------------
 DECODER_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -177,3 +179,57 @@ def test_silu_mul_extremes():
     got = nops.silu_mul(g, np.ones_like(g))
     np.testing.assert_allclose(got, [0, -100 * np.exp(-100), -88 * np.exp(-88), 0, 88, 100, 200],
                                atol=SILU_ATOL, rtol=SILU_RTOL)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("isa", DECODER_ISA_PARAMS)
+@DECODER_SETTINGS
+@given(n=decoder_widths, seed=seeds, scale=st.sampled_from([0.1, 3.0, 40.0]))
+@example(n=70_001, seed=0, scale=3.0)
+def test_gelu_tanh_vs_reference(isa, threads, n, seed, scale):
+    x = (np.random.default_rng(seed).standard_normal(n) * scale).astype(np.float32)
+    got = _decoder.gelu_tanh(x, np.empty_like(x), isa=isa, num_threads=threads)
+    want = ref.gelu_tanh(x)
+    assert np.all(np.abs(got.astype(np.float64) - want) <= GELU_TANH_ATOL * np.abs(x.astype(np.float64)))
+
+
+@pytest.mark.parametrize("isa", DECODER_ISA_PARAMS)
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # gelu_tanh(-inf) = nan
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")       # x^3 of 1e38
+def test_gelu_tanh_dense_grid_and_specials(isa):
+    """Every float32 step of a dense grid over [-12, 12] (where 1 + tanh cancels for x < 0), the
+    subnormals, zeros, huge values where x^3 overflows, and the non-finite ones as the reference."""
+    x = np.concatenate([np.linspace(-12, 12, 200_001), [0.0, -0.0, 1e-40, -1e-40, 1e-30, -1e-30, 1e13, -1e13,
+                                                        1e38, -1e38, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    got = _decoder.gelu_tanh(x, np.empty_like(x), isa=isa)
+    want = ref.gelu_tanh(x)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    assert np.array_equal(got[np.isinf(want)], want[np.isinf(want)])
+    fin = ok & np.isfinite(want)
+    diff = np.abs(got[fin].astype(np.float64) - want[fin])
+    assert np.all(diff <= GELU_TANH_ATOL * np.abs(x[fin].astype(np.float64))), diff.max()
+    assert got[-13:-9].tolist() == want[-13:-9].tolist() and np.signbit(got[1])   # 0, -0, subnormals
+
+
+def test_decoder_avx2_twins_give_the_avx512_bits():
+    """silu_mul and gelu_tanh on AVX2 run the AVX-512 operations in 8 lanes with fp32_vecmath.h's exp,
+    whose two twins give the same bits: so do these ops (rms_norm and rope: test_native_rmsnorm.py,
+    test_native_rope.py)."""
+    if not (_decoder.isa_supported("avx2") and _decoder.isa_supported("avx512")):
+        pytest.skip("needs both the avx2 and the avx512 paths")
+    rng = rng_of(12)
+    x = np.concatenate([rng.uniform(-110, 95, 100_001), rng.normal(0, 3, 100_000),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 88.72, -87.34, -103.9]]).astype(np.float32)
+    u = rng.standard_normal(x.size).astype(np.float32)
+    a, c = (_decoder.gelu_tanh(x, np.empty_like(x), isa=isa) for isa in ("avx2", "avx512"))
+    assert a.tobytes() == c.tobytes()
+    a, c = (_decoder.silu_mul(x, u, np.empty_like(x), isa=isa) for isa in ("avx2", "avx512"))
+    assert a.tobytes() == c.tobytes()
+
+
+def test_gelu_tanh_through_ops_keeps_the_shape():
+    x = rng_of(13).normal(0, 2, (3, 5, 17)).astype(np.float32)
+    got = nops.gelu_tanh(x)
+    assert got.shape == x.shape
+    assert np.all(np.abs(got - ref.gelu_tanh(x)) <= GELU_TANH_ATOL * np.abs(x))

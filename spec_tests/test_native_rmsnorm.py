@@ -1,6 +1,6 @@
 """The native rms_norm (fdbert_native._decoder) against the reference (fdbert/reference/rmsnorm.py):
 every ISA path this machine can run, at 1 and 2 threads, drawn shapes with 16-lane tails, within
-tolerances.RMS_RTOL; the generic and AVX-512 paths give the same bits.
+tolerances.RMS_RTOL; the generic, AVX2 and AVX-512 paths give the same bits.
 """
 
 from __future__ import annotations
@@ -40,11 +40,15 @@ def test_rms_norm_vs_reference(isa, threads, n, D, seed, eps, scale):
     np.testing.assert_allclose(got, want, rtol=RMS_RTOL, atol=0)
 
 
-def test_rms_norm_paths_agree_bit_for_bit():
-    if not _decoder.isa_supported("avx512"):
-        pytest.skip("no AVX-512 here")
-    x = np.random.default_rng(1).standard_normal((7, 1001)).astype(np.float32)
-    w = np.ones(1001, np.float32)
-    a = _decoder.rms_norm(x, w, 1e-5, np.empty_like(x), isa="generic")
-    b = _decoder.rms_norm(x, w, 1e-5, np.empty_like(x), isa="avx512")
-    np.testing.assert_array_equal(a, b)
+@pytest.mark.parametrize("D", [1, 7, 8, 9, 15, 16, 17, 576, 1001])
+def test_rms_norm_paths_agree_bit_for_bit(D):
+    """Every path sums the squares in the same 16 lanes folded the same way (AVX2: in two registers)."""
+    paths = _decoder.supported_isas()
+    if len(paths) < 2:
+        pytest.skip("one ISA path here")
+    rng = np.random.default_rng(D)
+    x = rng.standard_normal((7, D)).astype(np.float32)
+    w = (1 + 0.2 * rng.standard_normal(D)).astype(np.float32)
+    a, *rest = (_decoder.rms_norm(x, w, 1e-5, np.empty_like(x), isa=isa) for isa in paths)
+    for isa, b in zip(paths[1:], rest):
+        assert a.tobytes() == b.tobytes(), isa
