@@ -2,7 +2,7 @@
 
 Each layer's attention stores the k and v rows of this step's tokens and attends over everything its
 sequence has stored. Memory: 2 (k and v) x n_layers x Hkv x Dh x 4 bytes per cached token; SmolLM2-135M
-(30 layers, Hkv = 3, Dh = 64): 46 KB per token, 369 MB for one sequence of 8,192 tokens.
+(30 layers, Hkv = 3, Dh = 64): 46 KB per token, 377 MB (360 MiB) for one sequence of 8,192 tokens.
 
 :class:`PackedKVCache` (the default, EET sec. 3): one cache per sequence, no padding anywhere. A step
 runs any mix of sequences, each with any number of new tokens (a prefill of its prompt, or one
