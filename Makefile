@@ -52,7 +52,7 @@ shipped-models: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/minilm-l6-sparse80-int8 \
 	    --texts build/corpus/train.txt --sparsity 0.8 --steps 5500 $(RECIPE) --overwrite
 	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/minilm-l6-sparse50-int8 \
-	    --texts build/corpus/train.txt --sparsity 0.5 --steps 2000 $(RECIPE) --lr 3e-4 --checkpoint-every 200 --overwrite
+	    --texts build/corpus/train.txt --sparsity 0.5 --steps 2000 $(RECIPE) --lr 3e-4 --w-hidden 1.0 --threads 2 --checkpoint-every 200 --overwrite
 
 clean:
 	rm -rf $(VENV) build *.egg-info fdbert_native/*.so fdbert_native/_*.c
