@@ -94,12 +94,4 @@ def silu_mul(gate, up, out, isa="auto", num_threads=0):
 
 def gelu_tanh(x, out, isa="auto", num_threads=0):
     """out = x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3))) = x/2 (1 + tanh(...)): x, out f32 [n]."""
-    _check(x, "x", np.float32, (None,))
-    cdef int64_t n = x.shape[0]
-    _check(out, "out", np.float32, (n,))
-    cdef int i = _isa(isa), nt = _threads(num_threads)
-    cdef const float *px = <const float *>_ptr(x)
-    cdef float *po = <float *>_ptr(out)
-    with nogil:
-        dec_gelu_tanh(px, n, po, i, nt)
-    return out
+    return _unary(dec_gelu_tanh, x, out, isa, num_threads)

@@ -133,20 +133,6 @@ def softmax(x, out, isa="auto", num_threads=0):
 
 # ------------------------------------------------------------------------------ pointwise ops
 
-ctypedef void (*_unary_fn)(const float *, int64_t, float *, int, int) noexcept nogil
-
-
-cdef _unary(_unary_fn fn, x, out, isa, num_threads):
-    _check(x, "x", np.float32, (None,))
-    cdef int64_t n = x.shape[0]
-    _check(out, "out", np.float32, (n,))
-    cdef int i = _isa(isa), nt = _threads(num_threads)
-    cdef const float *px = <const float *>_ptr(x)
-    cdef float *po = <float *>_ptr(out)
-    with nogil:
-        fn(px, n, po, i, nt)
-    return out
-
 
 def gelu(x, out, isa="auto", num_threads=0):
     """out = (0.5 x) (1 + erf(x / sqrt 2)): x, out f32 [n]."""
