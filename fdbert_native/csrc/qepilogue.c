@@ -56,6 +56,7 @@ static inline __m512 gelu_avx512(__m512 y)
  * otherwise (~0.01% of lanes at typical scales, and NaN/inf) the whole vector takes the exact
  * gelu_avx512 and a true division. So the u8 codes are those of the exact path, on every ISA,
  * bit for bit. */
+#define QG_GELU_U8_MARGIN 2e-6f   /* the margin above, per |y| and per unit of scale */
 #define QG_ERF_TF_DEG 5
 static const float QG_ERF_TF[QG_ERF_TF_DEG + 1][16] = {   /* [power][piece]: erf(1/8 + i/4 + z/8) */
     {0.1403162032365799f, 0.4041168987751007f, 0.6232408881187439f, 0.7840750813484192f, 0.8883882164955139f, 0.9481700658798218f, 0.9784437417984009f, 0.9919900298118591f, 0.9973459839820862f, 0.9992170333862305f, 0.999794602394104f, 0.9999521374702454f, 0.9999901056289673f, 0.9999982118606567f, 0.9999997019767761f, 0.9999999403953552f},
@@ -133,7 +134,7 @@ static inline ep16_consts ep16_setup(const qg_epilogue *ep)
     k.scale = _mm512_set1_ps(ep->out_scale);
     k.zp = _mm512_set1_ps(ep->out_zp);
     k.inv_scale = _mm512_set1_ps(1.0f / ep->out_scale);   /* the cheap GELU path only */
-    k.margin_per_y = _mm512_set1_ps(2e-6f / ep->out_scale);
+    k.margin_per_y = _mm512_set1_ps(QG_GELU_U8_MARGIN / ep->out_scale);
     k.u8 = ep->out_kind == QG_OUT_U8;
     k.bias = ep->bias != NULL;
     /* GELU then u8 without residual (FFN1 of the INT8 block): the cheap-first path above */
@@ -242,7 +243,7 @@ static void epilogue_rows_avx2(const int32_t *acc0, int64_t lda, int64_t m0, int
     const int u8 = ep->out_kind == QG_OUT_U8, gelu_u8 = ep->gelu && !ep->residual && u8;
     const __m256 scale = _mm256_set1_ps(ep->out_scale), zp = _mm256_set1_ps(ep->out_zp);
     const __m256 inv_scale = _mm256_set1_ps(1.0f / ep->out_scale);
-    const __m256 margin_per_y = _mm256_set1_ps(2e-6f / ep->out_scale);
+    const __m256 margin_per_y = _mm256_set1_ps(QG_GELU_U8_MARGIN / ep->out_scale);
     for (int64_t r = 0; r < rows; r++) {
         const int32_t *acc = acc0 + r * lda;
         const int64_t m = m0 + r;
@@ -352,7 +353,7 @@ __attribute__((target("avx2")))
 static void gelu_quantize_avx2(const float *x, int64_t n, uint8_t *q, float scale, float zp)
 {
     const __m256 inv_scale = _mm256_set1_ps(1.0f / scale), zpv = _mm256_set1_ps(zp);
-    const __m256 margin_per_y = _mm256_set1_ps(2e-6f / scale);
+    const __m256 margin_per_y = _mm256_set1_ps(QG_GELU_U8_MARGIN / scale);
     int64_t j = 0;
     for (; j + 8 <= n; j += 8)
         fdb_store_codes8(q + j, gelu_rint_u8_avx2(_mm256_loadu_ps(x + j), scale, inv_scale, margin_per_y), zpv);
