@@ -51,6 +51,9 @@ def _dtype(a):
 
 def typed(name, a, kinds, *, ndim=None, min_ndim=0):  # -> array
     """:func:`array`, then its dtype kind (``"f"`` or ``"iu"``; bool is not an integer) and rank."""
+    if type(a) is np.ndarray and a.dtype.kind in kinds and (a.ndim == ndim if ndim is not None
+                                                             else a.ndim >= min_ndim):
+        return a   # the common case, in a few attribute reads (bool's kind is "b")
     a = array(name, a)
     dt = _dtype(a)
     if dt.kind not in kinds or dt == np.bool_:
@@ -98,7 +101,7 @@ def cu_seqlens(name, cu, n, *, whole=False):  # -> int array [B+1]
     cu = typed(name, cu, "iu", ndim=1)
     if len(cu) < 1:
         raise ShapeError(f"{name}: expected [B+1] offsets (at least one), got shape {cu.shape}")
-    if len(cu) > 1 and np.any(cu[1:] < cu[:-1]):
+    if len(cu) > 1 and (cu[1:] < cu[:-1]).any():
         i = int(np.argmax(cu[1:] < cu[:-1]))
         raise ShapeError(f"{name}: offsets must be non-decreasing; {name}[{i + 1}] = {cu[i + 1]} < "
                          f"{name}[{i}] = {cu[i]}")

@@ -111,9 +111,9 @@ def _attention_args(op, q, k, v, cu_seqlens_q, cu_seqlens_k, causal, scale):
         raise c.ArgumentError(f"{op}: causal must be True or False, got {causal!r}")
     if scale is not None:
         c.number(f"{op}: scale", scale)
-    Lq, Lk = np.diff(cu_q), np.diff(cu_k)
-    blind = (Lq > 0) & ((Lk == 0) | (bool(causal) & (Lk < Lq)))
-    if np.any(blind):
+    Lq, Lk = cu_q[1:] - cu_q[:-1], cu_k[1:] - cu_k[:-1]    # >= 0: the offsets are non-decreasing
+    blind = (Lq > 0) & ((Lk == 0) | (Lk < Lq)) if causal else (Lq > 0) & (Lk == 0)
+    if blind.any():
         b = int(np.argmax(blind))
         raise c.ShapeError(f"{op}: sequence {b} has {Lq[b]} queries and {Lk[b]} keys: a query sees no key "
                            "(Lk = 0 < Lq, or causal with Lk < Lq)")

@@ -198,8 +198,33 @@ class LlamaLayerWeights:
     gate_proj: Linear                   # [F, D]
     up_proj: Linear                     # [F, D]
     down_proj: Linear                   # [D, F]
+    # Built here, not passed: the linears that read the same input, stored as one matrix so that a
+    # decode step runs one GEMV instead of three (two). q/k/v_proj and gate/up_proj become row views
+    # of these; each output is its own dot product, so the values are those of the separate linears.
+    qkv_proj: Linear = field(init=False, repr=False)      # [(H + 2 Hkv) Dh, D] = [q; k; v]
+    gate_up_proj: Linear = field(init=False, repr=False)  # [2F, D] = [gate; up]
 
     LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+    def __post_init__(self):
+        self.qkv_proj = _stack_rows(self, ("q_proj", "k_proj", "v_proj"))
+        self.gate_up_proj = _stack_rows(self, ("gate_proj", "up_proj"))
+
+
+def _stack_rows(owner, names) -> Linear:
+    """One Linear [sum N_i, K] of owner's Linears ``names`` (same K), which become views of its rows."""
+    parts = [getattr(owner, n) for n in names]
+    weight = np.concatenate([p.weight for p in parts])
+    bias = None
+    if any(p.bias is not None for p in parts):   # a missing bias is a zero bias
+        bias = np.concatenate([p.bias if p.bias is not None else np.zeros(p.weight.shape[0], p.weight.dtype)
+                               for p in parts])
+    start = 0
+    for n, p in zip(names, parts):
+        stop = start + p.weight.shape[0]
+        setattr(owner, n, Linear(weight[start:stop], None if p.bias is None else bias[start:stop]))
+        start = stop
+    return Linear(weight, bias)
 
 
 @dataclass(eq=False)

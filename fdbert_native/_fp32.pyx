@@ -213,6 +213,11 @@ cdef int64_t _row_stride(a, name, shape) except -1:
     return st // 4
 
 
+class OffsetsError(ValueError):
+    """attention's offsets are not within [0, n] and non-decreasing, or a query would see no key:
+    what fdbert_native.ops declines (the reference then defines what happens)."""
+
+
 cdef class _AttentionArgs:
     """attention's and attention_int8's arguments, checked, as the C kernels take them."""
     cdef int64_t rs[4]
@@ -248,7 +253,7 @@ cdef class _AttentionArgs:
             self.qp.scale, self.qp.zp = _qscale(quantize[0]), _qzero_point(quantize[1])
         for name, cu, n in (("cu_seqlens_q", cu_seqlens_q, nq), ("cu_seqlens_k", cu_seqlens_k, nk)):
             if not _cu_ok(<const int32_t *>_ptr(cu), self.B, n):
-                raise ValueError(f"{name} must be non-decreasing within [0, {n}], got {cu}")
+                raise OffsetsError(f"{name} must be non-decreasing within [0, {n}], got {cu}")
         self.scale = (1.0 / sqrt(<double>self.Dh)) if scale is None else scale
         self.q, self.k, self.v = <const float *>_ptr(q), <const float *>_ptr(k), <const float *>_ptr(v)
         self.cu_q, self.cu_k = <const int32_t *>_ptr(cu_seqlens_q), <const int32_t *>_ptr(cu_seqlens_k)
@@ -258,7 +263,7 @@ cdef class _AttentionArgs:
 
 cdef _attention_error(int rc, name):
     if rc == FP_ENOKEYS:
-        raise ValueError(f"{name}: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
+        raise OffsetsError(f"{name}: a query sees no key (Lk = 0 < Lq, or causal with Lk < Lq)")
     if rc == FP_ENONFINITE:
         raise ValueError(f"{name}: q, k and v must be finite (a NaN or inf has no INT8 code)")
     if rc == FP_EOVERFLOW:

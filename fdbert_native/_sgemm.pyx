@@ -90,7 +90,8 @@ class PackedWeight:
 
 
 def linear_packed(x, packed, bias, out, isa="auto", num_threads=0):
-    """:func:`linear` with a :class:`PackedWeight`: the same bits. AVX-512 only (ValueError elsewhere)."""
+    """:func:`linear` with a :class:`PackedWeight`: the same bits. AVX-512 and AVX2 (ValueError on the
+    generic path)."""
     _check(x, "x", np.float32, (None, None))
     cdef int64_t M = x.shape[0], K = x.shape[1]
     cdef int64_t N = packed.shape[0]
@@ -109,5 +110,5 @@ def linear_packed(x, packed, bias, out, isa="auto", num_threads=0):
     with nogil:
         rc = sg_linear_packed(px, pw, pb, M, N, K, po, i, nt)
     if rc:
-        raise ValueError("linear_packed runs on the avx512 path only")
+        raise ValueError("linear_packed runs on the avx512 and avx2 paths only")
     return out

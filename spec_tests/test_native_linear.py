@@ -87,11 +87,12 @@ def test_linear_within_bound_and_bit_identical_across_paths_and_threads(M, N, K,
                 continue   # libm fmaf per multiply-add: slow; 1 and 2 threads cover the split
             results[isa, nt] = _sgemm.linear(x, w, b, np.empty((M, N), np.float32), isa=isa,
                                              num_threads=nt)
-    if _sgemm.isa_supported("avx512"):   # a weight packed once (decode steps): the same bits
-        packed = _sgemm.PackedWeight(w)
-        for nt in (1, 2):
-            results["avx512 packed", nt] = _sgemm.linear_packed(x, packed, b, np.empty((M, N), np.float32),
-                                                                num_threads=nt)
+    packed = _sgemm.PackedWeight(w)       # a weight packed once (decode steps): the same bits
+    for isa in ("avx512", "avx2"):
+        if _sgemm.isa_supported(isa):
+            for nt in (1, 2):
+                results[isa + " packed", nt] = _sgemm.linear_packed(
+                    x, packed, b, np.empty((M, N), np.float32), isa=isa, num_threads=nt)
     first_key, y = next(iter(results.items()))
     for key, other in results.items():
         assert np.array_equal(y, other), f"{key} differs from {first_key}"
@@ -111,6 +112,20 @@ def test_a_row_does_not_depend_on_the_other_rows(M, N, K, seed):
     for m in (0, M // 2, M - 1):
         alone = _sgemm.linear(np.ascontiguousarray(x[m:m + 1]), w, b, np.empty((1, N), np.float32))
         assert np.array_equal(alone[0], y[m])
+
+
+@needs_backend_linear
+@settings(max_examples=15, deadline=None)
+@given(M=st.integers(1, 20), N1=st.integers(1, 70), N2=st.integers(1, 70), K=st.integers(1, 600),
+       seed=st.integers(0, 2**32 - 1))
+def test_stacked_weights_give_each_part_its_own_bits(M, N1, N2, K, seed):
+    # so a decoder's q/k/v (gate/up) projections run as one linear of their stacked rows
+    # (fdbert.weights.LlamaLayerWeights.qkv_proj) with the values of the separate ones; M <= 16 runs
+    # on the weight packed once, M > 16 on sgemm's per-call packing
+    x, w, b = operands(M, N1 + N2, K, seed, True)
+    whole = nops.linear(x, w, b)
+    for part in (slice(0, N1), slice(N1, N1 + N2)):
+        assert np.array_equal(nops.linear(x, np.ascontiguousarray(w[part]), b[part]), whole[:, part])
 
 
 @needs_backend_linear
@@ -208,8 +223,8 @@ def test_backend_linear_packs_small_m_weights_once():
     """ops.linear at M <= PACKED_MAX_M keeps one packed copy per weight (freed with the weight)."""
     import gc
     import fdbert_native.ops as nops
-    if nops._linear_path() != "avx512":
-        pytest.skip("the packed path is AVX-512 only")
+    if nops._linear_path() not in ("avx512", "avx2"):
+        pytest.skip("the packed path needs AVX-512 or AVX2")
     x, w, b = operands(1, 40, 300, 0, True)
     before = len(nops._PACKED)
     y = nops.linear(x, w, b)

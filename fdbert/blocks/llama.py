@@ -3,9 +3,14 @@
     h = x + o_proj(Attention(RMSNorm(x)))        input_layernorm, q/k/v_proj + RoPE, GQA, o_proj
     y = h + down_proj(silu(gate_proj(n)) * up_proj(n)),  n = RMSNorm(h)   post_attention_layernorm
 
+q/k/v_proj run as one linear of their stacked rows (``qkv_proj``), gate/up_proj as ``gate_up_proj``
+(:class:`fdbert.weights.LlamaLayerWeights`): the same outputs, one call instead of three (two).
+
 ``attend(q, k, v)`` is the causal attention of this step's tokens over their sequence's cache
 (:mod:`fdbert.kv_cache`): it stores k and v and returns [n, H, Dh].
 """
+
+import numpy as np
 
 from .. import ops
 
@@ -14,18 +19,25 @@ def llama_attention(x, cos, sin, attend, p, config):  # [n, D] -> [n, D]
     """o_proj(concat_h softmax(RoPE(q_h) RoPE(k_g(h))^T / sqrt(Dh), causal) v_g(h))"""
     n, _ = x.shape
     H, Hkv, Dh = config.n_heads, config.n_kv_heads, config.head_dim
-    q = ops.linear(x, p.q_proj.weight, p.q_proj.bias).reshape(n, H, Dh)     # [n, H Dh] -> [n, H, Dh]
-    k = ops.linear(x, p.k_proj.weight, p.k_proj.bias).reshape(n, Hkv, Dh)   # [n, Hkv Dh] -> [n, Hkv, Dh]
-    v = ops.linear(x, p.v_proj.weight, p.v_proj.bias).reshape(n, Hkv, Dh)   # [n, Hkv Dh] -> [n, Hkv, Dh]
+    qkv = ops.linear(x, p.qkv_proj.weight, p.qkv_proj.bias)     # [n, (H + 2 Hkv) Dh]: q, k, v_proj at once
+    qd, kvd = H * Dh, Hkv * Dh
+    q = _columns(qkv, 0, qd).reshape(n, H, Dh)                   # [n, H, Dh]
+    k = _columns(qkv, qd, qd + kvd).reshape(n, Hkv, Dh)          # [n, Hkv, Dh]
+    v = _columns(qkv, qd + kvd, qd + 2 * kvd).reshape(n, Hkv, Dh)  # [n, Hkv, Dh]
     a = attend(ops.rope(q, cos, sin), ops.rope(k, cos, sin), v).reshape(n, H * Dh)  # -> [n, H Dh]
     return ops.linear(a, p.o_proj.weight, p.o_proj.bias)
 
 
 def llama_mlp(x, p):  # [n, D] -> [n, D]
     """SwiGLU: down_proj(silu(x W_gate^T) * (x W_up^T))"""
-    h = ops.silu_mul(ops.linear(x, p.gate_proj.weight, p.gate_proj.bias),
-                     ops.linear(x, p.up_proj.weight, p.up_proj.bias))      # [n, F]
+    gu = ops.linear(x, p.gate_up_proj.weight, p.gate_up_proj.bias)          # [n, 2F]: gate, up_proj at once
+    F = gu.shape[1] // 2
+    h = ops.silu_mul(_columns(gu, 0, F), _columns(gu, F, 2 * F))             # [n, F]
     return ops.linear(h, p.down_proj.weight, p.down_proj.bias)
+
+
+def _columns(y, a, b):  # [n, N] -> [n, b - a], C-contiguous (a view when n = 1: a decode step)
+    return np.ascontiguousarray(y[:, a:b])
 
 
 def llama_layer(x, cos, sin, attend, p, config):  # [n, D] -> [n, D]

@@ -262,6 +262,73 @@ SG_AVX2_TARGET static void task_avx2(const float *x, const float *w, const float
         }
     }
 }
+
+/* ================================================================ AVX2 on a weight packed once: 2 x 32 */
+#define MRP 2
+
+/* y[0:mr, 0:nr] <- (first ? 0 : y) + sum_k a[i][k] * bp[k, 0:32], then + bias if bias != NULL, with
+ * bp a K x 32 panel of sg_pack_weight (row stride 32). Two rows of four ymm accumulators: at M = 1
+ * (a decode step) four independent FMA chains keep both FMA ports busy while the panel streams in,
+ * where kernel_avx2's 16 columns would give two. Rows >= mr read row 0 again and are never stored. */
+SG_AVX2_TARGET static void kernel_avx2_packed(const float *a0, const float *a1, int64_t kc,
+                                              const float *bp, float *y, int64_t N, int mr,
+                                              const __m256i m[4], int first, const float *bias)
+{
+    __m256 c00, c01, c02, c03, c10, c11, c12, c13;
+    c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = _mm256_setzero_ps();
+    if (!first) {
+        c00 = _mm256_maskload_ps(y, m[0]);      c01 = _mm256_maskload_ps(y + 8, m[1]);
+        c02 = _mm256_maskload_ps(y + 16, m[2]); c03 = _mm256_maskload_ps(y + 24, m[3]);
+        if (mr > 1) {
+            c10 = _mm256_maskload_ps(y + N, m[0]);      c11 = _mm256_maskload_ps(y + N + 8, m[1]);
+            c12 = _mm256_maskload_ps(y + N + 16, m[2]); c13 = _mm256_maskload_ps(y + N + 24, m[3]);
+        }
+    }
+    for (int64_t k = 0; k < kc; k++) {
+        const float *bk = bp + k * SG_PACK_NR;
+        __m256 b0 = _mm256_load_ps(bk), b1 = _mm256_load_ps(bk + 8);
+        __m256 b2 = _mm256_load_ps(bk + 16), b3 = _mm256_load_ps(bk + 24);
+        __m256 v0 = _mm256_broadcast_ss(a0 + k), v1 = _mm256_broadcast_ss(a1 + k);
+        c00 = _mm256_fmadd_ps(v0, b0, c00); c01 = _mm256_fmadd_ps(v0, b1, c01);
+        c02 = _mm256_fmadd_ps(v0, b2, c02); c03 = _mm256_fmadd_ps(v0, b3, c03);
+        c10 = _mm256_fmadd_ps(v1, b0, c10); c11 = _mm256_fmadd_ps(v1, b1, c11);
+        c12 = _mm256_fmadd_ps(v1, b2, c12); c13 = _mm256_fmadd_ps(v1, b3, c13);
+    }
+    if (bias) {
+        __m256 d0 = _mm256_maskload_ps(bias, m[0]), d1 = _mm256_maskload_ps(bias + 8, m[1]);
+        __m256 d2 = _mm256_maskload_ps(bias + 16, m[2]), d3 = _mm256_maskload_ps(bias + 24, m[3]);
+        c00 = _mm256_add_ps(c00, d0); c01 = _mm256_add_ps(c01, d1);
+        c02 = _mm256_add_ps(c02, d2); c03 = _mm256_add_ps(c03, d3);
+        c10 = _mm256_add_ps(c10, d0); c11 = _mm256_add_ps(c11, d1);
+        c12 = _mm256_add_ps(c12, d2); c13 = _mm256_add_ps(c13, d3);
+    }
+    _mm256_maskstore_ps(y, m[0], c00);      _mm256_maskstore_ps(y + 8, m[1], c01);
+    _mm256_maskstore_ps(y + 16, m[2], c02); _mm256_maskstore_ps(y + 24, m[3], c03);
+    if (mr > 1) {
+        _mm256_maskstore_ps(y + N, m[0], c10);      _mm256_maskstore_ps(y + N + 8, m[1], c11);
+        _mm256_maskstore_ps(y + N + 16, m[2], c12); _mm256_maskstore_ps(y + N + 24, m[3], c13);
+    }
+}
+
+/* The AVX2 twin of task_avx512_packed: the same chunks of K, the same bits. */
+SG_AVX2_TARGET static void task_avx2_packed(const float *x, const float *wp, const float *b,
+                                            int64_t K, int64_t N, int64_t m0, int64_t m1,
+                                            int64_t n0, int64_t n1, float *y)
+{
+    int64_t nr = n1 - n0;   /* <= 32 */
+    const __m256i m[4] = {mask8(nr), mask8(nr - 8), mask8(nr - 16), mask8(nr - 24)};
+    const float *panel = wp + (n0 / SG_PACK_NR) * K * SG_PACK_NR;
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        int64_t kc = min64(KC, K - k0);
+        int last = k0 + kc >= K;
+        for (int64_t r = m0; r < m1; r += MRP) {
+            int mr = (int)min64(MRP, m1 - r);
+            const float *a0 = x + r * K + k0, *a1 = mr > 1 ? a0 + K : a0;
+            kernel_avx2_packed(a0, a1, kc, panel + k0 * SG_PACK_NR, y + r * N + n0, N, mr, m,
+                               k0 == 0, last && b ? b + n0 : NULL);
+        }
+    }
+}
 #endif /* SG_X86 */
 
 /* ================================================================ entry point */
@@ -311,7 +378,7 @@ int sg_linear_packed(const float *x, const float *wp, const float *b, int64_t M,
                      float *y, int isa, int nthreads)
 {
 #if SG_X86
-    if (isa != FDB_ISA_AVX512) return -1;
+    if (isa != FDB_ISA_AVX512 && isa != FDB_ISA_AVX2) return -1;
     if (M <= 0 || N <= 0) return 0;
     if (K <= 0) {
         sg_linear(x, wp, b, M, N, K, y, isa, nthreads);
@@ -324,7 +391,8 @@ int sg_linear_packed(const float *x, const float *wp, const float *b, int64_t M,
     for (int64_t t = 0; t < n_tasks; t++) {
         int64_t m0 = (t / n_panels) * MC, m1 = min64(M, m0 + MC);
         int64_t n0 = (t % n_panels) * NR_TASK, n1 = min64(N, n0 + NR_TASK);
-        task_avx512_packed(x, wp, b, K, N, m0, m1, n0, n1, y);
+        if (isa == FDB_ISA_AVX512) task_avx512_packed(x, wp, b, K, N, m0, m1, n0, n1, y);
+        else task_avx2_packed(x, wp, b, K, N, m0, m1, n0, n1, y);
     }
     return 0;
 #else
