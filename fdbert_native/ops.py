@@ -521,23 +521,28 @@ def linear(x, weight, bias=None):  # f32 [M, K], [N, K], [N] | None -> f32 [M, N
         if bias.shape != (N,):
             raise Declined(f"linear: bias must be [{N}], got shape {bias.shape}")
     out = np.empty((x.shape[0], N), np.float32)
-    if x.shape[0] <= PACKED_MAX_M:
-        return _sgemm.linear_packed(x, _packed_weight(weight), bias, out)
+    packed = _packed_weight(weight) if x.shape[0] <= PACKED_MAX_M else _packed_weight(weight, create=False)
+    if packed is not None:
+        return _sgemm.linear_packed(x, packed, bias, out)
     return _sgemm.linear(x, weight, bias, out)
 
 
-#: Rows up to which linear runs on a weight packed once (a decoder's decode steps): there the per-call
-#: packing of W^T panels is most of sgemm's work. The packed copy costs N K floats per weight, kept
-#: while the weight lives; the bits are the same (figures: docs/benchmarks.md, decoder).
-PACKED_MAX_M = 16
+#: Rows up to which linear packs a weight once and keeps the copy (a decoder's decode steps, up to 64
+#: sequences): there the per-call packing of W^T panels is most of sgemm's work (at M = 1), or a third
+#: of it (M = 32, AVX2). The copy costs N K floats per weight, kept while the weight lives; more rows
+#: use it when it exists (a prefill), else pack per call. The bits are the same (figures:
+#: docs/benchmarks.md, decoder).
+PACKED_MAX_M = 64
 _PACKED: dict = {}   # id(weight) -> (weakref to weight, _sgemm.PackedWeight)
 
 
-def _packed_weight(weight):
+def _packed_weight(weight, create=True):
     import weakref
     entry = _PACKED.get(id(weight))
     if entry is not None and entry[0]() is weight:
         return entry[1]
+    if not create:
+        return None
     key = id(weight)
     packed = _sgemm.PackedWeight(weight)
     _PACKED[key] = (weakref.ref(weight, lambda _ref, key=key: _PACKED.pop(key, None)), packed)

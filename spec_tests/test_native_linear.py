@@ -225,12 +225,16 @@ def test_backend_linear_packs_small_m_weights_once():
     import fdbert_native.ops as nops
     if nops._linear_path() not in ("avx512", "avx2"):
         pytest.skip("the packed path needs AVX-512 or AVX2")
-    x, w, b = operands(1, 40, 300, 0, True)
+    big, w, b = operands(nops.PACKED_MAX_M + 1, 40, 300, 0, True)
+    x = np.ascontiguousarray(big[:1])
     before = len(nops._PACKED)
+    y_big = nops.linear(big, w, b)                 # more rows than PACKED_MAX_M: nothing kept
+    assert len(nops._PACKED) == before
     y = nops.linear(x, w, b)
     assert len(nops._PACKED) == before + 1
     assert np.array_equal(nops.linear(x, w, b), y) and len(nops._PACKED) == before + 1
     assert np.array_equal(y, _sgemm.linear(x, w, b, np.empty((1, 40), np.float32)))
+    assert np.array_equal(nops.linear(big, w, b), y_big)   # now on the kept copy: the same bits
     del w
     gc.collect()
     assert len(nops._PACKED) == before

@@ -204,8 +204,8 @@ SG_AVX2_TARGET static inline __m256i mask8(int64_t n)   /* lanes j < n all-ones 
 }
 
 SG_AVX2_TARGET static void kernel_avx2(const float *const a[MR8], int64_t kc, const float *bp,
-                                       float *y, int64_t N, int mr, __m256i m0, __m256i m1,
-                                       int first, const float *bias)
+                                       int64_t ldb, float *y, int64_t N, int mr, __m256i m0,
+                                       __m256i m1, int first, const float *bias)
 {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c00 = c01 = c10 = c11 = c20 = c21 = _mm256_setzero_ps();
@@ -219,7 +219,7 @@ SG_AVX2_TARGET static void kernel_avx2(const float *const a[MR8], int64_t kc, co
     }
     const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
     for (int64_t k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(bp + k * NR8), b1 = _mm256_load_ps(bp + k * NR8 + 8);
+        __m256 b0 = _mm256_load_ps(bp + k * ldb), b1 = _mm256_load_ps(bp + k * ldb + 8);
         __m256 v;
 #define FMA_ROW(ai, ca, cb) v = _mm256_broadcast_ss(ai + k); ca = _mm256_fmadd_ps(v, b0, ca); \
                             cb = _mm256_fmadd_ps(v, b1, cb);
@@ -256,7 +256,7 @@ SG_AVX2_TARGET static void task_avx2(const float *x, const float *w, const float
                 int mr = (int)min64(MR8, m1 - m);
                 const float *a[MR8];
                 for (int i = 0; i < MR8; i++) a[i] = x + (m + (i < mr ? i : mr - 1)) * K + k0;
-                kernel_avx2(a, kc, bp, y + m * N + p0, N, mr, mk0, mk1, k0 == 0,
+                kernel_avx2(a, kc, bp, NR8, y + m * N + p0, N, mr, mk0, mk1, k0 == 0,
                             last && b ? b + p0 : NULL);
             }
         }
@@ -310,7 +310,10 @@ SG_AVX2_TARGET static void kernel_avx2_packed(const float *a0, const float *a1, 
     }
 }
 
-/* The AVX2 twin of task_avx512_packed: the same chunks of K, the same bits. */
+/* The AVX2 twin of task_avx512_packed: the same chunks of K, the same bits. Blocks of 6 rows run
+ * kernel_avx2's 6 x 16 on each 16-column half of the panel (row stride 32: 12 accumulators, for the
+ * compute-bound batches), the remaining rows the 2 x 32 kernel (a decode step of one sequence: four
+ * FMA chains per row while the panel streams in). */
 SG_AVX2_TARGET static void task_avx2_packed(const float *x, const float *wp, const float *b,
                                             int64_t K, int64_t N, int64_t m0, int64_t m1,
                                             int64_t n0, int64_t n1, float *y)
@@ -321,11 +324,20 @@ SG_AVX2_TARGET static void task_avx2_packed(const float *x, const float *wp, con
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
         int64_t kc = min64(KC, K - k0);
         int last = k0 + kc >= K;
-        for (int64_t r = m0; r < m1; r += MRP) {
+        const float *bp = panel + k0 * SG_PACK_NR;
+        int64_t r = m0;
+        for (; r + MR8 <= m1; r += MR8) {          /* full blocks of 6 rows */
+            const float *a[MR8];
+            for (int i = 0; i < MR8; i++) a[i] = x + (r + i) * K + k0;
+            for (int h = 0; h < 2 && 16 * h < nr; h++)
+                kernel_avx2(a, kc, bp + 16 * h, SG_PACK_NR, y + r * N + n0 + 16 * h, N, MR8,
+                            m[2 * h], m[2 * h + 1], k0 == 0, last && b ? b + n0 + 16 * h : NULL);
+        }
+        for (; r < m1; r += MRP) {                 /* the rest, 2 rows at a time */
             int mr = (int)min64(MRP, m1 - r);
             const float *a0 = x + r * K + k0, *a1 = mr > 1 ? a0 + K : a0;
-            kernel_avx2_packed(a0, a1, kc, panel + k0 * SG_PACK_NR, y + r * N + n0, N, mr, m,
-                               k0 == 0, last && b ? b + n0 : NULL);
+            kernel_avx2_packed(a0, a1, kc, bp, y + r * N + n0, N, mr, m, k0 == 0,
+                               last && b ? b + n0 : NULL);
         }
     }
 }
