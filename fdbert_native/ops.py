@@ -70,6 +70,7 @@ def op_paths() -> dict[str, str]:
     dpath = _decoder.best_isa() if _decoder is not None else "reference"
     paths.update({op: dpath for op in DECODER_OPS})
     paths["decoder_attention"] = f"{paths['attention']} (query head h reads kv head h // (H / Hkv))"
+    paths["prepadded_attention"] = f"{paths['attention']} (two packed segments per sequence)"
     return paths
 
 
@@ -615,3 +616,32 @@ def decoder_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale=None):
     _attention_checked("decoder_attention", q, k, v, cu_seqlens_q, cu_seqlens_k, gqa=True)
     return _run_attention(_fp32.attention, "decoder_attention", q, k, v, cu_seqlens_q, cu_seqlens_k,
                           True, scale)
+
+
+def prepadded_attention(q, k, v, n_pad, *, scale=None):  # [B, Tq, H, Dh], [B, Tk, Hkv, Dh] x2, [B] -> [B, Tq, H, Dh]
+    """EET's pre-padded causal attention (reference: fdbert/blocks/prepadded_attention.py) on the packed
+    float32 attention kernel, one call for the batch, grouped-query heads read in place.
+
+    Rows b Tq + i of q and b Tk + j of k, v are query i and key j of sequence b. Sequence b is two
+    segments: its real keys j >= n_pad[b] with its queries i >= i0 = max(0, n_pad[b] - (Tk - Tq)),
+    where the kernel's causal mask (aligned at the end) lets query i see keys j <= i + Tk - Tq, as in
+    the reference; and its pad queries i < i0 over its pad keys, whose output is then set to 0 (a pad
+    query sees no key). So no real query reads a pad key, and pads cost what EET's scheme costs.
+    """
+    for arg, a in (("q", q), ("k", k), ("v", v)):
+        _take(a, f"prepadded_attention: {arg}", np.float32)
+        if a.ndim != 4:
+            raise Declined(f"prepadded_attention: {arg} must be 4-d, got shape {a.shape}")
+    B, Tq, H, Dh = q.shape
+    Tk, Hkv = k.shape[1], k.shape[2]
+    n_pad = np.asarray(n_pad, np.int64)
+    i0 = np.maximum(0, n_pad - (Tk - Tq))                            # [B] pad queries of each sequence
+    rows_q, rows_k = np.arange(B) * Tq, np.arange(B) * Tk
+    cu_q = np.append(np.stack([rows_q, rows_q + i0], axis=1).reshape(-1), B * Tq).astype(np.int32)
+    cu_k = np.append(np.stack([rows_k, rows_k + n_pad], axis=1).reshape(-1), B * Tk).astype(np.int32)
+    #      [2B + 1]: sequence b's pad segment, then its real segment
+    out = _run_attention(_fp32.attention, "prepadded_attention", q.reshape(B * Tq, H, Dh),
+                         k.reshape(B * Tk, Hkv, Dh), v.reshape(B * Tk, Hkv, Dh), cu_q, cu_k, True, scale)
+    out = out.reshape(B, Tq, H, Dh)
+    out[np.arange(Tq)[None, :] < i0[:, None]] = 0.0                  # pad queries: 0, as in the reference
+    return out

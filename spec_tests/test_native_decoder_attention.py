@@ -57,3 +57,29 @@ def test_decoder_attention_long_prefill_and_decode_vs_reference():
     step = nops.decoder_attention(q[L:], k, v, cu_step, cu_k)
     np.testing.assert_allclose(step, ref.decoder_attention(q[L:], k, v, cu_step, cu_k),
                                atol=DECODER_ATTN_ATOL, rtol=0)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_prepadded_attention_vs_reference(data):
+    """EET's pre-padded attention (fdbert/blocks/prepadded_attention.py) on the packed kernel: prefill
+    (Tq = Tk) and decode steps (Tq = 1), pads of every count including none and all, GQA."""
+    from fdbert.blocks.prepadded_attention import prepadded_attention as oracle
+    Hkv = data.draw(st.integers(1, 3))
+    H = Hkv * data.draw(st.integers(1, 3))
+    Dh = data.draw(st.sampled_from([1, 4, 16, 64]))
+    B, Tk = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 24))
+    Tq = data.draw(st.sampled_from(sorted({1, Tk, max(1, Tk // 2)})))
+    n_pad = np.array([data.draw(st.integers(0, Tk)) for _ in range(B)])
+    rng = np.random.default_rng(data.draw(seeds))
+    q = rng.standard_normal((B, Tq, H, Dh)).astype(np.float32)
+    k, v = (rng.standard_normal((B, Tk, Hkv, Dh)).astype(np.float32) for _ in range(2))
+    got = nops.prepadded_attention(q, k, v, n_pad)
+    want = oracle(q, k, v, n_pad)
+    np.testing.assert_allclose(got, want, atol=DECODER_ATTN_ATOL, rtol=0)
+    pad_query = np.arange(Tq)[None, :] < np.maximum(0, n_pad - (Tk - Tq))[:, None]
+    assert not got[pad_query].any()                      # a pad query's output is exactly 0
+    k2, v2 = k.copy(), v.copy()                          # pad keys: never read by a real query
+    for b in range(B):
+        k2[b, :n_pad[b]], v2[b, :n_pad[b]] = np.nan, np.inf
+    np.testing.assert_array_equal(nops.prepadded_attention(q, k2, v2, n_pad), got)
