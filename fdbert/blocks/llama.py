@@ -21,10 +21,10 @@ def llama_attention(x, cos, sin, attend, p, config):  # [n, D] -> [n, D]
     H, Hkv, Dh = config.n_heads, config.n_kv_heads, config.head_dim
     qkv = ops.linear(x, p.qkv_proj.weight, p.qkv_proj.bias)     # [n, (H + 2 Hkv) Dh]: q, k, v_proj at once
     qd, kvd = H * Dh, Hkv * Dh
-    q = _columns(qkv, 0, qd).reshape(n, H, Dh)                   # [n, H, Dh]
-    k = _columns(qkv, qd, qd + kvd).reshape(n, Hkv, Dh)          # [n, Hkv, Dh]
-    v = _columns(qkv, qd + kvd, qd + 2 * kvd).reshape(n, Hkv, Dh)  # [n, Hkv, Dh]
-    a = attend(ops.rope(q, cos, sin), ops.rope(k, cos, sin), v).reshape(n, H * Dh)  # -> [n, H Dh]
+    qk = ops.rope(_columns(qkv, 0, qd + kvd).reshape(n, H + Hkv, Dh), cos, sin)  # RoPE(q), RoPE(k) at once
+    q, k = (np.ascontiguousarray(h) for h in (qk[:, :H], qk[:, H:]))            # [n, H, Dh], [n, Hkv, Dh]
+    v = _columns(qkv, qd + kvd, qd + 2 * kvd).reshape(n, Hkv, Dh)             # [n, Hkv, Dh]
+    a = attend(q, k, v).reshape(n, H * Dh)                                     # -> [n, H Dh]
     return ops.linear(a, p.o_proj.weight, p.o_proj.bias)
 
 
