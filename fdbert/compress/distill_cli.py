@@ -129,6 +129,19 @@ def _existing_ancestor(p: Path) -> Path:
     return p
 
 
+def _note_bf16_speed() -> None:
+    """One line when bfloat16 would run emulated: on an AVX2-only AMD EPYC, 15.8 s per step against
+    2.0 s in fp32 (the MiniLM recipe of docs/accuracy.md, one thread, 2026-12-07)."""
+    import torch
+    try:
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):   # a torch without the probe: say nothing
+        return
+    if not native:
+        print("fdbert: note: this CPU has no native bfloat16 (AVX512-BF16 or AMX); --precision bf16 "
+              "runs emulated, several times slower than --precision fp32", file=sys.stderr)
+
+
 def main(args) -> int:
     try:
         cfg, texts = check_args(args)
@@ -148,6 +161,8 @@ def main(args) -> int:
         import torch
         torch.set_num_threads(args.threads)
         fdbert.set_num_threads(args.threads)
+    if cfg.precision == "bf16":
+        _note_bf16_speed()
     out = Path(args.out)
     if args.overwrite and not args.resume and out.exists():
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
