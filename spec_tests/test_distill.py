@@ -221,6 +221,15 @@ def test_bf16_autocast_trains_with_exact_masks_and_a_float32_qat_phase(teacher, 
     assert s.compression["quantization"] is not None
 
 
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_bf16_on_a_cpu_without_it_gets_a_note(native_bf16, monkeypatch, capsys):
+    import torch
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native_bf16)
+    distill_cli._note_bf16_speed()
+    err = capsys.readouterr().err
+    assert ("no native bfloat16" in err) == (not native_bf16)
+
+
 def test_a_classification_head_is_distilled_with_kl_on_logits(texts):
     from strategies import SmallConfig, random_encoder
     from int8_models import SPECIALS, WORDS, word_tokenizer
