@@ -33,8 +33,9 @@ import numpy as np
 from common import alternate, cpu_name, spread
 
 
-def hf_model(lm, path):
-    """transformers' Llama with fdbert's dequantized SmolLM2 weights (as spec_tests/test_smollm2.py)."""
+def hf_model(lm, path, attn_implementation=None):
+    """transformers' Llama with fdbert's dequantized SmolLM2 weights (as spec_tests/test_smollm2.py);
+    its default attention unless ``attn_implementation`` names one ("eager", "sdpa")."""
     import torch
     import transformers
     from fdbert.gguf import dequantized_tensors, read_gguf
@@ -44,7 +45,7 @@ def hf_model(lm, path):
         vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ffn, num_hidden_layers=c.n_layers,
         num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads, head_dim=c.head_dim,
         max_position_embeddings=c.max_positions, rope_theta=c.rope_theta, rms_norm_eps=c.norm_eps,
-        tie_word_embeddings=True)
+        tie_word_embeddings=True, **({"attn_implementation": attn_implementation} if attn_implementation else {}))
     hf = transformers.LlamaForCausalLM(hc).eval()
     _, tensors = read_gguf(path)
     state = {k: torch.from_numpy(v) for k, v in dequantized_tensors(tensors, c, "smollm2").items()}
