@@ -620,28 +620,49 @@ def decoder_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale=None):
 
 def prepadded_attention(q, k, v, n_pad, *, scale=None):  # [B, Tq, H, Dh], [B, Tk, Hkv, Dh] x2, [B] -> [B, Tq, H, Dh]
     """EET's pre-padded causal attention (reference: fdbert/blocks/prepadded_attention.py) on the packed
-    float32 attention kernel, one call for the batch, grouped-query heads read in place.
+    float32 attention kernel, one call for the batch, grouped-query heads and the cache read in place.
 
-    Rows b Tq + i of q and b Tk + j of k, v are query i and key j of sequence b. Sequence b is two
-    segments: its real keys j >= n_pad[b] with its queries i >= i0 = max(0, n_pad[b] - (Tk - Tq)),
-    where the kernel's causal mask (aligned at the end) lets query i see keys j <= i + Tk - Tq, as in
-    the reference; and its pad queries i < i0 over its pad keys, whose output is then set to 0 (a pad
-    query sees no key). So no real query reads a pad key, and pads cost what EET's scheme costs.
+    Row b Tq + i of q is query i of sequence b, and key j of sequence b is row b C + j of k's buffer,
+    where C >= Tk is the rows between two sequences' starts: Tk for a contiguous k, the capacity of the
+    cache when k is its first Tk columns (PrePaddedKVCache). Sequence b is three segments: its pad
+    queries i < i0 = max(0, n_pad[b] - (Tk - Tq)) over its pad keys, whose output is then set to 0 (a
+    pad query sees no key); its other queries over its real keys n_pad[b] <= j < Tk, where the
+    kernel's causal mask (aligned at the end) lets query i see keys j <= i + Tk - Tq, as the reference;
+    and the unused rows Tk <= j < C, with no queries. So no real query reads a pad key, and pads cost
+    what EET's scheme costs.
     """
     for arg, a in (("q", q), ("k", k), ("v", v)):
-        _take(a, f"prepadded_attention: {arg}", np.float32)
-        if a.ndim != 4:
-            raise Declined(f"prepadded_attention: {arg} must be 4-d, got shape {a.shape}")
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != 4:
+            raise Declined(f"prepadded_attention: {arg} must be a 4-d float32 array")
+    _take(q, "prepadded_attention: q", np.float32)
     B, Tq, H, Dh = q.shape
     Tk, Hkv = k.shape[1], k.shape[2]
+    C = _sequence_stride(k, v)
     n_pad = np.asarray(n_pad, np.int64)
     i0 = np.maximum(0, n_pad - (Tk - Tq))                            # [B] pad queries of each sequence
-    rows_q, rows_k = np.arange(B) * Tq, np.arange(B) * Tk
-    cu_q = np.append(np.stack([rows_q, rows_q + i0], axis=1).reshape(-1), B * Tq).astype(np.int32)
-    cu_k = np.append(np.stack([rows_k, rows_k + n_pad], axis=1).reshape(-1), B * Tk).astype(np.int32)
-    #      [2B + 1]: sequence b's pad segment, then its real segment
-    out = _run_attention(_fp32.attention, "prepadded_attention", q.reshape(B * Tq, H, Dh),
-                         k.reshape(B * Tk, Hkv, Dh), v.reshape(B * Tk, Hkv, Dh), cu_q, cu_k, True, scale)
+    rows_q, rows_k = np.arange(B) * Tq, np.arange(B) * C
+    cu_q = np.stack([rows_q, rows_q + i0, rows_q + Tq], axis=1).reshape(-1)[:-1]
+    cu_k = np.stack([rows_k, rows_k + n_pad, rows_k + Tk], axis=1).reshape(-1)[:-1]
+    #      [3B - 1]: sequence b's pad, real and unused rows (the last sequence has no unused rows)
+    n_rows = (B - 1) * C + Tk if B else 0
+    kf, vf = (np.lib.stride_tricks.as_strided(a, (n_rows, Hkv, Dh), a.strides[1:]) for a in (k, v))
+    out = _run_attention(_fp32.attention, "prepadded_attention", q.reshape(B * Tq, H, Dh), kf, vf,
+                         np.append(cu_q, B * Tq).astype(np.int32), np.append(cu_k, n_rows).astype(np.int32),
+                         True, scale)
     out = out.reshape(B, Tq, H, Dh)
     out[np.arange(Tq)[None, :] < i0[:, None]] = 0.0                  # pad queries: 0, as in the reference
     return out
+
+
+def _sequence_stride(k, v) -> int:  # -> C: rows between the starts of two sequences' keys
+    """k, v [B, Tk, Hkv, Dh] with C-contiguous rows [Tk, Hkv, Dh] and sequences C >= Tk rows apart (a
+    contiguous array, or the first Tk columns of one); Declined otherwise."""
+    B, Tk, Hkv, Dh = k.shape
+    row = Hkv * Dh * 4
+    if v.shape == k.shape and k.size == 0:   # NumPy gives an empty array any strides
+        return Tk
+    if (v.shape != k.shape or k.strides[1:] != (row, Dh * 4, 4) or v.strides != k.strides
+            or (B > 1 and (k.strides[0] % row or k.strides[0] // row < Tk)) or row == 0):
+        raise Declined(f"prepadded_attention: k and v must be [B, Tk, Hkv, Dh] with C-contiguous rows, "
+                       f"got shapes {k.shape}, {v.shape} and strides {k.strides}, {v.strides}")
+    return k.strides[0] // row if B > 1 else Tk

@@ -83,3 +83,20 @@ def test_prepadded_attention_vs_reference(data):
     for b in range(B):
         k2[b, :n_pad[b]], v2[b, :n_pad[b]] = np.nan, np.inf
     np.testing.assert_array_equal(nops.prepadded_attention(q, k2, v2, n_pad), got)
+
+
+def test_prepadded_attention_reads_a_cache_view_in_place():
+    """k, v as the first Tk columns of a [B, capacity, Hkv, Dh] cache (PrePaddedKVCache): the same
+    result as contiguous copies, and the unused columns after Tk are never read."""
+    from fdbert.blocks.prepadded_attention import prepadded_attention as oracle
+    rng = np.random.default_rng(7)
+    B, cap, Tk, Hkv, H, Dh = 3, 20, 11, 3, 9, 16
+    kc, vc = (rng.standard_normal((B, cap, Hkv, Dh)).astype(np.float32) for _ in range(2))
+    kc[:, Tk:], vc[:, Tk:] = np.nan, np.inf                  # unused capacity
+    n_pad = np.array([0, 4, 10])
+    for Tq in (1, Tk):
+        q = rng.standard_normal((B, Tq, H, Dh)).astype(np.float32)
+        got = nops.prepadded_attention(q, kc[:, :Tk], vc[:, :Tk], n_pad)
+        k, v = np.ascontiguousarray(kc[:, :Tk]), np.ascontiguousarray(vc[:, :Tk])
+        np.testing.assert_array_equal(got, nops.prepadded_attention(q, k, v, n_pad))
+        np.testing.assert_allclose(got, oracle(q, k, v, n_pad), atol=DECODER_ATTN_ATOL, rtol=0)
