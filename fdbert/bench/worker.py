@@ -123,6 +123,8 @@ class DeepSparseAdapter:
 
     def prepare(self, model: str, seq_len: int) -> dict:
         self.model = model
+        if self.threads is None:
+            self.threads = 1  # the race times batch 1 at one thread: this compile is reused
         engine = self._engine(1, seq_len)  # compile once here: a refusal of this CPU shows up now
         from deepsparse.cpu import cpu_architecture
 
