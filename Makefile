@@ -57,3 +57,13 @@ shipped-models: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) build *.egg-info fdbert_native/*.so fdbert_native/_*.c
+
+# DeepSparse 1.8.0, its last wheel, pins onnx < 1.15 and numpy < 2: it gets a venv of its own, which
+# `fdbert bench --engines deepsparse-int8-sparse` runs in a subprocess (fdbert/bench/worker.py).
+DEEPSPARSE_VENV ?= .venv-deepsparse
+.PHONY: bench-deepsparse
+bench-deepsparse: $(DEEPSPARSE_VENV)/.installed
+$(DEEPSPARSE_VENV)/.installed: fdbert/bench/requirements-deepsparse.txt
+	$(PYTHON) -m venv $(DEEPSPARSE_VENV)
+	$(DEEPSPARSE_VENV)/bin/pip install -r fdbert/bench/requirements-deepsparse.txt
+	touch $@

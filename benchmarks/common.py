@@ -1,7 +1,7 @@
 """What the scripts of benchmarks/ share: one timing loop, the random DistilBERT-base models, and
 the checks every script runs before it times anything (llm.c's habit: validate, then time).
 
-Timing goes through ``fdbert.bench.harness.time_calls``, the loop ``fdbert bench`` races engines
+Timing goes through ``fdbert.bench.timing.time_calls``, the loop ``fdbert bench`` races engines
 with; :func:`timings` only picks its knobs (a fixed number of calls, or a time budget). Statistics
 (min for kernels, median / percentiles for forwards) are the caller's choice, made in one line.
 On a shared machine compare within one run: :func:`alternate` runs the sides of an A/B round by
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 import fdbert
-from fdbert.bench.harness import time_calls
+from fdbert.bench.timing import time_calls
 from fdbert.bench.report import cpu_model
 from fdbert.config import EncoderConfig
 from fdbert.model import Encoder

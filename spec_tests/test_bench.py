@@ -269,6 +269,15 @@ def test_race_skips_missing_broken_and_declining_engines_with_reasons(tmp_path):
         assert stats["median_ms"] == min(stats["round_medians_ms"])
 
 
+def test_a_subset_race_still_measures_fidelity_against_float32(tmp_path):
+    """No fp32 engine among the raced ones: the reference runs once, untimed, for fidelity."""
+    results = run_race(fake_workload(tmp_path), ["fake-int8"], FAST, tmp_path, registry=REGISTRY)
+    assert results["reference_engine"] == "fake-ref (fidelity only, not timed)"
+    assert list(results["engines"]) == ["fake-int8"]
+    assert results["engines"]["fake-int8"]["fidelity"]["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
+    assert "load" in results  # sampled during the race
+
+
 def test_unknown_engine_names_are_rejected_with_the_list():
     import argparse
 
@@ -298,7 +307,7 @@ def hand_results():
             "batches": {"1": stats(40, 41, 42, 1), "8": stats(200, 210, 220, 8)},
             "best_under_bound": None, "ratios": {"b1_latency_speedup_2t": 1.0,
                                                  "throughput_ratio_b8": 1.0}}
-    fast = {"precision": "int8", "fidelity": {"mode": "token (real tokens)", "cosine_mean": 0.99912,
+    fast = {"precision": "int8", "weights": "pruned 80% 1x4", "fidelity": {"mode": "token (real tokens)", "cosine_mean": 0.99912,
                                                "max_abs_diff": 0.25},
             "latency_b1": {"1": stats(20, 21, 22, 1), "2": stats(8, 9, 12.5, 1)},
             "batches": {"1": stats(8, 9, 12.5, 1), "8": stats(50, 51, 52, 8)},
@@ -317,11 +326,15 @@ def test_markdown_table_rows_and_skipped_list():
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("| engine"))
     assert "b1 latency 2T ms p50/p90/p99" in header and "seq/s B=8" in header
-    assert "best seq/s ≤10 ms (B)" in header
-    # fast: 2T latency 8/9/12.5 ms; 1000/8 = 125 seq/s at B=1, 8/50 ms = 160 seq/s at B=8
-    assert ("| fast | 20.0 / 21.0 / 22.0 | 8.0 / 9.0 / 12.5 | 125.0 | 160.0 | 125.0 (1) | 5.00× "
-            "| 4.00× | 0.99912 | 0.250000 |") in lines
-    assert "| torch | 50.0 / 55.0 / 60.0 | 40.0 / 41.0 / 42.0 | 25.0 | 40.0 | none |" in text
+    # the bound column is computed from the median latency (harness.best_under_bound): it says so
+    assert "best seq/s with median ≤10 ms (B)" in header
+    # fast: 2T latency 8/9/12.5 ms; 1000/8 = 125 seq/s at B=1, 8/50 ms = 160 seq/s at B=8; no
+    # peer (every engine here is a peer of the other, but their weights differ)
+    assert ("| fast | ⚑ pruned 80% 1x4 | 0.99912 | 20.0 / 21.0 / 22.0 | 8.0 / 9.0 / 12.5 | 125.0 "
+            "| 160.0 | 125.0 (1) | – | – | 5.00× | 4.00× | 0.250000 |") in lines
+    assert ("| torch | given | 1.00000 | 50.0 / 55.0 / 60.0 | 40.0 / 41.0 / 42.0 | 25.0 | 40.0 "
+            "| none |") in text
+    assert "⚑ other weights than the given model's" in text
     assert "- ov: package 'openvino' is not installed" in lines
 
 
@@ -331,6 +344,87 @@ def test_markdown_warns_when_the_machine_was_busy():
     results["load_average_start"] = [2.5, 1.0, 1.0]
     results["environment"] = {"cpu_count": 4}  # 2.5 >= 0.5 * 4
     assert "WARNING: load average 2.5 on 4 CPUs" in report.markdown(results)
+
+
+def test_markdown_warns_when_others_took_cpu_during_the_run():
+    """A quiet start does not hide a busy run: the sampled CPU of other processes counts."""
+    from fdbert.bench.load import summarize_load
+
+    results = hand_results()
+    # 4 samples: 0.0, 0.1, 0.5, 0.6 CPUs -> mean 0.3 >= 0.25, median (0.1 + 0.5) / 2 = 0.3, max 0.6
+    results["load"] = summarize_load([0.0, 0.5, 0.1, 0.6], [0.2, 1.4], 0.5)
+    text = report.markdown(results)
+    assert ("other processes used 0.30 CPUs on average (median 0.30, max 0.60; 4 samples, every "
+            "0.5 s)") in text
+    assert "0.2-1.4 during the run" in text
+    assert "WARNING: other processes took 0.30 CPUs on average during the run" in text
+    results["load"] = summarize_load([0.0, 0.1, 0.2], [0.2], 0.5)  # mean 0.1: quiet enough
+    assert "WARNING" not in report.markdown(results)
+
+
+def test_load_sampler_counts_its_own_process_as_its_own(tmp_path):
+    """Busy-looping in this process for ~0.6 s must not show as other processes' CPU."""
+    import time
+
+    from fdbert.bench.load import LoadSampler, machine_busy_s
+
+    if machine_busy_s() is None:
+        pytest.skip("no /proc/stat")
+    with LoadSampler(interval_s=0.1) as sampler:
+        end = time.perf_counter() + 0.6
+        while time.perf_counter() < end:
+            pass
+    summary = sampler.summary()
+    assert summary["samples"] >= 3
+    assert 0.0 <= summary["others_cpus_mean"] <= (__import__("os").cpu_count() or 1)
+
+
+def test_table_shows_the_spread_of_rounds():
+    results = hand_results()
+    stats = results["engines"]["fast"]["batches"]["8"]
+    # three rounds of B=8 at 150, 160, 130 seq/s: median 150, range 130-160
+    stats["rounds_throughput_seq_s"] = harness.round_spread([150.0, 160.0, 130.0])
+    assert "| 150.0 (130.0-160.0) |" in report.markdown(results)
+
+
+def test_peer_ratios_compare_only_engines_on_the_same_weights_round_by_round():
+    def rec(weights, seq_s_by_round):
+        spread = harness.round_spread(seq_s_by_round)
+        return {"weights": weights, "batches": {"32": {"rounds_throughput_seq_s": spread}}}
+
+    results = {"engines": {
+        "fdbert-sparse": rec("pruned 80% 1x4", [120.0, 100.0, 110.0]),
+        "deepsparse": rec("pruned 80% 1x4", [100.0, 100.0, 100.0]),
+        "openvino-int8": rec("as given", [300.0, 300.0, 300.0]),  # faster, but another model
+        "onnxruntime-int8": rec("as given", [200.0, 250.0, 150.0]),
+        "fdbert-dense": rec("as given", [150.0, 150.0, 150.0]),
+        "fdbert-distilled": rec("distilled", [500.0, 500.0, 500.0]),
+    }}
+    harness.add_peer_ratios(results, RaceOptions())
+    e = results["engines"]
+    vs = e["fdbert-sparse"]["vs_peer"]["b32"]
+    assert vs["peer"] == "deepsparse"  # the only peer on the pruned weights
+    assert vs["rounds"] == [1.2, 1.0, 1.1] and vs["median"] == 1.1 and vs["min"] == 1.0
+    vs = e["fdbert-dense"]["vs_peer"]["b32"]
+    assert vs["peer"] == "openvino-int8"  # the fastest peer (median 300 vs 200) on these weights
+    assert vs["median"] == pytest.approx(0.5)
+    assert e["fdbert-distilled"]["vs_peer"]["b32"] is None  # no peer runs the distilled model
+    assert e["openvino-int8"]["vs_peer"]["b32"]["peer"] == "onnxruntime-int8"  # not itself
+    assert report._vs_peer(None) == "no peer on these weights"
+    assert report._vs_peer(e["fdbert-sparse"]["vs_peer"]["b32"]) == "1.10× (1.00-1.20) deepsparse"
+
+
+def test_plot_styles_are_distinct_and_the_title_has_no_path():
+    pytest.importorskip("matplotlib")
+    names = [f"engine-{i}" for i in range(20)]
+    styles = report.engine_styles(names)
+    assert len(set(c for c, _ in styles.values())) == 20  # a colour of its own each
+    assert len(set(styles.values())) == 20
+    results = hand_results()
+    results["workload"]["model"] = "/home/someone/models/all-MiniLM-L6-v2"
+    results["environment"] = {"cpu_model": "AMD EPYC"}
+    title = report.plot_title(results)
+    assert "/" not in title and title.startswith("all-MiniLM-L6-v2  T=16  2 threads")
 
 
 def test_json_round_trips_and_plot_is_a_png(tmp_path):

@@ -1,12 +1,18 @@
-"""``fdbert bench``: race fdbert against PyTorch, ONNX Runtime and OpenVINO on one model.
+"""``fdbert bench``: race fdbert against PyTorch, ONNX Runtime, OpenVINO and DeepSparse on one model.
 
     fdbert bench [MODEL] [--seq-len 128] [--batch-sizes 1,8,32] [--threads 2] [--engines ...]
                  [--baseline pytorch-fp32] [--out DIR] [--latency-bound-ms 10] [--budget-s 2]
 
 Every engine gets the same weights, token ids, thread count and warm-up; fp32 engines must agree
-with pytorch-fp32 (max |diff| <= 1e-4 on real tokens) before anything is timed. Output: a
-markdown table on stdout, and ``bench.md``, ``bench.json`` (raw timings, versions, CPU) and
-``bench.png`` (throughput vs latency) in ``--out``.
+with pytorch-fp32 (max |diff| <= 1e-4 on real tokens) before anything is timed. An engine that runs
+other weights (the 80 % pruned model of fdbert-native-int8-sparse and deepsparse-int8-sparse) is
+flagged in every row and the plot, shows its cosine to float32 beside its speed, and is compared
+only with peers on the same weights. DeepSparse pins onnx < 1.15 and numpy < 2: ``make
+bench-deepsparse`` builds .venv-deepsparse, and the race runs it in a subprocess
+(``worker.py``) that times with the same loop (``timing.py``); without that venv it is skipped
+with one line. The machine's load is sampled during the run (``load.py``). Output: a markdown
+table on stdout, and ``bench.md``, ``bench.json`` (raw timings, every round, load samples,
+versions, CPU) and ``bench.png`` (throughput vs latency) in ``--out``.
 
 The CLI wires ``add_arguments`` to a sub-parser and calls ``main(args)``; ``main`` also takes an
 argv list (``benchmarks/run_bench.py`` does that).
@@ -81,18 +87,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="comma-separated engine names or 'all' (default all): "
                         + ", ".join(ENGINES))
     p.add_argument("--baseline", default="pytorch-fp32", choices=list(ENGINES), metavar="ENGINE",
-                   help="engine the ratios are computed against (default pytorch-fp32)")
+                   help="engine of the 'vs BASELINE' columns, shown when it ran, for engines on "
+                        "its weights (default pytorch-fp32); the 'vs fastest peer' columns are "
+                        "always there")
     p.add_argument("--out", default="bench-results",
                    help="output directory (default bench-results)")
     p.add_argument("--latency-bound-ms", type=float, default=10.0,
-                   help="L of the best-throughput-under-latency-bound metric (default 10)")
+                   help="L of the best-throughput-under-latency-bound metric: batch <= "
+                        "--max-bound-batch with median latency <= L (default 10)")
     p.add_argument("--max-bound-batch", type=int, default=8,
                    help="largest batch allowed under the latency bound (default 8)")
     p.add_argument("--budget-s", type=float, default=2.0,
                    help="seconds of timed calls per measurement, after warm-up (default 2)")
     p.add_argument("--rounds", type=_positive_int, default=1,
-                   help="passes over all engines, round-robin; each measurement keeps its "
-                        "fastest round (default 1; use 3 on a machine shared with others)")
+                   help="passes over all engines, the order reversed every other round; latencies "
+                        "from the best round, seq/s and peer ratios as median (min-max) over "
+                        "rounds (default 1; use 3 on a machine shared with others)")
     p.add_argument("--min-reps", type=int, default=3, help="at least this many timed calls (3)")
     p.add_argument("--fp32-atol", type=float, default=1e-4,
                    help="max |diff| on real tokens allowed for an fp32 engine (default 1e-4)")

@@ -15,6 +15,12 @@ INT8 schemes (what "int8" means per engine):
                         symmetric, MatMuls with a constant weight only (the Linear layers)
   openvino-int8         NNCF post-training quantization, ModelType.TRANSFORMER, default preset
   fdbert-native-int8    the fdbert INT8 contract (static u8 activations, s8 per-channel weights)
+  deepsparse-int8-sparse  the onnxruntime-int8 scheme on the pruned export (opset 14), run by
+                        DeepSparse 1.8.0 in .venv-deepsparse (RemoteEngine, worker.py)
+
+Weights: every engine runs the workload's model unless its ``weights`` says otherwise; the
+``*-sparse`` engines of fdbert and DeepSparse run one set of 80 % 1x4 pruned weights
+(``fdbert.prune``, copied into the torch model for the ONNX export: ``pruned_torch_model``).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .timing import time_calls
 from .workload import Workload
 
 
@@ -47,6 +54,8 @@ class Engine:
 
     name = ""
     precision = "fp32"
+    weights = "as given"  # which model it runs: the workload's, or e.g. a pruned one (flagged)
+    info: dict = {}  # what the engine reports about itself (RemoteEngine: the worker's prepare)
     requires: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, workload: Workload, work_dir: Path):
@@ -69,6 +78,14 @@ class Engine:
 
     def versions(self) -> dict[str, str | None]:
         return {dist: package_version(dist) for _, dist in self.requires}
+
+    def time(self, input_ids: np.ndarray, attention_mask: np.ndarray, budget_s: float,
+             min_reps: int) -> list[float]:
+        """Seconds of repeated ``run`` calls, by :func:`fdbert.bench.timing.time_calls`."""
+        return time_calls(lambda: self.run(input_ids, attention_mask), budget_s, min_reps)
+
+    def close(self) -> None:
+        """Release what ``prepare`` started (a subprocess); the race calls it at the end."""
 
 
 # ---- shared artifacts: one torch module, one ONNX export per (workload, work_dir) ----------------
@@ -105,15 +122,18 @@ def _last_hidden_state_module(model):
     return LastHiddenState(model).eval()
 
 
-def export_onnx(workload: Workload, work_dir: Path) -> Path:
-    """``torch.onnx.export`` of the model with dynamic batch and sequence axes (once per run)."""
+def export_onnx(workload: Workload, work_dir: Path, model=None, name: str = "model-fp32",
+                opset: int = 17) -> Path:
+    """``torch.onnx.export`` of the model (or of ``model``, a transformers module) with dynamic
+    batch and sequence axes, to WORK_DIR/NAME.onnx (once per run)."""
     import torch
 
-    path = Path(work_dir) / "model-fp32.onnx"
+    path = Path(work_dir) / f"{name}.onnx"
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = _last_hidden_state_module(load_torch_model(workload.model_dir, "eager"))
+    model = load_torch_model(workload.model_dir, "eager") if model is None else model
+    module = _last_hidden_state_module(model)
     example = workload.timing_batch(2)
     args = (torch.from_numpy(example.input_ids), torch.from_numpy(example.attention_mask))
     names = ["input_ids", "attention_mask"]
@@ -122,7 +142,7 @@ def export_onnx(workload: Workload, work_dir: Path) -> Path:
     with torch.inference_mode():
         torch.onnx.export(
             module, args, str(path), input_names=names, output_names=["last_hidden_state"],
-            dynamic_axes=axes, opset_version=17, dynamo=False, do_constant_folding=True,
+            dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True,
         )
     return path
 
@@ -225,31 +245,41 @@ def linear_matmul_nodes(model) -> list[str]:
             if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in weights]
 
 
+def quantize_qdq(fp32: Path, workload: Workload) -> Path:
+    """ONNX Runtime static QDQ quantization of the Linear MatMuls: FP32.onnx -> FP32-int8-qdq.onnx.
+
+    Activations u8 per tensor (asymmetric, min-max on the workload's calibration batches), weights
+    s8 per output channel (symmetric: a zero weight stays a zero code, so sparsity survives).
+    """
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32 = Path(fp32)
+    pre = fp32.with_name(fp32.stem + "-preprocessed.onnx")
+    path = fp32.with_name(fp32.stem + "-int8-qdq.onnx")
+    if not path.is_file():
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        nodes = linear_matmul_nodes(onnx.load(str(pre)))
+        if not nodes:
+            raise Skip("no MatMul with a constant weight found in the ONNX graph")
+        quantize_static(
+            str(pre), str(path), _CalibrationReader(workload.calibration),
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+            nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    return path
+
+
 class OnnxRuntimeInt8(OnnxRuntimeFP32):
     name = "onnxruntime-int8"
     precision = "int8"
 
     def prepare(self) -> None:
-        import onnx
-        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        fp32 = export_onnx(self.workload, self.work_dir)
-        pre = self.work_dir / "model-fp32-preprocessed.onnx"
-        self.path = self.work_dir / "model-int8-qdq.onnx"
-        if not self.path.is_file():
-            quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-            nodes = linear_matmul_nodes(onnx.load(str(pre)))
-            if not nodes:
-                raise Skip("no MatMul with a constant weight found in the ONNX graph")
-            quantize_static(
-                str(pre), str(self.path), _CalibrationReader(self.workload.calibration),
-                quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
-                nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-            )
+        self.path = quantize_qdq(export_onnx(self.workload, self.work_dir), self.workload)
         self.sessions = {}
 
 
@@ -389,6 +419,7 @@ class FdbertNativeInt8Sparse(FdbertNativeInt8):
     name = "fdbert-native-int8-sparse"
     sparsity = 0.8
     block = (1, 4)
+    weights = "pruned 80% 1x4"  # one-shot, no fine-tuning; deepsparse-int8-sparse runs the same
 
     attention = "fp32"
 
@@ -416,6 +447,7 @@ class FdbertDistilled(FdbertEngine):
 
     name = "fdbert-distilled-80"
     precision = "int8"
+    weights = "distilled 80% (shipped)"
     backend = "native"
     shipped = "minilm-l6-sparse80-int8"
 
@@ -434,6 +466,191 @@ class FdbertDistilled(FdbertEngine):
 class FdbertDistilled50(FdbertDistilled):
     name = "fdbert-distilled-50"
     shipped = "minilm-l6-sparse50-int8"
+    weights = "distilled 50% (shipped)"
+
+
+# ---- engines in another venv, run in a subprocess (fdbert/bench/worker.py) --------------------
+
+WORKER = Path(__file__).resolve().with_name("worker.py")
+SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout: .venv-deepsparse is here
+
+
+class RemoteEngine(Engine):
+    """An engine whose package lives in another venv: ``worker.py ADAPTER`` under that venv's
+    Python, driven over a pipe. Its timing loop runs there too (``timing.time_calls``)."""
+
+    adapter = "fake"
+    python_env = ""  # environment variable that names the interpreter, if set
+    default_python = ""  # else this path, relative to the source checkout
+    install_hint = ""
+
+    def python(self) -> Path:
+        return Path(os.environ.get(self.python_env) or SOURCE_ROOT / self.default_python)
+
+    def check_requirements(self) -> None:
+        python = self.python()
+        if not python.is_file():
+            raise Skip(f"not installed: no {python} ({self.install_hint})")
+
+    def model_path(self) -> str:
+        """What the worker loads (an ONNX file); made by ``prepare``."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        import subprocess
+
+        model = self.model_path()
+        self.proc = subprocess.Popen([str(self.python()), str(WORKER), self.adapter],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._versions = self.call({"cmd": "hello"})[0].get("versions", {})
+        reply = self.call({"cmd": "prepare", "model": model, "seq_len": self.workload.seq_len})[0]
+        self.info = reply.get("info", {})
+
+    def call(self, header: dict, arrays: dict | None = None) -> tuple[dict, dict]:
+        """One request, its reply; Skip / RuntimeError with the worker's one-line message."""
+        from .worker import receive, send
+
+        try:
+            send(self.proc.stdin, header, arrays)
+            reply, out = receive(self.proc.stdout)
+        except (EOFError, BrokenPipeError) as exc:
+            code = self.proc.poll()
+            raise RuntimeError(f"the {self.adapter} worker died (exit code {code}): {exc}") from exc
+        if "skip" in reply:
+            raise Skip(reply["skip"])
+        if "error" in reply:
+            raise RuntimeError(f"{self.adapter} worker: {reply['error']}")
+        return reply, out
+
+    def set_threads(self, n: int) -> None:
+        self.call({"cmd": "set_threads", "n": n})
+
+    def run(self, input_ids, attention_mask):
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return self.call({"cmd": "run"}, arrays)[1]["out"]
+
+    def time(self, input_ids, attention_mask, budget_s, min_reps):
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask}
+        header = {"cmd": "time", "budget_s": budget_s, "min_reps": min_reps}
+        return self.call(header, arrays)[0]["samples_s"]
+
+    def versions(self):
+        return dict(getattr(self, "_versions", {}))
+
+    def close(self) -> None:
+        proc = getattr(self, "proc", None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            from .worker import send
+
+            send(proc.stdin, {"cmd": "quit"})
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        except Exception:  # noqa: BLE001 - a worker that will not quit is killed
+            proc.kill()
+            proc.wait()
+
+
+def pruned_torch_model(workload: Workload, sparsity: float, block: tuple[int, int]):
+    """The workload's transformers model with the Linear weights of ``fdbert.prune``: the weights
+    fdbert-native-int8-sparse runs, so that a peer can run exactly them.
+
+    Every Linear of the fdbert model is first checked equal to the torch one it replaces.
+    """
+    import torch
+
+    import fdbert
+    from fdbert.loading import LAYER_KEYS, LAYER_PREFIX
+
+    dense = fdbert.from_pretrained(workload.model_dir)
+    pruned = fdbert.prune(dense, sparsity=sparsity, block=block)
+    model = copy.deepcopy(load_torch_model(workload.model_dir, "eager"))
+    kind = model.config.model_type
+    if kind not in LAYER_PREFIX:
+        raise Skip(f"pruned export knows distilbert and bert, not {kind!r}")
+    column = list(LAYER_PREFIX).index(kind)
+    state = model.state_dict()
+    base = next((p for p in ("", f"{kind}.") if f"{p}{LAYER_PREFIX[kind].format(i=0)}"
+                 f"{LAYER_KEYS['q_lin'][column]}.weight" in state), None)
+    if base is None:
+        raise Skip(f"no {LAYER_KEYS['q_lin'][column]} weight in the torch model")
+    for i, (before, after) in enumerate(zip(dense.weights.layers, pruned.weights.layers)):
+        for name in before.LINEARS:
+            key = f"{base}{LAYER_PREFIX[kind].format(i=i)}{LAYER_KEYS[name][column]}.weight"
+            if not np.array_equal(state[key].numpy(), getattr(before, name).weight):
+                raise RuntimeError(f"{key}: the torch weight is not fdbert's")
+            state[key] = torch.from_numpy(np.ascontiguousarray(getattr(after, name).weight))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+DEEPSPARSE_OPSET = 14  # LayerNormalization (opset 17) runs outside DeepSparse 1.8: 90 % vs 98 %
+
+
+class DeepSparseInt8Sparse(RemoteEngine):
+    """DeepSparse 1.8.0 on fdbert-native-int8-sparse's pruned weights: ONNX export (opset 14) of
+    the pruned torch model, ONNX Runtime static QDQ quantization (``quantize_qdq``), compiled by
+    DeepSparse per (B, T, threads). Runs in .venv-deepsparse (``make bench-deepsparse``). The
+    fraction of the graph DeepSparse runs itself (the rest falls back to its bundled ONNX Runtime)
+    is in the record's ``info``."""
+
+    name = "deepsparse-int8-sparse"
+    precision = "int8"
+    sparsity = FdbertNativeInt8Sparse.sparsity
+    block = FdbertNativeInt8Sparse.block
+    weights = FdbertNativeInt8Sparse.weights
+    requires = (("torch", "torch"), ("transformers", "transformers"), ("onnx", "onnx"),
+                ("onnxruntime", "onnxruntime"))
+    adapter = "deepsparse"
+    python_env = "FDBERT_DEEPSPARSE_PYTHON"
+    default_python = ".venv-deepsparse/bin/python"
+    install_hint = "make bench-deepsparse builds it"
+
+    def check_requirements(self) -> None:
+        Engine.check_requirements(self)
+        RemoteEngine.check_requirements(self)
+
+    def fp32_onnx(self) -> Path:
+        tag = f"model-pruned{round(self.sparsity * 100)}-{self.block[0]}x{self.block[1]}-opset{DEEPSPARSE_OPSET}"
+        model = pruned_torch_model(self.workload, self.sparsity, self.block)
+        return export_onnx(self.workload, self.work_dir, model, tag, opset=DEEPSPARSE_OPSET)
+
+    def model_path(self) -> str:
+        return str(for_old_onnx(quantize_qdq(self.fp32_onnx(), self.workload)))
+
+
+class DeepSparseFP32Sparse(DeepSparseInt8Sparse):
+    """The same pruned weights in float32: DeepSparse's sparse fp32 kernels (on a CPU without
+    AVX-512 VNNI its fastest mode: its INT8 is slower there)."""
+
+    name = "deepsparse-fp32-sparse"
+    precision = "fp32-sparse"  # not held to the fp32 agreement gate: other weights
+
+    def model_path(self) -> str:
+        return str(for_old_onnx(self.fp32_onnx()))
+
+
+OLD_ONNX_IR_VERSION = 8  # onnx 1.14 (DeepSparse 1.8's) reads IR <= 9; 8 is what opset 17 needs
+
+
+def for_old_onnx(path: Path) -> Path:
+    """A copy of the ONNX file that an older ONNX runtime loads: opset imports of domains no node
+    uses are dropped (the exporter stamps ai.onnx.ml 5, unknown to DeepSparse's runtime) and the
+    IR version is lowered to ``OLD_ONNX_IR_VERSION``. The graph is unchanged."""
+    import onnx
+
+    out = Path(path).with_name(Path(path).stem + "-ir8.onnx")
+    if out.is_file():
+        return out
+    model = onnx.load(str(path))
+    used = {node.domain for node in model.graph.node}
+    keep = [o for o in model.opset_import if o.domain in used or o.domain in ("", "ai.onnx")]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    model.ir_version = min(model.ir_version, OLD_ONNX_IR_VERSION)
+    onnx.save(model, str(out))
+    return out
 
 
 ENGINES: dict[str, type[Engine]] = {
@@ -442,6 +659,7 @@ ENGINES: dict[str, type[Engine]] = {
         PyTorchFP32, PyTorchInt8Dynamic, OnnxRuntimeFP32, OnnxRuntimeInt8, OpenVINOFP32,
         OpenVINOInt8, FdbertEngine, FdbertNativeFP32, FdbertNativeInt8, FdbertNativeInt8Sparse,
         FdbertNativeInt8SparseInt8Attention, FdbertDistilled, FdbertDistilled50,
+        DeepSparseInt8Sparse, DeepSparseFP32Sparse,
     )
 }
 

@@ -6,9 +6,12 @@ Metrics (per engine, all engines on the same token ids, thread count and budget)
   * best throughput under a latency bound L (Fast DistilBERT, Shen et al. 2022, Sec. 4: batch
     <= 8 and median per-batch latency <= L);
   * fidelity vs the fp32 reference (pytorch-fp32) on real sentences: cosine similarity (mean over
-    real tokens; for a sentence model, of the normalised mean-pooled embeddings) and max |diff|.
+    real tokens; for a sentence model, of the normalised mean-pooled embeddings) and max |diff|;
+    when no fp32 engine is raced, the reference still runs once, untimed, for this;
+  * ratios against the fastest peer (a non-fdbert engine) on the same weights, round by round.
 Repetitions are adaptive: each measurement runs for ``budget_s`` seconds (at least ``min_reps``
-calls) after a warm-up, so slow engines take few samples and fast engines many.
+calls) after a warm-up, so slow engines take few samples and fast engines many. With several
+rounds the engine order is reversed every other round; every round's numbers are kept.
 """
 
 from __future__ import annotations
@@ -17,19 +20,17 @@ import contextlib
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .engines import ENGINES, Engine, Skip
+from .load import LoadSampler
+from .timing import MAX_TIME_FACTOR, MAX_WARMUP_CALLS, WARMUP_FRACTION, time_calls  # noqa: F401
 from .workload import Workload
 
 FP32_AGREEMENT_ATOL = 1e-4  # max |out - pytorch-fp32| on real tokens for an fp32 engine
-WARMUP_FRACTION = 0.15  # warm-up keeps calling until this fraction of the budget is spent
-MAX_WARMUP_CALLS = 20
-MAX_TIME_FACTOR = 5.0  # a measurement stops after this many budgets even below min_reps
 
 
 # ---- statistics ------------------------------------------------------------------------------
@@ -78,43 +79,6 @@ def best_under_bound(
         if best is None or seq_s > best["throughput_seq_s"]:
             best = {"batch": batch, "latency_ms": latency, "throughput_seq_s": seq_s}
     return best
-
-
-def time_calls(
-    fn: Callable[[], object], budget_s: float, min_reps: int = 3, max_reps: int = 10_000,
-    clock: Callable[[], float] = time.perf_counter, max_time_s: float | None = None,
-    warmup_calls: int | None = None,
-) -> list[float]:
-    """Durations (s) of repeated ``fn()`` calls: warm-up first, then until the budget is spent.
-
-    Warm-up: ``warmup_calls`` calls when given (0: none), else calls until ``WARMUP_FRACTION`` of
-    the budget is spent (at most ``MAX_WARMUP_CALLS``). Stops once ``budget_s`` has elapsed and
-    ``min_reps`` calls are done, or at ``max_reps`` calls, or (with at least one call) once
-    ``max_time_s`` (default ``MAX_TIME_FACTOR * budget_s``) has elapsed: a call that takes many
-    seconds is timed fewer than ``min_reps`` times. ``budget_s=0, min_reps=max_reps=n,
-    max_time_s=math.inf`` times exactly n calls. This is the project's one timing loop: the race
-    and the scripts of benchmarks/ (benchmarks/common.py) both time with it.
-    """
-    max_time_s = MAX_TIME_FACTOR * budget_s if max_time_s is None else max_time_s
-    if warmup_calls is None:
-        start = clock()
-        for _ in range(MAX_WARMUP_CALLS):
-            fn()
-            if clock() - start >= WARMUP_FRACTION * budget_s:
-                break
-    else:
-        for _ in range(warmup_calls):
-            fn()
-    samples: list[float] = []
-    start = clock()
-    while len(samples) < max_reps:
-        t0 = clock()
-        fn()
-        samples.append(clock() - t0)
-        elapsed = clock() - start
-        if elapsed >= max_time_s or (elapsed >= budget_s and len(samples) >= min_reps):
-            break
-    return samples
 
 
 # ---- fidelity --------------------------------------------------------------------------------
@@ -197,7 +161,7 @@ class RaceOptions:
     baseline: str = "pytorch-fp32"
     reference: str = "pytorch-fp32"
     fp32_atol: float = FP32_AGREEMENT_ATOL
-    rounds: int = 1  # passes over all engines; each measurement keeps its best round
+    rounds: int = 1  # passes over all engines, order reversed every other round
 
     def sweep(self) -> list[int]:
         """Every batch size timed at N threads: the table's plus the latency-bound candidates."""
@@ -233,6 +197,7 @@ def prepare_engines(
     for name in names:
         progress.step(f"{name}: prepare")
         t0 = time.perf_counter()
+        engine = None
         try:
             engine = registry[name](workload, work_dir)
             engine.check_requirements()
@@ -253,6 +218,8 @@ def prepare_engines(
             ready[name] = engine
             seconds[name] = time.perf_counter() - t0
         if name in skipped:
+            if engine is not None:
+                engine.close()
             progress.note(f"skipped {name}: {skipped[name]}")
     return ready, skipped, seconds, warned
 
@@ -261,13 +228,32 @@ def run_race(
     workload: Workload, names: list[str], options: RaceOptions, work_dir: Path,
     progress_stream=sys.stderr, registry: dict[str, type[Engine]] = ENGINES,
 ) -> dict:
-    """Prepare, check agreement (raises DisagreementError), time; return the raw results."""
+    """Prepare, check agreement (raises DisagreementError), time; return the raw results.
+
+    The machine's load is sampled all along (``load.LoadSampler``): ``results["load"]``."""
+    ready: dict[str, Engine] = {}
+    try:
+        with LoadSampler() as sampler:
+            results = _race(workload, names, options, work_dir, progress_stream, registry, ready,
+                            sampler)
+        results["load"] = sampler.summary()
+        return results
+    finally:
+        for engine in ready.values():
+            engine.close()
+
+
+def _race(workload, names, options, work_dir, progress_stream, registry, ready, sampler) -> dict:
     sweep = options.sweep()
     timing_steps = 1 + options.rounds * ((options.threads != 1) + len(sweep))  # fidelity, timing
     progress = Progress(len(names) * (1 + timing_steps), progress_stream)
-    ready, skipped, prepare_s, prepare_warnings = prepare_engines(
+    prepared, skipped, prepare_s, prepare_warnings = prepare_engines(
         names, workload, work_dir, options.threads, progress, registry
     )
+    ready.update(prepared)
+    for engine in ready.values():  # a worker subprocess's CPU time is the race's own
+        if getattr(engine, "proc", None) is not None:
+            sampler.watch(engine.proc.pid)
     progress.total = len(names) + len(ready) * timing_steps
 
     # 1. fidelity run on real sentences; fp32 agreement before any timing
@@ -280,57 +266,100 @@ def run_race(
         except Exception as exc:  # noqa: BLE001
             skipped[name] = f"failed to run: {type(exc).__name__}: {exc}".splitlines()[0]
             progress.note(f"skipped {name}: {skipped[name]}")
-            del ready[name]
+            ready.pop(name).close()
             continue
         outputs[name] = out
     precisions = {name: ready[name].precision for name in ready}
     reference = options.reference if options.reference in ready else next(
-        (n for n in ready if precisions[n] == "fp32"), None
+        (n for n in ready if precisions[n] == "fp32" and ready[n].weights == "as given"), None
     )
+    reference_output = outputs.get(reference)
+    if reference is None and ready:  # a subset race: fidelity against float32 all the same
+        reference, reference_output = _untimed_reference(workload, work_dir, options, registry,
+                                                         progress)
     results: dict = {"reference_engine": reference, "baseline": options.baseline,
                      "skipped": skipped, "engines": {}}
-    if reference is not None:
+    if reference in outputs:
         results["fp32_max_abs_diff"] = check_fp32_agreement(
             outputs, precisions, reference, fid.attention_mask, options.fp32_atol
         )
 
-    # 2. timing: ``rounds`` passes over the engines (round-robin), best round per measurement
+    # 2. timing: ``rounds`` passes over the engines, the order reversed every other round
     timed: dict[str, list[dict]] = {name: [] for name in ready}
-    for _ in range(options.rounds):
-        for name, engine in ready.items():
+    for r in range(options.rounds):
+        for name in (list(ready) if r % 2 == 0 else list(ready)[::-1]):
             if name in skipped:
                 continue
             try:
-                timed[name].append(_time_engine(name, engine, workload, options, progress))
+                timed[name].append(_time_engine(name, ready[name], workload, options, progress))
             except Exception as exc:  # noqa: BLE001 - a crash mid-race skips this engine only
                 skipped[name] = f"failed while timing: {type(exc).__name__}: {exc}".splitlines()[0]
                 progress.note(f"skipped {name}: {skipped[name]}")
     for name, engine in ready.items():
         if name in skipped:
             continue
-        record: dict = {"precision": engine.precision, "prepare_s": prepare_s[name],
-                        "prepare_warnings": prepare_warnings[name], "versions": engine.versions()}
-        if reference is not None:
+        record: dict = {"precision": engine.precision, "weights": engine.weights,
+                        "prepare_s": prepare_s[name],
+                        "prepare_warnings": prepare_warnings[name], "versions": engine.versions(),
+                        "info": dict(engine.info)}
+        if reference_output is not None:
             record["fidelity"] = fidelity(
-                outputs[reference], outputs[name], fid.attention_mask, workload.sentence_model
+                reference_output, outputs[name], fid.attention_mask, workload.sentence_model
             )
         record.update(merge_rounds(timed[name], options))
         results["engines"][name] = record
     add_ratios(results, options)
+    add_peer_ratios(results, options)
     results["options"] = asdict(options)
     return results
 
 
+def _untimed_reference(workload, work_dir, options, registry, progress):
+    """(name, output) of the float32 reference on the fidelity batch, run only for fidelity;
+    (None, None) when it cannot run (the reason is printed)."""
+    name = options.reference
+    progress.note(f"{name}: fidelity reference only (not timed)")
+    engine = None
+    try:
+        engine = registry[name](workload, work_dir)
+        engine.check_requirements()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            engine.prepare()
+            engine.set_threads(options.threads)
+        fid = workload.fidelity
+        return f"{name} (fidelity only, not timed)", np.asarray(
+            engine.run(fid.input_ids, fid.attention_mask))
+    except Exception as exc:  # noqa: BLE001
+        progress.note(f"no fidelity reference: {name}: {type(exc).__name__}: {exc}".splitlines()[0])
+        return None, None
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def round_spread(values: list[float]) -> dict:
+    """Median and range of one quantity over rounds."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()),
+            "rounds": [float(x) for x in v]}
+
+
 def best_round(rounds: list[dict]) -> dict:
     """The round with the lowest median of one measurement (other processes only ever slow a
-    round down), with every round's median kept in ``round_medians_ms``."""
+    round down), with every round's median kept in ``round_medians_ms`` and their spread in
+    ``rounds_median_ms`` (median, min, max) and ``rounds_throughput_seq_s``."""
     best = dict(min(rounds, key=lambda stats: stats["median_ms"]))
     best["round_medians_ms"] = [stats["median_ms"] for stats in rounds]
+    best["rounds_median_ms"] = round_spread(best["round_medians_ms"])
+    if all("throughput_seq_s" in stats for stats in rounds):
+        best["rounds_throughput_seq_s"] = round_spread([s["throughput_seq_s"] for s in rounds])
     return best
 
 
 def merge_rounds(rounds: list[dict], options: RaceOptions) -> dict:
-    """One record from the ``_time_engine`` results of several rounds: best round per key."""
+    """One record from the ``_time_engine`` results of several rounds: best round per key, every
+    round's median and their spread kept."""
     latency = {n: best_round([r["latency_b1"][n] for r in rounds]) for n in rounds[0]["latency_b1"]}
     batches = {b: best_round([r["batches"][b] for r in rounds]) for b in rounds[0]["batches"]}
     latency[str(options.threads)] = batches["1"]  # the sweep always holds B=1
@@ -359,10 +388,8 @@ def _time_engine(name: str, engine: Engine, workload: Workload, options: RaceOpt
 
 
 def _measure(engine: Engine, batch, options: RaceOptions, progress: Progress) -> dict:
-    samples = time_calls(
-        lambda: engine.run(batch.input_ids, batch.attention_mask), options.budget_s,
-        options.min_reps,
-    )
+    samples = engine.time(batch.input_ids, batch.attention_mask, options.budget_s,
+                          options.min_reps)
     stats = summarize(samples)
     stats["throughput_seq_s"] = throughput(batch.shape[0], stats["median_ms"])
     stats["samples_ms"] = [round(s * 1e3, 4) for s in samples]
@@ -372,13 +399,17 @@ def _measure(engine: Engine, batch, options: RaceOptions, progress: Progress) ->
 
 
 def add_ratios(results: dict, options: RaceOptions) -> None:
-    """Speed-ups vs the baseline engine of the same run (> 1 = faster than the baseline)."""
+    """Speed-ups vs the baseline engine of the same run (> 1 = faster than the baseline), for the
+    engines that run the same weights as the baseline only."""
     base = results["engines"].get(options.baseline)
     if base is None:
-        results["ratios_note"] = f"baseline {options.baseline!r} did not run: no ratios"
+        results["ratios_note"] = f"baseline {options.baseline!r} did not run: no ratios to it"
         return
     for record in results["engines"].values():
         ratios = {}
+        record["ratios"] = ratios
+        if record.get("weights") != base.get("weights"):
+            continue  # another model: its speed next to its fidelity, no ratio to the baseline
         for n, stats in record["latency_b1"].items():
             base_stats = base["latency_b1"].get(n)
             if stats and base_stats:
@@ -391,4 +422,35 @@ def add_ratios(results: dict, options: RaceOptions) -> None:
         mine, theirs = record["best_under_bound"], base["best_under_bound"]
         if mine and theirs:
             ratios["bound_throughput_ratio"] = mine["throughput_seq_s"] / theirs["throughput_seq_s"]
-        record["ratios"] = ratios
+
+
+def is_peer(name: str) -> bool:
+    """A peer is any engine that is not fdbert."""
+    return not name.startswith("fdbert")
+
+
+def add_peer_ratios(results: dict, options: RaceOptions) -> None:
+    """Each engine against the fastest peer that ran the same weights, round by round.
+
+    For a measurement (b1 latency at N threads, or seq/s at batch B): the peer is the non-fdbert
+    engine on the same ``weights`` with the highest median-over-rounds throughput; the ratio of
+    round r is (engine's seq/s in round r) / (peer's seq/s in round r), > 1 = faster than the peer;
+    ``vs_peer[key]`` holds the peer's name and the ratios' median, min, max. None when no peer on the
+    same weights ran (the table says so).
+    """
+    engines = results["engines"]
+    for name, record in engines.items():
+        vs = {}
+        for key in [f"b{b}" for b in sorted(record["batches"], key=int)]:
+            stats = record["batches"][key[1:]]
+            peers = [p for p, r in engines.items() if is_peer(p) and p != name
+                     and r.get("weights") == record.get("weights") and key[1:] in r["batches"]]
+            if not peers:
+                vs[key] = None
+                continue
+            best = max(peers, key=lambda p: engines[p]["batches"][key[1:]]
+                       ["rounds_throughput_seq_s"]["median"])
+            mine = stats["rounds_throughput_seq_s"]["rounds"]
+            theirs = engines[best]["batches"][key[1:]]["rounds_throughput_seq_s"]["rounds"]
+            vs[key] = {"peer": best, **round_spread([a / b for a, b in zip(mine, theirs)])}
+        record["vs_peer"] = vs
