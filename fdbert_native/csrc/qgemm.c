@@ -7,7 +7,9 @@
  * Kernel versions (one tile body, qgemm_dense.inc, compiled per ISA by qgemm_isas.inc;
  * selected by `isa`):
  *   generic     plain C int32 loops over the packed layout (the oracle for the SIMD paths)
- *   avx2        256-bit, int16 operands + vpmaddwd                 2 x 16 tile  (8 accumulators)
+ *   avx2        256-bit, int16 operands + vpmaddwd                 2 x 16 tile  (8 accumulators);
+ *               qg_gemm runs qg_gemm_avx2w instead: operands widened once per task, 3 x 16 tile
+ *               (12 accumulators; see "avx2: widened operands" below)
  *   avx2_vnni   256-bit VEX vpdpbusd                              4 x 16 tile  (8 accumulators)
  *   avx512      512-bit, int16 operands + vpmaddwd                 4 x 32 tile  (16 accumulators)
  *   avx512vnni  512-bit EVEX vpdpbusd                             6 x 64 tile  (24 accumulators)
