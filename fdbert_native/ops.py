@@ -350,13 +350,13 @@ def _int8_block_plan(layer, config):  # -> the six (layer, packed) pairs; raises
 QKV_FUSED_MAX_TOKENS = 512
 
 
-def _fused_qkv(layer, plan):  # -> (packed, comp, mult, bias) of W_qkv [3D, D] | None
+def _fused_qkv(layer, plan):  # -> (packed, comp, mult, bias) of W_qkv [3D, D]
     """Q, K and V as one weight (their dense codes stacked: [3D, D]) for one dense GEMM, built once
-    per layer and cached on it; None when a float outlier channel keeps them apart. One GEMM
-    instead of three: one pass over x and one parallel region (QKV_FUSED_MAX_TOKENS)."""
+    per layer and cached on it. One GEMM instead of three: one pass over x and one parallel region
+    (QKV_FUSED_MAX_TOKENS). Each output channel has its own epilogue constants, so every channel
+    gets the bits its own GEMM gives; float outlier channels are added afterwards, per projection,
+    as after three GEMMs."""
     (ql, _), (kl, _), (vl, _) = plan[:3]
-    if any(len(lin.outliers) for lin in (ql, kl, vl)):
-        return None
     key = tuple(map(id, (ql, kl, vl)))
     cached = getattr(layer, "_native_qkv", None)
     if cached is None or cached[0] != key:
@@ -444,6 +444,9 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
         qkv = np.empty((n, 3, H, Dh), np.float32)
         _qgemm.qgemm_f32(xq, *fused, qkv.reshape(n, 3 * D), num_threads=nt)
         q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        if any(len(lin.outliers) for lin in (ql, kl, vl)):   # then + each one's float share
+            q, k, v = (plus_outliers(y.reshape(n, D), x, lin).reshape(n, H, Dh)
+                       for y, lin in zip((q, k, v), (ql, kl, vl)))
     else:
         if spmm:   # the SpMM: one repack of xq, one parallel region
             qkv = [np.empty((n, D), np.float32) for _ in range(3)]
