@@ -36,6 +36,11 @@ PACKING_FP32_ATOL = 1e-4
 # a 1-ulp difference in summation order without bound (Hypothesis found 1.5e-4 for packing and
 # 1.006e-4 against HF, both at D = 3). The float64 packing run keeps every D >= 1 at PACKING_ATOL, so
 # fdbert's own logic is still checked on the degenerate shapes.
+# Open: on an AVX2-only AMD EPYC a random draw found 2.2e-4 against HF at D = 10 (DistilBERT, 3
+# layers, 1 head, eps 1e-12; reproduce with the blob in the note of 2026-12-07's fifth session):
+# there fdbert's float32 reference is 1.9e-4 from a float64 run of the same torch model, torch's
+# float32 3.1e-5. Whether that is conditioning (as at D < 8) or an op of the reference rounding worse
+# than torch's is not yet known; the bound is not loosened for it.
 FP32_MIN_D = 8
 
 # Real all-MiniLM-L6-v2 sentence embeddings (unit vectors) vs sentence-transformers on torch: cosine
