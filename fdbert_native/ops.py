@@ -70,7 +70,7 @@ def op_paths() -> dict[str, str]:
     dpath = _decoder.best_isa() if _decoder is not None else "reference"
     paths.update({op: dpath for op in DECODER_OPS})
     paths["decoder_attention"] = f"{paths['attention']} (query head h reads kv head h // (H / Hkv))"
-    paths["prepadded_attention"] = f"{paths['attention']} (two packed segments per sequence)"
+    paths["prepadded_attention"] = f"{paths['attention']} (pads, real rows and unused capacity: three segments per sequence)"
     return paths
 
 

@@ -38,9 +38,10 @@ void sg_linear(const float *x__mk, const float *w__nk, const float *b__n, int64_
 /* The same y from a weight packed once, for the AVX-512 and AVX2 paths (decode steps: at M = 1 the
  * per-call packing of sg_linear is most of the work). wp [ceil(N / 32), K, 32] holds each 32-column
  * panel of w^T (zeros past N), written by sg_pack_weight; wp must be 64-byte aligned. The AVX-512
- * path runs its 8 x 32 micro-kernel on the panels, the AVX2 path a 2 x 32 one (four FMA chains per
- * row at M = 1). The arithmetic is sg_linear's, so the bits are too. Returns 0, or -1 (nothing done)
- * on the generic path. */
+ * path runs its 8 x 32 micro-kernel on the panels; the AVX2 path runs blocks of 6 rows with its 6 x 16
+ * kernel on each half of a panel, and the remaining rows with a 2 x 32 one (four FMA chains per row
+ * at M = 1). The arithmetic is sg_linear's, so the bits are too. Returns 0, or -1 (nothing done) on
+ * the generic path. */
 enum { SG_PACK_NR = 32 };
 int64_t sg_packed_size(int64_t N, int64_t K);   /* floats of wp */
 void sg_pack_weight(const float *w__nk, int64_t N, int64_t K, float *wp);
