@@ -103,3 +103,56 @@ def load_with_fdbert(model):
         ours = fdbert.from_pretrained(d)
     assert ours.unused_tensors == [], f"fdbert ignored tensors: {ours.unused_tensors}"
     return ours
+
+
+def as_float64(model):
+    """A copy of an fdbert Encoder with every float weight in float64: the reference then computes in
+    float64 (its ops follow the weights' dtype), which separates the maths from float32 rounding."""
+    import copy
+    import dataclasses
+    m = copy.deepcopy(model)
+
+    def conv(o):
+        for f in dataclasses.fields(o):
+            v = getattr(o, f.name)
+            if isinstance(v, np.ndarray) and v.dtype == np.float32:
+                setattr(o, f.name, v.astype(np.float64))
+            elif dataclasses.is_dataclass(v):
+                conv(v)
+            elif isinstance(v, list):
+                for x in v:
+                    if dataclasses.is_dataclass(x):
+                        conv(x)
+    conv(m.weights)
+    return m
+
+
+def float32_sensitivity(model64, batch, trials=8, seed=0):  # -> float
+    """How far float32 rounding alone moves this model's output: the float64 forward with its hidden
+    states rounded to float32, and jittered by up to one float32 ulp, at every layer boundary; the
+    median over ``trials`` of the largest deviation from the exact float64 output on real tokens.
+    Random tiny models can be ill-conditioned (a peaky attention that amplifies a 1-ulp change ~100x);
+    a float32 implementation, fdbert's or torch's, cannot be expected closer than this."""
+    import fdbert
+    from fdbert import ops
+    from fdbert.blocks.embeddings import embeddings
+    from fdbert.packing import pack_sequences
+    c, w = model64.config, model64.weights
+    real = batch.attention_mask.astype(bool)
+    seqs = [batch.input_ids[b][real[b]] for b in range(len(real))]
+    types = [batch.token_type_ids[b][real[b]] for b in range(len(real))]
+    pb = pack_sequences(seqs, types)
+    rng = np.random.default_rng(seed)
+
+    def forward(jitter):
+        x = embeddings(pb.input_ids, pb.positions, pb.token_type_ids, w.embeddings, c.layer_norm_eps)
+        for layer in w.layers:
+            if jitter:
+                x = x.astype(np.float32).astype(np.float64)
+                x = x + rng.uniform(-1, 1, x.shape) * np.spacing(np.abs(x).astype(np.float32))
+            x = ops.encoder_layer(x, pb.cu_seqlens, layer, c)
+        return x
+
+    with fdbert.set_backend("reference", only=True):
+        exact = forward(False)
+        return float(np.median([np.abs(forward(True) - exact).max(initial=0.0) for _ in range(trials)]))

@@ -22,7 +22,7 @@ pytest.importorskip("transformers", reason="the [torch] extra (torch, transforme
 import fdbert  # noqa: E402
 import hf_oracle  # noqa: E402
 from strategies import padded_batches, small_configs  # noqa: E402
-from tolerances import FP32_MIN_D, HF_FP32_ATOL  # noqa: E402
+from tolerances import FP32_CONDITIONING_FACTOR, FP32_MIN_D, HF_FP32_ATOL, HF_FP64_ATOL  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
@@ -48,7 +48,32 @@ def test_reference_equals_hf_encoder(model_type, data):
     assert got.shape == want.shape == (*batch.input_ids.shape, cfg.d_model)
     assert got.dtype == np.float32
     err = max_error_on_real_tokens(got, want, batch.attention_mask)
-    assert err <= HF_FP32_ATOL, f"max |fdbert - HF| = {err:.3g} on real tokens ({batch.side} padding)"
+    if err <= HF_FP32_ATOL:
+        return
+    # above the bound: allowed only as far as this drawn model amplifies float32 rounding itself
+    sens = hf_oracle.float32_sensitivity(hf_oracle.as_float64(ours), batch)
+    assert err <= FP32_CONDITIONING_FACTOR * sens, \
+        f"max |fdbert - HF| = {err:.3g} on real tokens ({batch.side} padding); float32 rounding alone moves " \
+        f"this model by {sens:.3g}"
+
+
+@pytest.mark.parametrize("model_type", ["distilbert", "bert"])
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_reference_in_float64_equals_hf_in_float64(model_type, data):
+    """The same maths without float32 rounding, on every width D >= 1 (float32 draws need D >= 8)."""
+    cfg = data.draw(small_configs(model_type), label="config")
+    batch = data.draw(padded_batches(cfg.vocab_size, cfg.max_positions, cfg.type_vocab_size),
+                      label="batch")
+    hf = hf_oracle.build(cfg)
+    ours = hf_oracle.as_float64(hf_oracle.load_with_fdbert(hf))
+    with fdbert.set_backend("reference", only=True):
+        got = ours(batch.input_ids, batch.attention_mask,
+                   batch.token_type_ids if model_type == "bert" else None)
+    want = hf_oracle.run(hf.double(), batch)
+    assert got.dtype == want.dtype == np.float64
+    err = max_error_on_real_tokens(got, want, batch.attention_mask)
+    assert err <= HF_FP64_ATOL, f"max |fdbert - HF| = {err:.3g} in float64 ({batch.side} padding)"
 
 
 @pytest.mark.parametrize("backend", ["reference", "auto"])

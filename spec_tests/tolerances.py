@@ -36,11 +36,21 @@ PACKING_FP32_ATOL = 1e-4
 # a 1-ulp difference in summation order without bound (Hypothesis found 1.5e-4 for packing and
 # 1.006e-4 against HF, both at D = 3). The float64 packing run keeps every D >= 1 at PACKING_ATOL, so
 # fdbert's own logic is still checked on the degenerate shapes.
-# Open: on an AVX2-only AMD EPYC a random draw found 2.2e-4 against HF at D = 10 (DistilBERT, 3
-# layers, 1 head, eps 1e-12; reproduce with the blob in the note of 2026-12-07's fifth session):
-# there fdbert's float32 reference is 1.9e-4 from a float64 run of the same torch model, torch's
-# float32 3.1e-5. Whether that is conditioning (as at D < 8) or an op of the reference rounding worse
-# than torch's is not yet known; the bound is not loosened for it.
+# Above D = 8 a drawn model can still be ill-conditioned: Hypothesis found 2.1e-4 against HF at D = 10
+# (DistilBERT, 3 layers, 1 head; on an AVX2 AMD EPYC and again on a Xeon). It is conditioning, not an
+# op of the reference rounding worse: every op of fdbert's float32 run is within 1-2 ulps of the same
+# op in float64; the error enters in layer 1 (float32 there, float64 after: 2.2e-4) and random errors
+# of the same per-row size give 8e-5 median, 2.7e-4 at the 90th percentile; torch's own layer-1
+# error pattern gives 2.8e-5 (its float32 output lands 7e-6 from float64: luck of the direction). So
+# an error above HF_FP32_ATOL passes only within FP32_CONDITIONING_FACTOR times what float32 rounding
+# alone does to that model (hf_oracle.float32_sensitivity: 1.35e-5 on the case above, so its bound is
+# 6.8e-4; on well-conditioned draws ~1e-7, so the bound stays 1e-4); a bug of O(0.1) still fails.
+# The maths is checked without rounding by the float64 test: fdbert float64 vs HF float64 at every D.
+FP32_CONDITIONING_FACTOR = 50
+# fdbert float64 vs HF float64, every D >= 1: observed up to 4.6e-9, at D = 3 (LayerNorm over 3 features
+# with eps 1e-12 amplifies a 1e-16 summation-order difference by ~1e7); at D >= 8 ~1e-14. A mistake in
+# the maths gives O(0.01-1), so the bound leaves ~200x room over conditioning and still catches it.
+HF_FP64_ATOL = 1e-6
 FP32_MIN_D = 8
 
 # Real all-MiniLM-L6-v2 sentence embeddings (unit vectors) vs sentence-transformers on torch: cosine
