@@ -176,6 +176,17 @@ def qlinear(x_u8, qweight, *, gelu=False, residual=None, out_scale=None, out_zer
                 out_zero_point=out_zero_point)
 
 
+def add_outlier_product(y, x, qweight):
+    """y + x[:, outliers] @ outlier_weight.T, summed in channel order, each step one float32 operation:
+    the float share of a QuantizedLinear's outlier input channels. y f32 [M, N]; x f32 [M, K] (the
+    Linear's float input); qweight a QuantizedLinear [N, K] -> f32 [M, N]."""
+    c.quantized_linear("add_outlier_product: qweight", qweight)
+    N, K = qweight.shape
+    x = c.exact("add_outlier_product: x", x, np.float32, (None, K))
+    y = c.exact("add_outlier_product: y", y, np.float32, (x.shape[0], N))
+    return call("add_outlier_product", y, x, qweight)
+
+
 def _qlinear_input(op, x_u8, qweight):  # -> x_u8 u8 [M, K]
     """A validated QuantizedLinear (once per layer object) and its u8 input [M, K]."""
     c.quantized_linear(f"{op}: qweight", qweight)

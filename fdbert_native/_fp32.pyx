@@ -42,6 +42,9 @@ cdef extern from "fp32_ops.h" nogil:
                           int nthreads)
     int fp_embedding(const int64_t *ids, int64_t n, const float *table, int64_t V, int64_t D,
                      float *out, int nthreads)
+    void fp_add_outlier_product(const float *x, int64_t ldx, const int32_t *o, int64_t ko,
+                                const float *w, float *y, int64_t ldy, int64_t M, int64_t N, int isa,
+                                int nthreads)
 
 cdef extern from "peak_probes.h" nogil:
     int32_t fdb_peak_fma_loop(int64_t iters)
@@ -178,6 +181,40 @@ def dequantize_u8(q, scale, zero_point, out, isa="auto", num_threads=0):
     with nogil:
         fp_dequantize_u8(pq, n, s, z, po, i, nt)
     return out
+
+
+def add_outlier_product(x, outliers, weight_t, y, isa="auto", num_threads=0):
+    """y += p in place, p[m, n] = x[m, o_0] w[0, n], then p + x[m, o_j] w[j, n] for j = 1.. in order,
+    each product and sum one float32 operation: x f32 [M, K] (the Linear's float input), outliers
+    int32 [ko] (channels in [0, K)), weight_t f32 [ko, N] (the outlier weight transposed), y f32
+    [M, N] whose rows may be strided (a view of a wider buffer: its elements contiguous, its rows
+    not overlapping). Returns y."""
+    _check(x, "x", np.float32, (None, None))
+    cdef int64_t M = x.shape[0], K = x.shape[1]
+    _check(outliers, "outliers", np.int32, (None,))
+    cdef int64_t ko = outliers.shape[0]
+    _check(weight_t, "weight_t", np.float32, (ko, None))
+    cdef int64_t N = weight_t.shape[1]
+    if not (isinstance(y, np.ndarray) and y.dtype == np.float32 and y.dtype.isnative and y.ndim == 2
+            and y.shape == (M, N) and y.flags.writeable and y.flags.aligned
+            and (M == 0 or N <= 1 or y.strides[1] == 4)
+            and (M <= 1 or (y.strides[0] % 4 == 0 and y.strides[0] >= 4 * N))):
+        raise ValueError(f"y must be a writeable float32 [{M}, {N}] array with contiguous rows, got "
+                         f"{getattr(y, 'dtype', type(y))} {getattr(y, 'shape', '')} strides {getattr(y, 'strides', '')}")
+    if ko and (int(outliers.min()) < 0 or int(outliers.max()) >= K):
+        raise ValueError(f"outliers must be channels in [0, {K})")
+    if M == 0 or N == 0 or ko == 0:
+        return y
+    cdef int64_t ldy = y.strides[0] // 4 if M > 1 else N
+    cdef int i = _isa(isa), nt = _threads(num_threads)
+    cdef const float *px = <const float *>_ptr(x)
+    cdef const int32_t *po = <const int32_t *>_ptr(outliers)
+    cdef const float *pw = <const float *>_ptr(weight_t)
+    cdef cnp.ndarray ya = <cnp.ndarray>y
+    cdef float *py = <float *>cnp.PyArray_DATA(ya)
+    with nogil:
+        fp_add_outlier_product(px, K, po, ko, pw, py, ldy, M, N, i, nt)
+    return y
 
 
 # ------------------------------------------------------------------------------ attention

@@ -42,11 +42,12 @@ except ImportError as _e:  # every INT8 GEMM declines
     _QGEMM_MISSING = f"fdbert_native._qgemm did not import ({_e})"
 
 __all__ = ["embedding", "linear", "layer_norm", "softmax", "gelu", "attention", "attention_int8",
-           "quantize_u8", "dequantize_u8", "qlinear", "qlinear_s32", "encoder_layer",
+           "quantize_u8", "dequantize_u8", "qlinear", "qlinear_s32", "add_outlier_product", "encoder_layer",
            "rms_norm", "rope", "silu_mul", "gelu_tanh", "decoder_attention", "op_paths"]
 
 #: The ops this module implements, each with one kernel family in fdbert_native._fp32.
-FP32_OPS = ("layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8")
+FP32_OPS = ("layer_norm", "softmax", "gelu", "attention", "quantize_u8", "dequantize_u8",
+            "add_outlier_product")
 #: The INT8 GEMMs, in fdbert_native._qgemm.
 INT8_OPS = ("qlinear", "qlinear_s32")
 
@@ -154,6 +155,25 @@ def dequantize_u8(q, scale, zero_point):  # u8 [...] -> f32 [...]
     int8.check_qparams("dequantize_u8", scale, zero_point)
     out = np.empty(q.shape, np.float32)
     _fp32.dequantize_u8(q.reshape(-1), np.float32(scale), int(zero_point), out.reshape(-1))
+    return out
+
+
+def _outlier_weight_t(lin):  # -> f32 [k_o, N], cached on the layer
+    """The outlier weight transposed (one channel's weights contiguous over N), built once per layer."""
+    w = lin.packed.get("native_outlier_t")
+    if w is None or w[0] is not lin.outlier_weight:
+        w = lin.packed["native_outlier_t"] = (lin.outlier_weight, np.ascontiguousarray(lin.outlier_weight.T))
+    return w[1]
+
+
+def add_outlier_product(y, x, qweight):  # f32 [M, N], f32 [M, K], QuantizedLinear -> f32 [M, N]
+    """y + x[:, outliers] @ outlier_weight.T summed in channel order: bit-identical to the reference."""
+    if _fp32 is None:
+        raise Declined(_FP32_MISSING)
+    _take(y, "add_outlier_product: y", np.float32)
+    _take(x, "add_outlier_product: x", np.float32)
+    out = np.array(y, np.float32, order="C")
+    _fp32.add_outlier_product(np.ascontiguousarray(x), qweight.outliers, _outlier_weight_t(qweight), out)
     return out
 
 
@@ -431,10 +451,10 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
                                             lin.x_scale, lin.x_zero_point,
                                             np.empty(a.shape, np.uint8), num_threads=nt)
 
-    def plus_outliers(y, a, lin):   # y + a[:, outliers] @ outlier_weight.T, as the reference block
-        if not len(lin.outliers):
-            return y
-        return y + linear(np.ascontiguousarray(a[:, lin.outliers]), lin.outlier_weight)
+    def plus_outliers(y, a, lin):   # add_outlier_product(y, a, lin), in place: y is this block's own
+        if len(lin.outliers):
+            _fp32.add_outlier_product(a, lin.outliers, _outlier_weight_t(lin), y, num_threads=nt)
+        return y
 
     xq = quantize(x, ql)
     all_sparse = ql.sparse and kl.sparse and vl.sparse
@@ -482,7 +502,8 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
         if len(l2.outliers):   # FFN2's float share needs gelu(h) on its outlier channels only
             g = np.ascontiguousarray(h[:, l2.outliers])
             _fp32.gelu(g.reshape(-1), g.reshape(-1), num_threads=nt)
-            y = y + linear(g, l2.outlier_weight)
+            _fp32.add_outlier_product(g, np.arange(len(l2.outliers), dtype=np.int32),
+                                      _outlier_weight_t(l2), y, num_threads=nt)
     return layer_norm(y, layer.output_layer_norm)
 
 

@@ -78,15 +78,9 @@ def is_quantized(layer) -> bool:
     return isinstance(layer.q_lin, QuantizedLinear)
 
 
-def _outlier_part(x, lin):  # f32 [n, K] -> f32 [n, N] or None
-    """x[:, outliers] @ outlier_weight.T: the float32 share of the outlier input channels."""
-    if not len(lin.outliers):
-        return None
-    return ops.linear(np.ascontiguousarray(x[:, lin.outliers]), lin.outlier_weight)
-
-
-def _plus(y, part):
-    return y if part is None else y + part
+def _plus_outliers(y, x, lin):  # f32 [n, N], f32 [n, K] -> f32 [n, N]
+    """y + the float32 share of lin's outlier input channels (ops.add_outlier_product), if it has any."""
+    return ops.add_outlier_product(y, x, lin) if len(lin.outliers) else y
 
 
 def encoder_layer_int8(x, cu_seqlens, layer, config):  # [n, D] -> [n, D]
@@ -99,11 +93,11 @@ def encoder_layer_int8(x, cu_seqlens, layer, config):  # [n, D] -> [n, D]
             raise ValueError("q_lin, k_lin and v_lin share their input: their x_scale and "
                              "x_zero_point must be equal")
     xq = ops.quantize_u8(x, qkv_in.x_scale, qkv_in.x_zero_point)                 # u8 [n, D]
-    q, k, v = (_plus(ops.qlinear(xq, lin), _outlier_part(x, lin)).reshape(n, H, Dh)  # [n, D] -> [n, H, Dh]
+    q, k, v = (_plus_outliers(ops.qlinear(xq, lin), x, lin).reshape(n, H, Dh)  # [n, D] -> [n, H, Dh]
                for lin in (layer.q_lin, layer.k_lin, layer.v_lin))
     a = self_attention_of(layer, q, k, v, cu_seqlens).reshape(n, D)   # f32 or INT8: [n, H, Dh] -> [n, D]
     aq = ops.quantize_u8(a, layer.out_lin.x_scale, layer.out_lin.x_zero_point)
-    y = _plus(ops.qlinear(aq, layer.out_lin, residual=x), _outlier_part(a, layer.out_lin))
+    y = _plus_outliers(ops.qlinear(aq, layer.out_lin, residual=x), a, layer.out_lin)
     x = ops.layer_norm(y, layer.sa_layer_norm.weight, layer.sa_layer_norm.bias, eps)
 
     lin1, lin2 = layer.lin1, layer.lin2
@@ -113,7 +107,7 @@ def encoder_layer_int8(x, cu_seqlens, layer, config):  # [n, D] -> [n, D]
                          out_zero_point=lin2.x_zero_point)                      # u8 [n, F], fused
         y = ops.qlinear(hq, lin2, residual=x)
     else:
-        h = ops.gelu(_plus(ops.qlinear(xq, lin1), _outlier_part(x, lin1)))      # f32 [n, F]
+        h = ops.gelu(_plus_outliers(ops.qlinear(xq, lin1), x, lin1))      # f32 [n, F]
         hq = ops.quantize_u8(h, lin2.x_scale, lin2.x_zero_point)
-        y = _plus(ops.qlinear(hq, lin2, residual=x), _outlier_part(h, lin2))
+        y = _plus_outliers(ops.qlinear(hq, lin2, residual=x), h, lin2)
     return ops.layer_norm(y, layer.output_layer_norm.weight, layer.output_layer_norm.bias, eps)

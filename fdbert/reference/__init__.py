@@ -17,8 +17,8 @@ from .layernorm import layer_norm
 from .linear import embedding, linear
 from .rmsnorm import rms_norm
 from .rope import rope
-from .qlinear import dequantize_u8, qlinear, qlinear_s32, quantize_u8  # INT8 (docs/int8.md)
+from .qlinear import add_outlier_product, dequantize_u8, qlinear, qlinear_s32, quantize_u8  # INT8 (docs/int8.md)
 
 __all__ = ["attention", "attention_int8", "embedding", "gelu", "layer_norm", "linear", "softmax",
-           "quantize_u8", "dequantize_u8", "qlinear", "qlinear_s32",
+           "quantize_u8", "dequantize_u8", "qlinear", "qlinear_s32", "add_outlier_product",
            "rms_norm", "rope", "silu_mul", "gelu_tanh", "decoder_attention"]

@@ -6,6 +6,12 @@
     y          = y + residual                                     optional, float32
     out        = y  |  quantize_u8(y, out_scale, out_zero_point)  keep float32, or requantize
 
+and, for a layer with float32 outlier input channels o (their s8 codes are 0), the float share that
+the INT8 block adds to the result (add_outlier_product):
+
+    p[m, n]    = x[m, o_0] W_o[n, 0] + x[m, o_1] W_o[n, 1] + ...  float32, summed in channel order
+    y          = y + p
+
 with comp[n] = x_zp * sum_k wq[n, k] (so acc - comp = sum_k (xq - x_zp) * wq, exactly) and
 mult[n] = float32(x_scale * w_scale[n]), both precomputed when the layer is built. The integer part
 is the contract every backend matches bit for bit (docs/int8.md); the float epilogue is matched
@@ -86,3 +92,17 @@ def qlinear(x_u8, qweight, *, gelu=False, residual=None, out_scale=None,
     acc = qlinear_s32(x_u8, qweight)
     return qlinear_epilogue(acc, qweight, gelu=gelu, residual=residual, out_scale=out_scale,
                             out_zero_point=out_zero_point)
+
+
+def add_outlier_product(y, x, qweight):  # f32 [M, N], f32 [M, K], QuantizedLinear [N, K] -> f32 [M, N]
+    """y + x[:, o] @ W_o.T for the layer's float32 outlier input channels o (LLM.int8()'s float share,
+    docs/int8.md), in a fixed order: p = x[:, o_0] * W_o[:, 0], then p = p + x[:, o_j] * W_o[:, j]
+    for j = 1, 2, ..., every product and sum one float32 operation (no fused multiply-add); then y + p.
+    x is the Linear's whole float32 input; only its outlier columns are read."""
+    o, w = qweight.outliers, qweight.outlier_weight                    # int32 [k], f32 [N, k]
+    if not len(o):
+        return y + np.float32(0)                                       # a new array, y's values
+    p = x[:, o[0], None] * w[None, :, 0]                               # [M, 1] * [1, N] -> [M, N]
+    for j in range(1, len(o)):
+        p = p + x[:, o[j], None] * w[None, :, j]
+    return y + p

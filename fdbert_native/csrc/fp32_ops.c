@@ -482,3 +482,65 @@ int fp_embedding(const int64_t *ids, int64_t n, const float *table, int64_t V, i
     for (int64_t i = 0; i < n; i++) memcpy(out + i * D, table + ids[i] * D, (size_t)D * sizeof(float));
     return 0;
 }
+
+/* ================================================================ outlier product, added in place
+ *
+ *   p[m, n] = x[m, o_0] * w[0, n];   p = p + x[m, o_j] * w[j, n]   (j = 1 .. ko - 1, in order)
+ *   y[m, n] = y[m, n] + p[m, n]
+ *
+ * The float32 share of an INT8 Linear's outlier input channels (fdbert.weights.QuantizedLinear):
+ * every product and sum one float32 operation, no fused multiply-add, so every path gives the bits
+ * of the reference (fdbert/reference/qlinear.py add_outlier_product). x: rows of stride ldx (the
+ * Linear's whole float input; only the ko columns o are read); w: the outlier weight transposed,
+ * f32 [ko, N]; y: f32 [M, N] with rows of stride ldy, updated in place. One pass over y instead of a [M, N] product written
+ * by a GEMM of K = ko and added afterwards. */
+static void outlier_row_generic(const float *x, const int32_t *o, int64_t ko, const float *w,
+                                int64_t N, int64_t n0, float *y)
+{
+    for (int64_t n = n0; n < N; n++) {
+        float p = x[o[0]] * w[n];
+        for (int64_t j = 1; j < ko; j++) p = p + x[o[j]] * w[j * N + n];
+        y[n] = y[n] + p;
+    }
+}
+
+FDB_TARGET_AVX512 static void outlier_row_avx512(const float *x, const int32_t *o, int64_t ko,
+                                                 const float *w, int64_t N, float *y)
+{
+    for (int64_t n = 0; n < N; n += LANES) {
+        const __mmask16 k = fdb_lanes16(N - n);
+        __m512 p = _mm512_mul_ps(_mm512_set1_ps(x[o[0]]), _mm512_maskz_loadu_ps(k, w + n));
+        for (int64_t j = 1; j < ko; j++)
+            p = _mm512_add_ps(p, _mm512_mul_ps(_mm512_set1_ps(x[o[j]]), _mm512_maskz_loadu_ps(k, w + j * N + n)));
+        _mm512_mask_storeu_ps(y + n, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, y + n), p));
+    }
+}
+
+FDB_TARGET_AVX2 static void outlier_row_avx2(const float *x, const int32_t *o, int64_t ko,
+                                             const float *w, int64_t N, float *y)
+{
+    int64_t n = 0;
+    for (; n + 8 <= N; n += 8) {
+        __m256 p = _mm256_mul_ps(_mm256_set1_ps(x[o[0]]), _mm256_loadu_ps(w + n));
+        for (int64_t j = 1; j < ko; j++)
+            p = _mm256_add_ps(p, _mm256_mul_ps(_mm256_set1_ps(x[o[j]]), _mm256_loadu_ps(w + j * N + n)));
+        _mm256_storeu_ps(y + n, _mm256_add_ps(_mm256_loadu_ps(y + n), p));
+    }
+    outlier_row_generic(x, o, ko, w, N, n, y);
+}
+
+void fp_add_outlier_product(const float *x, int64_t ldx, const int32_t *o, int64_t ko, const float *w,
+                            float *y, int64_t ldy, int64_t M, int64_t N, int isa, int nthreads)
+{
+    if (ko <= 0 || M <= 0 || N <= 0) return;
+    int nt = threads_for(M * N * ko, nthreads);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t m = 0; m < M; m++) {
+        if (isa == FDB_ISA_AVX512)
+            outlier_row_avx512(x + m * ldx, o, ko, w, N, y + m * ldy);
+        else if (isa == FDB_ISA_AVX2)
+            outlier_row_avx2(x + m * ldx, o, ko, w, N, y + m * ldy);
+        else
+            outlier_row_generic(x + m * ldx, o, ko, w, N, 0, y + m * ldy);
+    }
+}

@@ -76,5 +76,10 @@ void fp_dequantize_u8(const uint8_t *q, int64_t n, float scale, float zp, float 
 int fp_embedding(const int64_t *ids, int64_t n, const float *table__vd, int64_t V, int64_t D,
                  float *out__nd, int nthreads);
 
+/* y f32 [M, N] += the outlier product of x's columns o (int32 [ko]) with w f32 [ko, N] (the outlier
+ * weight transposed), each product and sum one float32 operation in j order (fp32_ops.c). x, y: rows
+ * of stride ldx, ldy. reference: fdbert/reference/qlinear.py add_outlier_product. */
+void fp_add_outlier_product(const float *x, int64_t ldx, const int32_t *o, int64_t ko, const float *w,
+                            float *y, int64_t ldy, int64_t M, int64_t N, int isa, int nthreads);
 
 #endif /* FDBERT_FP32_OPS_H */
