@@ -33,6 +33,11 @@ cdef extern from "qgemm.h" nogil:
         float out_scale
         float out_zp
         void *out
+        const float *xo
+        int64_t ldxo
+        const int32_t *xo_idx
+        int64_t ko
+        const float *wo_t
     int QG_OUT_S32, QG_OUT_F32, QG_OUT_U8, QG_OK, QG_EBADISA, QG_ENOMEM, QG_EBADINDEX
     int FDB_ISA_AMX
     int64_t qg_packed_dense_size(int64_t N, int64_t K)
@@ -189,8 +194,14 @@ def pack_bsr(data, indices, indptr, shape):
 # ------------------------------------------------------------------------------ kernels
 
 cdef qg_epilogue _epilogue(int kind, out, comp, mult, bias, residual, bint gelu,
-                           float out_scale, float out_zp, int64_t M, int64_t N) except *:
+                           float out_scale, float out_zp, int64_t M, int64_t N,
+                           outliers=None) except *:
     cdef qg_epilogue ep
+    ep.xo = NULL
+    ep.ldxo = 0
+    ep.xo_idx = NULL
+    ep.ko = 0
+    ep.wo_t = NULL
     ep.out_kind = kind
     ep.out = _ptr(out)
     ep.comp = NULL
@@ -211,20 +222,40 @@ cdef qg_epilogue _epilogue(int kind, out, comp, mult, bias, residual, bint gelu,
         if residual is not None:
             _check(residual, "residual", np.float32, (M, N))
             ep.residual = <const float *>_ptr(residual)
+        if outliers is not None:
+            _outliers(&ep, outliers, M, N)
     if kind == QG_OUT_U8 and not out_scale > 0:
         raise ValueError(f"out_scale must be > 0, got {out_scale}")
     return ep
 
 
+cdef int _outliers(qg_epilogue *ep, outliers, int64_t M, int64_t N) except -1:
+    """(xo f32 [M, K'], idx int32 [ko], wo_t f32 [ko, N]): the outlier share of the epilogue (qgemm.h)."""
+    xo, idx, wo_t = outliers
+    _check(xo, "outliers: x", np.float32, (M, None))
+    _check(idx, "outliers: channels", np.int32, (None,))
+    cdef int64_t ko = idx.shape[0]
+    _check(wo_t, "outliers: weight_t", np.float32, (ko, N))
+    if ko and (int(idx.min()) < 0 or int(idx.max()) >= xo.shape[1]):
+        raise ValueError(f"outliers: channels must lie in [0, {xo.shape[1]})")
+    if ko:
+        ep.xo = <const float *>_ptr(xo)
+        ep.ldxo = xo.shape[1]
+        ep.xo_idx = <const int32_t *>_ptr(idx)
+        ep.ko = ko
+        ep.wo_t = <const float *>_ptr(wo_t)
+    return 0
+
+
 def _gemm(int kind, x, packed, out, comp, mult, bias, residual, gelu, out_scale, out_zp, isa,
-          num_threads):
+          num_threads, outliers=None):
     _check(x, "x", np.uint8, (None, None))
     cdef int64_t M = x.shape[0], K = x.shape[1]
     _check(out, "out", (np.int32, np.float32, np.uint8)[kind], (M, None))
     cdef int64_t N = out.shape[1]
     _check(packed, "packed", np.int8, ((N + 15) // 16, (K + 3) // 4, 16, 4))
     cdef qg_epilogue ep = _epilogue(kind, out, comp, mult, bias, residual, gelu, out_scale,
-                                    out_zp, M, N)
+                                    out_zp, M, N, outliers)
     if isa == "auto" and amx_auto(M, N, K):
         isa = AMX
     cdef int i = _PATHS.index(isa) if isa == "auto" else _DENSE_PATHS.index(isa)
@@ -247,28 +278,31 @@ def qgemm_s32(x, packed, out, isa="auto", num_threads=0):
 
 
 def qgemm_f32(x, packed, comp, mult, bias, out, residual=None, gelu=False, isa="auto",
-              num_threads=0):
-    """out f32 [M, N] = [gelu](float32(x @ W.T - comp) * mult + bias) [+ residual]."""
+              num_threads=0, outliers=None):
+    """out f32 [M, N] = [gelu](float32(x @ W.T - comp) * mult + bias [+ p]) [+ residual].
+
+    outliers=(xo f32 [M, K'], channels int32 [ko], weight_t f32 [ko, N]) adds the float share
+    p[m, n] of those input channels before GELU (csrc/qgemm.h; the reference's add_outlier_product)."""
     return _gemm(QG_OUT_F32, x, packed, out, comp, mult, bias, residual, gelu, 1.0, 0.0, isa,
-                 num_threads)
+                 num_threads, outliers)
 
 
 def qgemm_u8(x, packed, comp, mult, bias, out_scale, out_zp, out, residual=None, gelu=False,
-             isa="auto", num_threads=0):
+             isa="auto", num_threads=0, outliers=None):
     """out u8 [M, N] = clip(rint(y / out_scale) + out_zp, 0, 255), y as in qgemm_f32."""
     return _gemm(QG_OUT_U8, x, packed, out, comp, mult, bias, residual, gelu, out_scale, out_zp,
-                 isa, num_threads)
+                 isa, num_threads, outliers)
 
 
 def _spmm(int kind, x, PackedBSR w, out, comp, mult, bias, residual, gelu, out_scale, out_zp,
-          isa, num_threads):
+          isa, num_threads, outliers=None):
     if w is None:
         raise TypeError("w must be a PackedBSR from pack_bsr, got None")
     _check(x, "x", np.uint8, (None, w.K))
     cdef int64_t M = x.shape[0], K = w.K, N = w.N
     _check(out, "out", (np.int32, np.float32, np.uint8)[kind], (M, N))
     cdef qg_epilogue ep = _epilogue(kind, out, comp, mult, bias, residual, gelu, out_scale,
-                                    out_zp, M, N)
+                                    out_zp, M, N, outliers)
     cdef int i = _PATHS.index(isa), nt = num_threads if num_threads > 0 else _default_threads(), rc
     cdef const uint8_t *px = <const uint8_t *>_ptr(x)
     cdef const int32_t *pb = <const int32_t *>_ptr(w.blk)
@@ -300,17 +334,18 @@ def qspmm_s32(x, w, out, isa="auto", num_threads=0):
     return _spmm(QG_OUT_S32, x, w, out, None, None, None, None, False, 1.0, 0.0, isa, num_threads)
 
 
-def qspmm_f32(x, w, comp, mult, bias, out, residual=None, gelu=False, isa="auto", num_threads=0):
+def qspmm_f32(x, w, comp, mult, bias, out, residual=None, gelu=False, isa="auto", num_threads=0,
+              outliers=None):
     """qgemm_f32 with a PackedBSR weight."""
     return _spmm(QG_OUT_F32, x, w, out, comp, mult, bias, residual, gelu, 1.0, 0.0, isa,
-                 num_threads)
+                 num_threads, outliers)
 
 
 def qspmm_u8(x, w, comp, mult, bias, out_scale, out_zp, out, residual=None, gelu=False,
-             isa="auto", num_threads=0):
+             isa="auto", num_threads=0, outliers=None):
     """qgemm_u8 with a PackedBSR weight."""
     return _spmm(QG_OUT_U8, x, w, out, comp, mult, bias, residual, gelu, out_scale, out_zp, isa,
-                 num_threads)
+                 num_threads, outliers)
 
 
 def qspmm_f32_multi(x, ws, comps, mults, biases, outs, isa="auto", num_threads=0):

@@ -388,19 +388,23 @@ def _fused_qkv(layer, plan):  # -> (packed, comp, mult, bias) of W_qkv [3D, D]
     return cached[1]
 
 
-def _qlin(x_u8, lin, packed, nt, *, gelu=False, residual=None, out_qparams=None):
+def _qlin(x_u8, lin, packed, nt, *, gelu=False, residual=None, out_qparams=None, outliers_of=None):
     """One quantized linear on the kernel that runs it fastest: the SpMM, or for a sparse weight
-    with enough rows the dense AMX GEMM (_dense_on_amx); f32 out, or u8 with out_qparams."""
+    with enough rows the dense AMX GEMM (_dense_on_amx); f32 out, or u8 with out_qparams.
+    outliers_of: the float input x [M, K] whose outlier channels' share the epilogue adds before
+    GELU (the reference's add_outlier_product, then GELU)."""
     M, N = x_u8.shape[0], lin.shape[0]
     ep = (lin.comp, lin.mult, lin.bias)
     packed, sparse = _kernel_weight(lin, packed, M)
+    outl = (None if outliers_of is None or not len(lin.outliers) else
+            (outliers_of, lin.outliers, _outlier_weight_t(lin)))
     if out_qparams is None:
         fn = _qgemm.qspmm_f32 if sparse else _qgemm.qgemm_f32
         return fn(x_u8, packed, *ep, np.empty((M, N), np.float32), residual=residual, gelu=gelu,
-                  num_threads=nt)
+                  num_threads=nt, outliers=outl)
     fn = _qgemm.qspmm_u8 if sparse else _qgemm.qgemm_u8
     return fn(x_u8, packed, *ep, *out_qparams, np.empty((M, N), np.uint8), residual=residual,
-              gelu=gelu, num_threads=nt)
+              gelu=gelu, num_threads=nt, outliers=outl)
 
 
 def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
@@ -411,9 +415,10 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
     layer (its plan is cached); Q, K and V in one call (one SpMM for sparse weights the VNNI path
     runs, else one stacked GEMM up to QKV_FUSED_MAX_TOKENS tokens); each LayerNorm that feeds a
     linear quantizes in the same pass, and attention writes the O projection's u8 input. Float
-    outlier channels are added exactly where the reference block adds them (the small float
-    product runs on this backend's :func:`linear`; where it declines, so does the block, and the
-    reference block then composes the same ops). Declines float layers (the reference
+    outlier channels are added exactly where the reference block adds them, in the order of the
+    reference's add_outlier_product: FFN1's share inside its GEMM epilogue, before GELU (so FFN1
+    still emits u8; FFN2's share takes gelu(h) on its few channels from a small GEMM of FFN1's rows
+    there), the others in place after their GEMM. Declines float layers (the reference
     block then composes the native ops), Q/K/V with different input quantization (the reference
     raises its error) and shapes it does not expect.
     """
@@ -489,22 +494,31 @@ def encoder_layer(x, cu_seqlens, layer, config):  # f32 [n, D] -> [n, D]
         a = a.reshape(n, D)
         y = plus_outliers(_qlin(quantize(a, ol), ol, po, nt, residual=x), a, ol)
     x, xq = layer_norm_quantize(y, layer.sa_layer_norm, l1)
-    if not len(l1.outliers) and not len(l2.outliers):   # GELU + requantize fused: FFN1 emits u8
-        hq = _qlin(xq, l1, p1, nt, gelu=True,
-                   out_qparams=(float(l2.x_scale), float(l2.x_zero_point)))
-        y = _qlin(hq, l2, p2, nt, residual=x)
-    else:   # float outlier channels: the GELU input h is float32 (it carries FFN1's outlier share)
-        h = plus_outliers(_qlin(xq, l1, p1, nt), x, l1)
-        hq = np.empty(h.shape, np.uint8)   # quantize(gelu(h), l2) in one pass: the same codes
-        _qgemm.gelu_quantize_u8(h.reshape(-1), l2.x_scale, l2.x_zero_point, hq.reshape(-1),
-                                num_threads=nt)
-        y = _qlin(hq, l2, p2, nt, residual=x)
-        if len(l2.outliers):   # FFN2's float share needs gelu(h) on its outlier channels only
-            g = np.ascontiguousarray(h[:, l2.outliers])
-            _fp32.gelu(g.reshape(-1), g.reshape(-1), num_threads=nt)
-            _fp32.add_outlier_product(g, np.arange(len(l2.outliers), dtype=np.int32),
-                                      _outlier_weight_t(l2), y, num_threads=nt)
+    # FFN1 + its outlier share (in the epilogue, before GELU) + GELU + requantize, fused: FFN1 emits u8
+    hq = _qlin(xq, l1, p1, nt, gelu=True, out_qparams=(float(l2.x_scale), float(l2.x_zero_point)),
+               outliers_of=x)
+    y = _qlin(hq, l2, p2, nt, residual=x)
+    if len(l2.outliers):   # FFN2's float share needs gelu(h) on its outlier channels only: FFN1's
+        sub, g = _rows_of(l1, l2.outliers), np.empty((n, len(l2.outliers)), np.float32)  # rows there
+        _qgemm.qgemm_f32(xq, *sub[:4], g, num_threads=nt, outliers=(x, l1.outliers, sub[4])
+                         if len(l1.outliers) else None)
+        _fp32.gelu(g.reshape(-1), g.reshape(-1), num_threads=nt)
+        _fp32.add_outlier_product(g, np.arange(len(l2.outliers), dtype=np.int32),
+                                  _outlier_weight_t(l2), y, num_threads=nt)
     return layer_norm(y, layer.output_layer_norm)
+
+
+def _rows_of(lin, rows):  # -> (packed, comp, mult, bias, outlier weight_t) of lin's output channels rows
+    """The output channels ``rows`` of ``lin`` as a small dense GEMM, cached on lin: each channel
+    keeps its codes and epilogue constants, so it gets the bits it gets in the whole GEMM."""
+    key = ("native_rows", tuple(int(r) for r in rows))
+    got = lin.packed.get(key)
+    if got is None:
+        packed, _ = _qgemm.pack_dense(np.ascontiguousarray(lin.dense_codes()[rows]))
+        got = lin.packed[key] = (packed, *(np.ascontiguousarray(getattr(lin, f)[rows])
+                                           for f in ("comp", "mult", "bias")),
+                                 np.ascontiguousarray(lin.outlier_weight[rows].T))
+    return got
 
 
 # ---- float32 linear (fdbert_native._sgemm) -------------------------------------------------------------

@@ -111,3 +111,51 @@ def test_the_kernel_refuses_what_it_cannot_take():
         ro = np.zeros((2, 4), np.float32)
         ro.flags.writeable = False
         _fp32.add_outlier_product(x, np.array([0], np.int32), wt, ro)
+
+
+# ---- the same share inside the INT8 GEMM epilogue (csrc/qgemm.h), before GELU --------------------------
+_qgemm = native_ext.load("_qgemm")
+import fdbert_native.ops as nops  # noqa: E402
+from tolerances import GELU_U8_ATOL  # noqa: E402
+
+GEMM_PATHS = [(isa, False) for isa in _qgemm.DENSE_ISAS] + [(isa, True) for isa in _qgemm.ISAS]
+
+
+def _gemm_params():
+    nops._request_amx_once()   # as the first packed weight would: Linux's tile-data permission
+    out = []
+    for isa, sparse in GEMM_PATHS:
+        ok = (_qgemm.AMX in _qgemm.supported_dense_isas()) if isa == _qgemm.AMX else _qgemm.isa_supported(isa)
+        out.append(pytest.param(isa, sparse, id=f"{'spmm' if sparse else 'gemm'}-{isa}",
+                                marks=pytest.mark.skipif(not ok, reason=f"the {isa} path cannot run here")))
+    return out
+
+
+@pytest.mark.parametrize("isa, sparse", _gemm_params())
+@pytest.mark.parametrize("M, N, K, ko", [(5, 33, 40, 3), (70, 48, 64, 1), (130, 20, 24, 5)])
+def test_the_epilogue_adds_the_outlier_share_as_the_reference(isa, sparse, M, N, K, ko):
+    rng = np.random.default_rng(M * N + K)
+    o = np.sort(rng.choice(K, size=ko, replace=False)).astype(np.int32)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    if sparse:
+        w *= np.repeat(rng.random((N, -(-K // 4))) < 0.4, 4, axis=1)[:, :K]
+    lin = QuantizedLinear.from_float(w, rng.standard_normal(N).astype(np.float32), 0.03, 121,
+                                     block=(1, 4) if sparse else None, outliers=o)
+    xf = (rng.standard_normal((M, K)) * 4).astype(np.float32)
+    xq = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    res = rng.standard_normal((M, N)).astype(np.float32)
+    packed = nops._packed(lin)
+    if not sparse and isinstance(packed, _qgemm.PackedBSR):
+        pytest.skip("dense layer packed as BSR")
+    outl = (xf, lin.outliers, np.ascontiguousarray(lin.outlier_weight.T))
+    f32 = _qgemm.qspmm_f32 if sparse else _qgemm.qgemm_f32
+    u8 = _qgemm.qspmm_u8 if sparse else _qgemm.qgemm_u8
+    ep = (lin.comp, lin.mult, lin.bias)
+    with fdbert.set_backend("reference"):
+        y = ref.add_outlier_product(fdbert.ops.qlinear(xq, lin), xf, lin)     # epilogue, then the share
+        want_f32 = y + res
+        want_u8 = fdbert.ops.quantize_u8(ref.gelu(y), 0.05, 7)
+    got = f32(xq, packed, *ep, np.empty((M, N), np.float32), residual=res, isa=isa, outliers=outl)
+    assert np.array_equal(got, want_f32)
+    got = u8(xq, packed, *ep, 0.05, 7, np.empty((M, N), np.uint8), gelu=True, isa=isa, outliers=outl)
+    assert np.abs(got.astype(int) - want_u8.astype(int)).max() <= GELU_U8_ATOL

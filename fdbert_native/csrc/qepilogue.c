@@ -4,6 +4,7 @@
  * · tests: spec_tests/test_native_qgemm.py, spec_tests/test_native_gelu_u8.py, spec_tests/test_native_qlinear.py
  *
  *   y   = float32(acc - comp[n]) * mult[n] + bias[n]                  (the INT8 contract, qgemm.h)
+ *   y   = y + p[m, n]                                                  if ko: the outlier share (qgemm.h)
  *   y   = (0.5 y) (1 + erf(y / sqrt 2))                                if gelu (fp32_vecmath.h's erf)
  *   y   = y + residual[m, n]                                           if residual
  *   out = y,  or  u8(clip(rint(y / out_scale) + out_zp, 0, 255))      by out_kind
@@ -100,6 +101,35 @@ static inline __m512 gelu_rint_u8_avx512(__m512 y, __m512 scale, __m512 inv_scal
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
+/* The outlier share p[m, n] (qgemm.h), one float32 operation per step in channel order. */
+static inline float outlier_p(const qg_epilogue *ep, int64_t m, int64_t n, int64_t N)
+{
+    const float *x = ep->xo + m * ep->ldxo;
+    float p = x[ep->xo_idx[0]] * ep->wo_t[n];
+    for (int64_t j = 1; j < ep->ko; j++) p = p + x[ep->xo_idx[j]] * ep->wo_t[j * N + n];
+    return p;
+}
+
+__attribute__((target("avx512f"), always_inline))
+static inline __m512 outlier_p16(const qg_epilogue *ep, int64_t m, int64_t n, int64_t N)
+{
+    const float *x = ep->xo + m * ep->ldxo;
+    __m512 p = _mm512_mul_ps(_mm512_set1_ps(x[ep->xo_idx[0]]), _mm512_loadu_ps(ep->wo_t + n));
+    for (int64_t j = 1; j < ep->ko; j++)
+        p = _mm512_add_ps(p, _mm512_mul_ps(_mm512_set1_ps(x[ep->xo_idx[j]]), _mm512_loadu_ps(ep->wo_t + j * N + n)));
+    return p;
+}
+
+__attribute__((target("avx2"), always_inline))
+static inline __m256 outlier_p8(const qg_epilogue *ep, int64_t m, int64_t n, int64_t N)
+{
+    const float *x = ep->xo + m * ep->ldxo;
+    __m256 p = _mm256_mul_ps(_mm256_set1_ps(x[ep->xo_idx[0]]), _mm256_loadu_ps(ep->wo_t + n));
+    for (int64_t j = 1; j < ep->ko; j++)
+        p = _mm256_add_ps(p, _mm256_mul_ps(_mm256_set1_ps(x[ep->xo_idx[j]]), _mm256_loadu_ps(ep->wo_t + j * N + n)));
+    return p;
+}
+
 /* The generic epilogue loop; also the tail of the AVX-512 one (starts at column i0). */
 static void epilogue_row_generic(const int32_t *acc, int64_t m, int64_t n0, int64_t i0,
                                  int64_t len, int64_t N, const qg_epilogue *ep)
@@ -110,6 +140,7 @@ static void epilogue_row_generic(const int32_t *acc, int64_t m, int64_t n0, int6
         const int32_t d = (int32_t)((uint32_t)acc[i] - (uint32_t)(ep->comp ? ep->comp[n] : 0));
         float y = (float)d * ep->mult[n];
         if (ep->bias) y = y + ep->bias[n];
+        if (ep->ko) y = y + outlier_p(ep, m, n, N);
         if (ep->gelu) y = gelu_generic(y);
         if (ep->residual) y = y + ep->residual[m * N + n];
         if (ep->out_kind == QG_OUT_F32)
@@ -144,11 +175,12 @@ static inline ep16_consts ep16_setup(const qg_epilogue *ep)
 
 /* y before any residual, or for gelu_u8 already rint(gelu(y) / scale). */
 __attribute__((target("avx512f"), always_inline))
-static inline __m512 ep16_avx512(__m512i a, __m512i comp, __m512 mult, __m512 bias, int gelu,
-                                 const ep16_consts *k)
+static inline __m512 ep16_avx512(__m512i a, __m512i comp, __m512 mult, __m512 bias, const __m512 *p,
+                                 int gelu, const ep16_consts *k)
 {
     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, comp)), mult);
     if (k->bias) y = _mm512_add_ps(y, bias);
+    if (p) y = _mm512_add_ps(y, *p);
     if (k->gelu_u8) return gelu_rint_u8_avx512(y, k->scale, k->inv_scale, k->margin_per_y);
     return gelu ? gelu_avx512(y) : y;
 }
@@ -174,11 +206,12 @@ static void epilogue_rows_avx512(const int32_t *acc0, int64_t lda, int64_t m0, i
         int64_t i = 0;
         for (; i + 16 <= len; i += 16) {
             const int64_t n = n0 + i;
+            const __m512 p = ep->ko ? outlier_p16(ep, m, n, N) : _mm512_setzero_ps();
             __m512 y = ep16_avx512(_mm512_loadu_si512(acc + i),
                                    ep->comp ? _mm512_loadu_si512(ep->comp + n) : _mm512_setzero_si512(),
                                    _mm512_loadu_ps(ep->mult + n),
                                    ep->bias ? _mm512_loadu_ps(ep->bias + n) : _mm512_setzero_ps(),
-                                   ep->gelu, &k);
+                                   ep->ko ? &p : NULL, ep->gelu, &k);
             if (ep->residual) y = _mm512_add_ps(y, _mm512_loadu_ps(ep->residual + m * N + n));
             if (ep->out_kind == QG_OUT_F32)
                 _mm512_storeu_ps((float *)ep->out + m * N + n, y);
@@ -254,6 +287,7 @@ static void epilogue_rows_avx2(const int32_t *acc0, int64_t lda, int64_t m0, int
             if (ep->comp) d = _mm256_sub_epi32(d, _mm256_loadu_si256((const __m256i *)(ep->comp + n)));
             __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(ep->mult + n));
             if (ep->bias) y = _mm256_add_ps(y, _mm256_loadu_ps(ep->bias + n));
+            if (ep->ko) y = _mm256_add_ps(y, outlier_p8(ep, m, n, N));
             if (gelu_u8) {
                 y = gelu_rint_u8_avx2(y, ep->out_scale, inv_scale, margin_per_y);
             } else if (ep->gelu) {
@@ -289,7 +323,7 @@ static void epilogue_channels_avx512(int32_t *T, int64_t ldt, int64_t n0, int64_
         const __m512 mult = _mm512_set1_ps(ep->mult[n]), bias = _mm512_set1_ps(ep->bias ? ep->bias[n] : 0.0f);
         int32_t *t = T + c * ldt;
         for (int64_t i = 0; i < ntok; i += 16) {
-            const __m512 y = ep16_avx512(_mm512_loadu_si512(t + i), comp, mult, bias, ep->gelu, &k);
+            const __m512 y = ep16_avx512(_mm512_loadu_si512(t + i), comp, mult, bias, NULL, ep->gelu, &k);
             _mm512_storeu_si512(t + i, k.u8 ? ep16_code(y, k.gelu_u8, &k) : _mm512_castps_si512(y));
         }
     }
@@ -299,7 +333,7 @@ int qg_epilogue_channels(int32_t *T, int64_t ldt, int64_t n0, int64_t nch, int64
                          const qg_epilogue *ep, int isa)
 {
     if (isa < FDB_ISA_AVX512 || ep->out_kind == QG_OUT_S32 || (ep->residual && ep->out_kind == QG_OUT_U8)
-        || ntok % 16)
+        || ntok % 16 || ep->ko)   /* the outlier share is per token row: the rows epilogue adds it */
         return 0;
     epilogue_channels_avx512(T, ldt, n0, nch, ntok, ep);
     return 1;

@@ -52,6 +52,9 @@ enum { QG_OUT_S32 = 0, QG_OUT_F32 = 1, QG_OUT_U8 = 2 };
 /* The epilogue, float32, in this order, no fused multiply-add (the INT8 contract):
  *   y = float32(acc - comp[n]) * mult[n] + bias[n]         (bias may be NULL: no add; the
  *                                                           subtraction wraps in int32, exact)
+ *   y = y + p[m, n]                                        if ko > 0: the float share of outlier
+ *       p = xo[m, o_0] * wo_t[0, n], then p + xo[m, o_j] * wo_t[j, n], j = 1 .. ko - 1 in order
+ *       (fdbert/reference/qlinear.py add_outlier_product; xo rows of stride ldxo, wo_t [ko, N])
  *   y = (0.5f * y) * (1.0f + erf(y * 0.70710677f))        if gelu (fp32_vecmath.h's erf, the
  *                                                          one erf of the native kernels)
  *   y = y + residual[m, n]                                 if residual (f32 [M, N], row-major)
@@ -67,6 +70,11 @@ typedef struct {
     const float *residual;   /* [M, N] or NULL */
     float out_scale, out_zp; /* QG_OUT_U8 only */
     void *out;               /* [M, N]: int32, float32 or uint8 by out_kind */
+    const float *xo;         /* [M, ldxo] the float input whose columns xo_idx are outliers (ko > 0) */
+    int64_t ldxo;
+    const int32_t *xo_idx;   /* [ko] */
+    int64_t ko;              /* 0: no outlier share */
+    const float *wo_t;       /* [ko, N] the outlier weight transposed */
 } qg_epilogue;
 
 /* Dense: x u8 [M, K] row-major, packed from qg_pack_dense(N, K). nthreads <= 0: OpenMP default.
