@@ -29,7 +29,8 @@ from fdbert.compress.distill import DistillConfig, Interrupted, batch_plan, dist
 from fdbert.compress.prune import block_scores  # noqa: E402
 from fdbert.weights import QuantizedLinear  # noqa: E402
 from int8_models import sentences, tiny_text_model  # noqa: E402
-from tolerances import DISTILL_EXPORT_MIN_COSINE, DISTILL_EXPORT_RTOL  # noqa: E402
+from tolerances import (DISTILL_EXPORT_FLIP_RTOL, DISTILL_EXPORT_FLIP_SHARE,  # noqa: E402
+                        DISTILL_EXPORT_MIN_COSINE, DISTILL_EXPORT_RTOL)
 
 LINEARS = ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +150,9 @@ def test_export_equals_the_fake_quant_student(run):
             continue
         with fdbert.set_backend(backend):
             got = model.forward_packed(b)
-        assert np.abs(got - want).max() <= DISTILL_EXPORT_RTOL * scale, backend
+        per_token = np.abs(got - want).max(axis=1) / scale                   # [n]
+        assert per_token.max() <= DISTILL_EXPORT_FLIP_RTOL, (backend, per_token.max())
+        assert np.mean(per_token > DISTILL_EXPORT_RTOL) <= DISTILL_EXPORT_FLIP_SHARE, backend
         e_t = torch.nn.functional.normalize(torch.from_numpy(
             np.add.reduceat(want, b.cu_seqlens[:-1]) / np.diff(b.cu_seqlens)[:, None]), dim=-1).numpy()
         with fdbert.set_backend(backend):

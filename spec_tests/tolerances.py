@@ -67,8 +67,16 @@ CLI_PRINTED_COSINE_ATOL = 5e-4 + 1e-5
 # attention round differently in the last ulp, and where such an ulp moves an activation across a
 # u8 rounding boundary the next Linear sees one code of difference: rare and local. Bounds on every
 # token's last hidden state, relative to its largest magnitude, and on each sentence embedding.
-# Observed on tiny random models: native 3e-7, reference 7.5e-5 (one flipped code in ~1,000).
+# Observed on tiny random models: native 3e-7, reference 7.5e-5 (one flipped code in ~1,000). A flip
+# where the next Linear's input scale and weights are large moves its token further: with the outlier
+# channels' float share summed in add_outlier_product's fixed order (torch sums x[:, o] @ W[:, o]^T in
+# its own), one token of 302 moved 1.2e-3 of the scale, the other 301 below 1e-6. So: every token
+# within DISTILL_EXPORT_FLIP_RTOL (a flipped code, 10x the largest seen), at most
+# DISTILL_EXPORT_FLIP_SHARE of them beyond DISTILL_EXPORT_RTOL; a wrong scale, rounding or layout
+# moves every token by O(1e-2 .. 1).
 DISTILL_EXPORT_RTOL = 1e-3
+DISTILL_EXPORT_FLIP_RTOL = 1.2e-2
+DISTILL_EXPORT_FLIP_SHARE = 0.01
 DISTILL_EXPORT_MIN_COSINE = 1 - 1e-5
 
 # A shipped distilled model (real all-MiniLM-L6-v2, 6 layers) on the native backend vs the reference:
