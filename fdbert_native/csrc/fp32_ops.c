@@ -1,6 +1,6 @@
 /* fp32_ops.c -- float32 layer norm, softmax, GELU, and the INT8 quantize / dequantize (see fp32_ops.h).
  *
- * reference: fdbert/reference/layernorm.py, fdbert/reference/activations.py, fdbert/int8.py (quantize_u8, dequantize_u8) · tests: spec_tests/test_native_layernorm.py, spec_tests/test_native_activations.py, spec_tests/test_native_int8.py, spec_tests/test_native_embeddings.py
+ * reference: fdbert/reference/layernorm.py, fdbert/reference/activations.py, fdbert/int8.py (quantize_u8, dequantize_u8), fdbert/reference/qlinear.py (add_outlier_product) · tests: spec_tests/test_native_layernorm.py, spec_tests/test_native_activations.py, spec_tests/test_native_int8.py, spec_tests/test_native_embeddings.py, spec_tests/test_native_outliers.py
  *
  * Layout of this file: for each op, the generic kernel (the readable one, and the definition of the
  * arithmetic), then its AVX-512 twin, then the public entry point that splits rows over threads and

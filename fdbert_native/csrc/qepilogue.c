@@ -1,7 +1,7 @@
 /* qepilogue.c -- the fused epilogue of every INT8 GEMM (dense, AMX, 1x4 sparse): int32 sums to float32 or u8.
  *
  * reference: fdbert/reference/qlinear.py (QuantizedLinear.__call__), fdbert/int8.py (quantize_u8)
- * · tests: spec_tests/test_native_qgemm.py, spec_tests/test_native_gelu_u8.py, spec_tests/test_native_qlinear.py
+ * · tests: spec_tests/test_native_qgemm.py, spec_tests/test_native_gelu_u8.py, spec_tests/test_native_qlinear.py, spec_tests/test_native_outliers.py
  *
  *   y   = float32(acc - comp[n]) * mult[n] + bias[n]                  (the INT8 contract, qgemm.h)
  *   y   = y + p[m, n]                                                  if ko: the outlier share (qgemm.h)
