@@ -132,6 +132,13 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+def _init_steps(d) -> int:
+    """The steps of the stage a model was initialised from (distill --init), 0 for a one-stage model."""
+    rec = Path(d) / "distill.json"
+    init = json.loads(rec.read_text()).get("init") if rec.is_file() else None
+    return int(((init or {}).get("distillation") or {}).get("steps") or 0)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--distilled", nargs="*", default=[], help="model directories made by fdbert distill")
@@ -161,7 +168,7 @@ def main(argv=None) -> int:
         models[name] = m
         results.append({"name": name, "kind": "distilled", "sparsity": s, "path": str(d),
                         "seconds": m.compression["distillation"]["seconds"],
-                        "steps": m.compression["distillation"]["steps"],
+                        "steps": m.compression["distillation"]["steps"] + _init_steps(d),
                         "fidelity": fidelity_rows(m, ref, sets)})
     for s in args.one_shot:
         m = fdbert.quantize(fdbert.prune(teacher, s, (1, 4), args.scope), calib, progress=False, measure_error=False)
