@@ -492,16 +492,13 @@ int fp_embedding(const int64_t *ids, int64_t n, const float *table, int64_t V, i
  * every product and sum one float32 operation, no fused multiply-add, so every path gives the bits
  * of the reference (fdbert/reference/qlinear.py add_outlier_product). x: rows of stride ldx (the
  * Linear's whole float input; only the ko columns o are read); w: the outlier weight transposed,
- * f32 [ko, N]; y: f32 [M, N] with rows of stride ldy, updated in place. One pass over y instead of a [M, N] product written
- * by a GEMM of K = ko and added afterwards. */
+ * f32 [ko, N]; y: f32 [M, N] with rows of stride ldy, updated in place. One pass over y instead of
+ * a [M, N] product written by a GEMM of K = ko and added afterwards. The arithmetic is
+ * fp32_vecmath.h's fdb_outlier_*, which the INT8 epilogue (qepilogue.c) also adds. */
 static void outlier_row_generic(const float *x, const int32_t *o, int64_t ko, const float *w,
                                 int64_t N, int64_t n0, float *y)
 {
-    for (int64_t n = n0; n < N; n++) {
-        float p = x[o[0]] * w[n];
-        for (int64_t j = 1; j < ko; j++) p = p + x[o[j]] * w[j * N + n];
-        y[n] = y[n] + p;
-    }
+    for (int64_t n = n0; n < N; n++) y[n] = y[n] + fdb_outlier_generic(x, o, ko, w, N, n);
 }
 
 FDB_TARGET_AVX512 static void outlier_row_avx512(const float *x, const int32_t *o, int64_t ko,
@@ -509,9 +506,7 @@ FDB_TARGET_AVX512 static void outlier_row_avx512(const float *x, const int32_t *
 {
     for (int64_t n = 0; n < N; n += LANES) {
         const __mmask16 k = fdb_lanes16(N - n);
-        __m512 p = _mm512_mul_ps(_mm512_set1_ps(x[o[0]]), _mm512_maskz_loadu_ps(k, w + n));
-        for (int64_t j = 1; j < ko; j++)
-            p = _mm512_add_ps(p, _mm512_mul_ps(_mm512_set1_ps(x[o[j]]), _mm512_maskz_loadu_ps(k, w + j * N + n)));
+        const __m512 p = fdb_outlier_avx512(x, o, ko, w, N, n, k);
         _mm512_mask_storeu_ps(y + n, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, y + n), p));
     }
 }
@@ -520,12 +515,8 @@ FDB_TARGET_AVX2 static void outlier_row_avx2(const float *x, const int32_t *o, i
                                              const float *w, int64_t N, float *y)
 {
     int64_t n = 0;
-    for (; n + 8 <= N; n += 8) {
-        __m256 p = _mm256_mul_ps(_mm256_set1_ps(x[o[0]]), _mm256_loadu_ps(w + n));
-        for (int64_t j = 1; j < ko; j++)
-            p = _mm256_add_ps(p, _mm256_mul_ps(_mm256_set1_ps(x[o[j]]), _mm256_loadu_ps(w + j * N + n)));
-        _mm256_storeu_ps(y + n, _mm256_add_ps(_mm256_loadu_ps(y + n), p));
-    }
+    for (; n + 8 <= N; n += 8)
+        _mm256_storeu_ps(y + n, _mm256_add_ps(_mm256_loadu_ps(y + n), fdb_outlier_avx2(x, o, ko, w, N, n)));
     outlier_row_generic(x, o, ko, w, N, n, y);
 }
 

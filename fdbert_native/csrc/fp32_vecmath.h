@@ -20,6 +20,11 @@
  *   fdb_quantize_avx512 (x, scale, zp) / fdb_quantize_store_avx2   the INT8 contract's
  *                 u8(clip(rint(x / scale) + zp, 0, 255)): a true division, round half to even, the
  *                 clip in float. Exact: bit-identical to fp_quantize1 (fp32_ops.h) and the reference.
+ *   fdb_outlier_generic / _avx2 / _avx512 (x, o, ko, w, N, n[, k])   the float share of an INT8
+ *                 Linear's outlier input channels at output column(s) n: p = x[o_0] w[0, n], then
+ *                 p + x[o_j] w[j, n] in channel order, one float32 operation each, no FMA (the
+ *                 reference's add_outlier_product). Used by fp_add_outlier_product (fp32_ops.c) and
+ *                 by the INT8 GEMM epilogue (qepilogue.c): one order, the same bits on every path.
  *   helpers: fdb_transpose16 (a 16x16 transpose of 32-bit words in registers), fdb_lanes16 /
  *                 fdb_lanes8 (tail masks), fdb_hmax8 / fdb_hsum8, fdb_lut16x8, fdb_store_codes8.
  */
@@ -309,6 +314,36 @@ FDB_TARGET_AVX2 static inline __m256i fdb_lanes8(int64_t remaining)
 {
     const int n = remaining < 0 ? 0 : remaining > 8 ? 8 : (int)remaining;
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* ---- the outlier share (header comment): x a row of the float input, o [ko] its outlier channels,
+ * w [ko, N] the outlier weight transposed; column n (generic), n..n+7 (avx2), the lanes k of
+ * n..n+15 (avx512, masked loads: the lanes outside k are 0). */
+static inline float fdb_outlier_generic(const float *x, const int32_t *o, int64_t ko, const float *w,
+                                        int64_t N, int64_t n)
+{
+    float p = x[o[0]] * w[n];
+    for (int64_t j = 1; j < ko; j++) p = p + x[o[j]] * w[j * N + n];
+    return p;
+}
+
+FDB_TARGET_AVX2 static inline __m256 fdb_outlier_avx2(const float *x, const int32_t *o, int64_t ko,
+                                                      const float *w, int64_t N, int64_t n)
+{
+    __m256 p = _mm256_mul_ps(_mm256_set1_ps(x[o[0]]), _mm256_loadu_ps(w + n));
+    for (int64_t j = 1; j < ko; j++)
+        p = _mm256_add_ps(p, _mm256_mul_ps(_mm256_set1_ps(x[o[j]]), _mm256_loadu_ps(w + j * N + n)));
+    return p;
+}
+
+FDB_TARGET_AVX512 static inline __m512 fdb_outlier_avx512(const float *x, const int32_t *o, int64_t ko,
+                                                          const float *w, int64_t N, int64_t n,
+                                                          __mmask16 k)
+{
+    __m512 p = _mm512_mul_ps(_mm512_set1_ps(x[o[0]]), _mm512_maskz_loadu_ps(k, w + n));
+    for (int64_t j = 1; j < ko; j++)
+        p = _mm512_add_ps(p, _mm512_mul_ps(_mm512_set1_ps(x[o[j]]), _mm512_maskz_loadu_ps(k, w + j * N + n)));
+    return p;
 }
 
 #endif /* FDBERT_FP32_VECMATH_H */

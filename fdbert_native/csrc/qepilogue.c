@@ -23,7 +23,7 @@
 #include <immintrin.h>
 
 #include "fp32_ops.h"       /* fp_quantize1: the INT8 contract's scalar quantize */
-#include "fp32_vecmath.h"   /* fdb_erf_*, fdb_lut16x8, fdb_store_codes8 */
+#include "fp32_vecmath.h"   /* fdb_erf_*, fdb_lut16x8, fdb_store_codes8, fdb_outlier_* */
 #include "qgemm.h"
 #include "qgemm_internal.h"   /* qg_default_threads */
 
@@ -101,35 +101,6 @@ static inline __m512 gelu_rint_u8_avx512(__m512 y, __m512 scale, __m512 inv_scal
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-/* The outlier share p[m, n] (qgemm.h), one float32 operation per step in channel order. */
-static inline float outlier_p(const qg_epilogue *ep, int64_t m, int64_t n, int64_t N)
-{
-    const float *x = ep->xo + m * ep->ldxo;
-    float p = x[ep->xo_idx[0]] * ep->wo_t[n];
-    for (int64_t j = 1; j < ep->ko; j++) p = p + x[ep->xo_idx[j]] * ep->wo_t[j * N + n];
-    return p;
-}
-
-__attribute__((target("avx512f"), always_inline))
-static inline __m512 outlier_p16(const qg_epilogue *ep, int64_t m, int64_t n, int64_t N)
-{
-    const float *x = ep->xo + m * ep->ldxo;
-    __m512 p = _mm512_mul_ps(_mm512_set1_ps(x[ep->xo_idx[0]]), _mm512_loadu_ps(ep->wo_t + n));
-    for (int64_t j = 1; j < ep->ko; j++)
-        p = _mm512_add_ps(p, _mm512_mul_ps(_mm512_set1_ps(x[ep->xo_idx[j]]), _mm512_loadu_ps(ep->wo_t + j * N + n)));
-    return p;
-}
-
-__attribute__((target("avx2"), always_inline))
-static inline __m256 outlier_p8(const qg_epilogue *ep, int64_t m, int64_t n, int64_t N)
-{
-    const float *x = ep->xo + m * ep->ldxo;
-    __m256 p = _mm256_mul_ps(_mm256_set1_ps(x[ep->xo_idx[0]]), _mm256_loadu_ps(ep->wo_t + n));
-    for (int64_t j = 1; j < ep->ko; j++)
-        p = _mm256_add_ps(p, _mm256_mul_ps(_mm256_set1_ps(x[ep->xo_idx[j]]), _mm256_loadu_ps(ep->wo_t + j * N + n)));
-    return p;
-}
-
 /* The generic epilogue loop; also the tail of the AVX-512 one (starts at column i0). */
 static void epilogue_row_generic(const int32_t *acc, int64_t m, int64_t n0, int64_t i0,
                                  int64_t len, int64_t N, const qg_epilogue *ep)
@@ -140,7 +111,7 @@ static void epilogue_row_generic(const int32_t *acc, int64_t m, int64_t n0, int6
         const int32_t d = (int32_t)((uint32_t)acc[i] - (uint32_t)(ep->comp ? ep->comp[n] : 0));
         float y = (float)d * ep->mult[n];
         if (ep->bias) y = y + ep->bias[n];
-        if (ep->ko) y = y + outlier_p(ep, m, n, N);
+        if (ep->ko) y = y + fdb_outlier_generic(ep->xo + m * ep->ldxo, ep->xo_idx, ep->ko, ep->wo_t, N, n);
         if (ep->gelu) y = gelu_generic(y);
         if (ep->residual) y = y + ep->residual[m * N + n];
         if (ep->out_kind == QG_OUT_F32)
@@ -206,7 +177,8 @@ static void epilogue_rows_avx512(const int32_t *acc0, int64_t lda, int64_t m0, i
         int64_t i = 0;
         for (; i + 16 <= len; i += 16) {
             const int64_t n = n0 + i;
-            const __m512 p = ep->ko ? outlier_p16(ep, m, n, N) : _mm512_setzero_ps();
+            const __m512 p = ep->ko ? fdb_outlier_avx512(ep->xo + m * ep->ldxo, ep->xo_idx, ep->ko, ep->wo_t, N,
+                                                         n, 0xFFFF) : _mm512_setzero_ps();
             __m512 y = ep16_avx512(_mm512_loadu_si512(acc + i),
                                    ep->comp ? _mm512_loadu_si512(ep->comp + n) : _mm512_setzero_si512(),
                                    _mm512_loadu_ps(ep->mult + n),
@@ -287,7 +259,7 @@ static void epilogue_rows_avx2(const int32_t *acc0, int64_t lda, int64_t m0, int
             if (ep->comp) d = _mm256_sub_epi32(d, _mm256_loadu_si256((const __m256i *)(ep->comp + n)));
             __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(ep->mult + n));
             if (ep->bias) y = _mm256_add_ps(y, _mm256_loadu_ps(ep->bias + n));
-            if (ep->ko) y = _mm256_add_ps(y, outlier_p8(ep, m, n, N));
+            if (ep->ko) y = _mm256_add_ps(y, fdb_outlier_avx2(ep->xo + m * ep->ldxo, ep->xo_idx, ep->ko, ep->wo_t, N, n));
             if (gelu_u8) {
                 y = gelu_rint_u8_avx2(y, ep->out_scale, inv_scale, margin_per_y);
             } else if (ep->gelu) {
